@@ -1,0 +1,145 @@
+"""Array backend: NumPy or CuPy, chosen once, explicitly, and passed down.
+
+Model code never imports numpy or cupy itself; it asks a `Backend` for its array
+namespace `xp` and for the few things that differ between a host and a device:
+moving arrays across (`to_device`, `to_host`), random numbers, and waiting for
+queued work (`synchronize`). Choosing a backend is explicit:
+
+    backend = get_backend("numpy")   # or "cupy", or "auto" (CuPy if a GPU is usable)
+
+There is no module-level "current backend": a VAE holds the backend it was built
+with, so two models on two backends can live in one process.
+
+Dtype policy: float32 for training (fast, and what the GPU wants), float64 for
+gradient checks (finite differences need the extra digits).
+
+The third backend, "fakegpu", is NumPy dressed as a separate device (see
+`fakegpu.py`): its arrays refuse to mix with host arrays exactly where CuPy's
+would, so a forgotten transfer fails on a machine with no GPU too.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN_DTYPE = np.float32   # what training runs in
+CHECK_DTYPE = np.float64   # what gradient checks run in
+
+BACKEND_NAMES = ("numpy", "cupy", "auto", "fakegpu")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for where it cannot run; the message says why and what to do."""
+
+
+class Backend:
+    """One array library plus the host<->device glue around it.
+
+    Attributes:
+        name: "numpy", "cupy" or "fakegpu".
+        xp:   the array namespace model code calls (numpy, cupy, or the fake device's).
+        is_device: True when arrays live somewhere other than host memory, so
+                   `to_host` is a copy and reading a number is a sync point.
+    """
+
+    def __init__(self, name, xp, is_device):
+        self.name = name
+        self.xp = xp
+        self.is_device = is_device
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+    # -- transfers ----------------------------------------------------------
+    def to_device(self, array, dtype=None):
+        """Host array -> backend array (a copy on a device, no copy on NumPy when dtype matches)."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def to_host(self, array):
+        """Backend array -> NumPy array. On a device this is a transfer and a sync point."""
+        if self.name == "numpy":
+            return np.asarray(array)
+        return self.xp.asnumpy(array)
+
+    def scalar(self, array):
+        """A 0-d backend array -> Python float. On a device this waits for the GPU: keep it out of the step."""
+        return float(self.to_host(array))
+
+    def synchronize(self):
+        """Wait until all queued device work is done (a no-op on the host). Needed for honest GPU timings."""
+        if self.name == "cupy":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    # -- random numbers -----------------------------------------------------
+    def rng(self, seed):
+        """A seeded generator living where the arrays live.
+
+        `seed` may be an int or a tuple of ints (e.g. (seed, epoch)); the same seed
+        gives the same stream on every run of the same backend.
+        """
+        if self.name == "cupy":
+            # CuPy's RandomState takes one integer; fold a tuple into one with NumPy's SeedSequence.
+            folded = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
+            return self.xp.random.RandomState(folded)
+        return np.random.default_rng(np.random.SeedSequence(seed))
+
+    def standard_normal(self, rng, out):
+        """Fill `out` with N(0, 1) samples of out's dtype, in place."""
+        if self.name == "numpy":
+            rng.standard_normal(dtype=out.dtype, out=out)
+        elif self.name == "fakegpu":
+            self.xp.fill_standard_normal(rng, out)
+        else:
+            out[...] = rng.standard_normal(out.shape, dtype=out.dtype)
+        return out
+
+
+def cuda_unavailable_reason():
+    """None if CuPy can run here, else one sentence saying why not."""
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed"
+    except Exception as error:  # a broken install raises all sorts of things at import
+        return f"CuPy failed to import ({type(error).__name__}: {error})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        text = str(error)
+        if "insufficient" in text.lower() or "driver" in text.lower():
+            return f"the NVIDIA driver is missing or too old for this CuPy ({text})"
+        return f"no usable CUDA device ({text})"
+    if count == 0:
+        return "no CUDA device was found"
+    return None
+
+
+def check_cuda_available():
+    """Raise BackendError, saying why and what to do, unless CuPy can run here."""
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise BackendError(
+            f"--backend cupy cannot run: {reason}. Install the 'cuda' extra "
+            "(pip install 'numpyvae[cuda]') on a machine with an NVIDIA GPU and a current driver, "
+            "or use --backend numpy.")
+
+
+def get_backend(name="auto"):
+    """Return the Backend called `name`: "numpy", "cupy", "auto" or "fakegpu".
+
+    "auto" is CuPy when a CUDA device is usable and NumPy otherwise; it never fails.
+    An explicit "cupy" where CuPy cannot run raises BackendError saying why.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name == "auto":
+        name = "cupy" if cuda_unavailable_reason() is None else "numpy"
+    if name == "numpy":
+        return Backend("numpy", np, is_device=False)
+    if name == "fakegpu":
+        from numpyvae import fakegpu
+        return Backend("fakegpu", fakegpu.namespace, is_device=True)
+    check_cuda_available()
+    import cupy
+    return Backend("cupy", cupy, is_device=True)

@@ -1,0 +1,170 @@
+"""A pretend GPU made of NumPy, so the device code path can be tested without one.
+
+CuPy keeps arrays in GPU memory and refuses to mix them with host NumPy arrays:
+`cupy_array + numpy_array` raises TypeError, and `numpy.asarray(cupy_array)` raises
+too. Code that forgets a transfer therefore runs fine on NumPy and breaks on a GPU.
+This module gives NumPy the same manners. Its arrays (`FakeDeviceArray`) wrap a
+NumPy array, compute with NumPy, and:
+
+- refuse any operand that is a host `numpy.ndarray` (scalars are fine, as in CuPy);
+- refuse implicit conversion to NumPy (`np.asarray(a)`, `np.save`, matplotlib);
+- count every host->device copy, device->host copy and scalar read (`float(a)`,
+  which on a GPU waits for all queued work), in `namespace.counters`.
+
+Only the explicit doors (`asarray`/`array` in, `asnumpy`/`.get()` out) cross over.
+It is a test double, not a faithful CuPy: it checks *where* arrays live, not CUDA.
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+_MIX_MESSAGE = ("fake GPU: a host numpy.ndarray was mixed with device arrays; "
+                "move it with backend.to_device() first (CuPy would raise here too)")
+
+
+class FakeDeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
+    """A NumPy array that pretends to live on a GPU."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data):
+        self._data = data
+
+    # plain attributes, as on cupy.ndarray
+    shape = property(lambda self: self._data.shape)
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: self._data.size)
+    nbytes = property(lambda self: self._data.nbytes)
+    T = property(lambda self: FakeDeviceArray(self._data.T))
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        return f"fakegpu.{self._data!r}"
+
+    def __getitem__(self, key):
+        return _wrap(self._data[_unwrap(key)])
+
+    def __setitem__(self, key, value):
+        self._data[_unwrap(key)] = _unwrap(value)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("fake GPU: implicit conversion to a NumPy array is not allowed; "
+                        "use backend.to_host() (CuPy would raise here too)")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(_unwrap(o) for o in out)
+        result = getattr(ufunc, method)(*(_unwrap(x) for x in inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _call(func, args, kwargs)
+
+    # reading a number off the device waits for the GPU: count it
+    def _read(self, convert):
+        namespace.counters["sync"] += 1
+        return convert(self._data)
+
+    def __float__(self):
+        return self._read(float)
+
+    def __int__(self):
+        return self._read(int)
+
+    def __bool__(self):
+        return self._read(bool)
+
+    def __index__(self):
+        return self._read(lambda d: d.__index__())
+
+    def item(self):
+        return self._read(lambda d: d.item())
+
+    def get(self):
+        """Device -> host copy, as cupy.ndarray.get()."""
+        namespace.counters["to_host"] += 1
+        return self._data.copy()
+
+    def __getattr__(self, name):
+        # methods such as sum, reshape, astype, fill, ravel: run on the data, keep results on the device
+        attribute = getattr(self._data, name)
+        if callable(attribute):
+            return lambda *args, **kwargs: _call(attribute, args, kwargs)
+        return _wrap(attribute)
+
+
+def _unwrap(value):
+    """Device arrays -> their data; host ndarrays -> refused; containers recursively; scalars as they are."""
+    if isinstance(value, FakeDeviceArray):
+        return value._data
+    if isinstance(value, np.ndarray):
+        raise TypeError(_MIX_MESSAGE)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrap(v) for v in value)
+    if isinstance(value, slice):
+        return value
+    return value
+
+
+def _wrap(value):
+    """NumPy results -> device arrays (a NumPy scalar becomes a 0-d array, as CuPy's reductions give)."""
+    if isinstance(value, np.ndarray):
+        return FakeDeviceArray(value)
+    if isinstance(value, np.generic):
+        return FakeDeviceArray(np.asarray(value))
+    if isinstance(value, tuple):
+        return tuple(_wrap(v) for v in value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def _call(function, args, kwargs):
+    out = kwargs.get("out")
+    result = function(*_unwrap(tuple(args)), **{k: _unwrap(v) for k, v in kwargs.items()})
+    if isinstance(out, FakeDeviceArray):
+        return out
+    return _wrap(result)
+
+
+class _Namespace:
+    """Stands in for the `cupy` module: NumPy's functions, with device arrays in and out."""
+
+    ndarray = FakeDeviceArray
+
+    def __init__(self):
+        self.counters = collections.Counter()
+
+    def asarray(self, value, dtype=None):
+        if isinstance(value, FakeDeviceArray):
+            return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+        self.counters["to_device"] += 1
+        return FakeDeviceArray(np.array(value, dtype=dtype, copy=True))  # a device copy is separate memory
+
+    array = asarray
+
+    def asnumpy(self, value):
+        if not isinstance(value, FakeDeviceArray):
+            return np.asarray(value)
+        return value.get()
+
+    def fill_standard_normal(self, rng, out):
+        """Draw N(0, 1) into a device array `out` (the fake device shares NumPy's generator)."""
+        rng.standard_normal(dtype=out.dtype, out=out._data)
+
+    def __getattr__(self, name):
+        attribute = getattr(np, name)
+        if isinstance(attribute, type) or not callable(attribute):
+            return attribute  # dtypes, constants, submodules
+        return lambda *args, **kwargs: _call(attribute, args, kwargs)
+
+
+namespace = _Namespace()
