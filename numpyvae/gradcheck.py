@@ -1,0 +1,231 @@
+"""Finite-difference checks of every hand-written gradient.
+
+The centered difference
+    df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2 h)
+has error O(h^2) from truncation plus O(eps_machine * |f| / h) from rounding, so it
+runs in float64 with h = 1e-5 and agrees with a correct analytic gradient to
+about 1e-9. A layer with many outputs is checked as a vector-Jacobian product
+(as CS231n's eval_numerical_gradient_array does): pick a random upstream gradient
+dy and check d(sum(y * dy))/dx, which is exactly what backward(dy) must return.
+
+Error measure, per tensor:
+    rel_error(a, n) = max|a - n| / max(1e-8, max(|a| + |n|))
+relative to the tensor's largest entries, so tiny entries don't blow up the ratio.
+
+ReLU has a kink at 0 where no finite difference is right. The layer check draws
+its inputs away from 0. The whole-model check cannot (a 784-400-20 model has
+thousands of ReLU inputs, a few always near 0), so for every perturbed entry it
+compares which ReLUs are on at x + h and x - h with the unperturbed pattern, and
+leaves out the rare entry whose perturbation flips one: there the loss is not
+differentiable along that direction. The table counts them ("kinks").
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from numpyvae.backend import CHECK_DTYPE, get_backend
+from numpyvae.layers import Linear, ReLU, Reparameterize, Sigmoid
+from numpyvae.losses import BernoulliLoss, GaussianKL, GaussianLoss
+from numpyvae.vae import VAE
+
+H = 1e-5
+TOLERANCE = {np.dtype(np.float64): 1e-6,
+             # float32 analytic gradients against float64 finite differences: float32 carries
+             # ~7 digits and a gradient sums thousands of products; 4 digits must survive.
+             np.dtype(np.float32): 1e-4}
+KINK_MARGIN = 1e-2      # the ReLU layer check keeps |x| at least this far from 0
+
+
+class Row(NamedTuple):
+    """One line of the gradient-check table."""
+    name: str
+    shape: tuple
+    checked: int
+    max_rel_error: float
+    tolerance: float
+    kinks: int = 0      # entries left out because their perturbation crossed a ReLU kink
+
+    @property
+    def passed(self):
+        return self.checked > 0 and bool(self.max_rel_error < self.tolerance)   # NaN fails
+
+
+def rel_error(analytic, numeric):
+    analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
+    scale = max(1e-8, float(np.max(np.abs(analytic) + np.abs(numeric), initial=0.0)))
+    return float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
+
+
+def numerical_gradient(f, x, indices=None, h=H):
+    """Centered differences of the scalar f() with respect to entries of the host array x.
+
+    x is perturbed in place and restored. Returns an array of x's shape holding the
+    estimates at `indices` (flat indices; default all) and zeros elsewhere.
+    """
+    grad = np.zeros(x.shape)
+    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
+    for i in range(x.size) if indices is None else indices:
+        old = flat_x[i]
+        flat_x[i] = old + h
+        f_plus = float(f())
+        flat_x[i] = old - h
+        f_minus = float(f())
+        flat_x[i] = old
+        flat_grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def numerical_vjp(f, x, dy, h=H):
+    """d(sum(f(x) * dy))/dx by centered differences: what backward(dy) must return."""
+    return numerical_gradient(lambda: np.sum(f() * dy), x, h=h)
+
+
+def _off_kink(rng, shape):
+    # |x| uniform in [KINK_MARGIN, 2] with a random sign: a step of H never crosses 0
+    magnitude = rng.uniform(KINK_MARGIN, 2.0, size=shape)
+    return magnitude * rng.choice([-1.0, 1.0], size=shape)
+
+
+def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
+    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize and the three losses, in float64 on NumPy."""
+    rng = np.random.default_rng(seed)
+    tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
+    rows = []
+
+    def row(name, analytic, numeric):
+        rows.append(Row(name, tuple(np.shape(analytic)), int(np.size(analytic)), rel_error(analytic, numeric), tol))
+
+    # Linear: y = x W + b
+    x, W, b = rng.standard_normal((batch, fan_in)), rng.standard_normal((fan_in, fan_out)), rng.standard_normal(fan_out)
+    dW, db = np.empty_like(W), np.empty_like(b)
+    layer = Linear(np, CHECK_DTYPE, W, b, dW, db)
+    dy = rng.standard_normal((batch, fan_out))
+    forward = lambda: layer.forward(x).copy()
+    forward()
+    dx = layer.backward(dy).copy()
+    row("Linear dx", dx, numerical_vjp(forward, x, dy))
+    row("Linear dW", dW, numerical_vjp(forward, W, dy))
+    row("Linear db", db, numerical_vjp(forward, b, dy))
+
+    # ReLU and Sigmoid: elementwise, checked through their vector-Jacobian products
+    for name, layer, x in (("ReLU dx", ReLU(np, CHECK_DTYPE), _off_kink(rng, (batch, fan_in))),
+                           ("Sigmoid dx", Sigmoid(np, CHECK_DTYPE), 3 * rng.standard_normal((batch, fan_in)))):
+        dy = rng.standard_normal(x.shape)
+        forward = lambda: layer.forward(x).copy()
+        forward()
+        row(name, layer.backward(dy).copy(), numerical_vjp(forward, x, dy))
+
+    # Reparameterize: z = mu + eps * exp(logvar / 2)
+    mu, logvar, eps = (rng.standard_normal((batch, fan_in)) for _ in range(3))
+    layer = Reparameterize(np, CHECK_DTYPE)
+    dz = rng.standard_normal(mu.shape)
+    forward = lambda: layer.forward(mu, logvar, eps).copy()
+    forward()
+    dmu, dlogvar = (a.copy() for a in layer.backward(dz))
+    row("Reparameterize dmu", dmu, numerical_vjp(forward, mu, dz))
+    row("Reparameterize dlogvar", dlogvar, numerical_vjp(forward, logvar, dz))
+
+    # losses: scalar outputs, plain gradients
+    logits = 4 * rng.standard_normal((batch, fan_in))
+    pixels = rng.uniform(0, 1, (batch, fan_in))
+    for name, loss in (("BernoulliLoss dlogits", BernoulliLoss(np, CHECK_DTYPE)),
+                       ("GaussianLoss dlogits", GaussianLoss(np, CHECK_DTYPE))):
+        f = lambda: loss.forward(logits, pixels)
+        f()
+        row(name, loss.backward().copy(), numerical_gradient(f, logits))
+    loss = GaussianKL(np, CHECK_DTYPE)
+    f = lambda: loss.forward(mu, logvar)
+    f()
+    dmu, dlogvar = (a.copy() for a in loss.backward())
+    row("GaussianKL dmu", dmu, numerical_gradient(f, mu))
+    row("GaussianKL dlogvar", dlogvar, numerical_gradient(f, logvar))
+    return rows
+
+
+def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
+    """One row per parameter tensor: analytic gradient of the negative ELBO against finite differences.
+
+    model: a VAE in any dtype on any backend. Finite differences always run on a
+    float64 NumPy copy with the same weights, so a float32 model is checked against
+    the exact gradient, with float32's looser tolerance.
+    entries: how many entries of each tensor to check (default: all), chosen at random.
+    """
+    x, eps = np.asarray(x, np.float64), np.asarray(eps, np.float64)
+    reference = VAE(model.input_dim, model.hidden_dim, model.latent_dim, model.likelihood,
+                    backend="numpy", dtype=CHECK_DTYPE)
+    reference.flat_params[...] = model.backend.to_host(model.flat_params)
+    model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
+                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta)
+
+    def loss_and_relu_pattern():
+        total = float(reference._forward(x, eps, beta)[0])
+        # the masks each ReLU saved for its backward: which units are on
+        pattern = np.concatenate([reference.enc_relu._saved.ravel(), reference.dec_relu._saved.ravel()])
+        reference._forget()
+        return total, pattern
+
+    _, base_pattern = loss_and_relu_pattern()
+    rng = np.random.default_rng(seed)
+    tol = TOLERANCE[np.dtype(model.dtype)]
+    rows = []
+    for name, param in reference.params.items():
+        analytic = model.backend.to_host(model.grads[name]).astype(np.float64).reshape(-1)
+        flat = param.reshape(-1)
+        if entries is None or entries >= flat.size:
+            idx = np.arange(flat.size)
+        else:
+            idx = rng.choice(flat.size, size=entries, replace=False)
+        kept, numeric = [], []
+        for i in idx:
+            old = flat[i]
+            flat[i] = old + H
+            f_plus, pattern_plus = loss_and_relu_pattern()
+            flat[i] = old - H
+            f_minus, pattern_minus = loss_and_relu_pattern()
+            flat[i] = old
+            if (pattern_plus != base_pattern).any() or (pattern_minus != base_pattern).any():
+                continue   # this step crosses a ReLU kink: no derivative to compare with
+            kept.append(i)
+            numeric.append((f_plus - f_minus) / (2 * H))
+        error = rel_error(analytic[kept], numeric) if kept else float("nan")
+        rows.append(Row(name, param.shape, len(kept), error, tol, kinks=len(idx) - len(kept)))
+    return rows
+
+
+def check_batch(model, batch=4, seed=0):
+    """A reproducible batch of pixels in [0, 1] and eps ~ N(0, I) for check_model."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal((batch, model.latent_dim))
+
+
+def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0):
+    """All the checks the `numpyvae gradcheck` command prints: (section title, rows) pairs."""
+    backend = get_backend(backend)
+    sections = [("layers and losses (float64, NumPy)", check_layers(seed))]
+    dtype = np.dtype(dtype)
+    for likelihood in ("bernoulli", "gaussian"):
+        if small:
+            model = VAE(6, 5, 3, likelihood, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
+            sections.append((f"small 6-5-3 VAE, {likelihood}, every entry ({dtype.name}, {backend.name})", rows))
+        if full:
+            model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
+            sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor "
+                             f"({dtype.name}, {backend.name})", rows))
+    return sections
+
+
+def format_table(sections):
+    """The gradient-check table as text, one row per checked tensor."""
+    lines = []
+    for title, rows in sections:
+        lines += ["", title, f"  {'gradient':<24}{'shape':<10}{'checked':>8}{'kinks':>6}  "
+                             f"{'max rel error':>13}  {'tolerance':>9}  result"]
+        for r in rows:
+            shape = "x".join(map(str, r.shape)) or "scalar"
+            lines.append(f"  {r.name:<24}{shape:<10}{r.checked:>8}{r.kinks:>6}  {r.max_rel_error:>13.2e}  "
+                         f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The two halves of the negative ELBO: a reconstruction term and the KL term.
+
+Each loss sums over pixels (or latents) and over the batch; divide by the batch
+size for the per-image numbers that get reported. Like the layers, a loss is a
+forward/backward pair that keeps only what backward needs, in reused buffers.
+
+Shapes: B = batch, D = pixels, Z = latent.
+"""
+from __future__ import annotations
+
+from numpyvae.layers import Layer, sigmoid
+
+
+class BernoulliLoss(Layer):
+    """-log p(x | logits) for pixels x in [0, 1] under independent Bernoullis, from logits.
+
+    With p = sigmoid(l), binary cross-entropy per pixel is
+        -[x log p + (1 - x) log(1 - p)] = softplus(l) - x * l,
+    using log p = -softplus(-l), log(1 - p) = -softplus(l) and softplus(-l) = softplus(l) - l.
+    softplus(l) = log(1 + exp(l)) overflows for large l, so it is computed as
+        softplus(l) = max(l, 0) + log1p(exp(-|l|)),
+    where exp(-|l|) <= 1 always. The gradient is the famous clean one:
+        d/dl [softplus(l) - x l] = sigmoid(l) - x.
+    Forward keeps the logits and x.
+    """
+
+    def forward(self, logits, x):                     # (B, D), (B, D) -> scalar
+        xp = self.xp
+        per_pixel = self._buffer("per_pixel", logits.shape)
+        work = self._buffer("work", logits.shape)
+        xp.abs(logits, out=work)
+        xp.negative(work, out=work)
+        xp.exp(work, out=work)
+        xp.log1p(work, out=work)                      # log1p(exp(-|l|))
+        xp.maximum(logits, 0, out=per_pixel)
+        per_pixel += work                             # softplus(l)
+        xp.multiply(x, logits, out=work)
+        per_pixel -= work                             # softplus(l) - x l
+        self._saved = (logits, x)
+        return per_pixel.sum()
+
+    def backward(self):
+        logits, x = self._take_saved()
+        dlogits = sigmoid(self.xp, logits, out=self._buffer("dlogits", logits.shape))
+        dlogits -= x                                  # sigmoid(l) - x
+        return dlogits
+
+
+class GaussianLoss(Layer):
+    """The seed blog post's reconstruction term: sum of squared errors of sigmoid(logits) against x.
+
+    This is -log N(x | p, 1/2) up to a constant, with p = sigmoid(l):
+        loss = sum (p - x)^2,   dloss/dl = 2 (p - x) * p (1 - p)   (chain rule through the sigmoid).
+    Forward keeps p and x.
+    """
+
+    def forward(self, logits, x):
+        p = sigmoid(self.xp, logits, out=self._buffer("p", logits.shape))
+        error = self._buffer("error", logits.shape)
+        self.xp.subtract(p, x, out=error)             # p - x
+        self._saved = (p, error)
+        return self.xp.vdot(error, error)             # sum of squares, without a (B, D) temporary
+
+    def backward(self):
+        p, error = self._take_saved()
+        dlogits = self._buffer("dlogits", p.shape)
+        self.xp.subtract(1, p, out=dlogits)           # 1 - p
+        dlogits *= p                                  # p (1 - p)
+        dlogits *= error
+        dlogits *= 2                                  # 2 (p - x) p (1 - p)
+        return dlogits
+
+
+class GaussianKL(Layer):
+    """KL(q(z|x) || N(0, I)) for q = N(mu, diag(exp(logvar))), in closed form.
+
+    Kingma & Welling (2014), Appendix B: for one example,
+        KL = -1/2 * sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)),
+    and its gradients are
+        dKL/dmu     = mu
+        dKL/dlogvar = (exp(logvar) - 1) / 2.
+    Forward keeps mu and exp(logvar).
+    """
+
+    def forward(self, mu, logvar):                    # (B, Z), (B, Z) -> scalar
+        xp = self.xp
+        var = self._buffer("var", mu.shape)
+        xp.exp(logvar, out=var)
+        per_latent = self._buffer("per_latent", mu.shape)
+        xp.multiply(mu, mu, out=per_latent)
+        per_latent += var
+        per_latent -= logvar
+        per_latent -= 1                               # mu^2 + exp(logvar) - logvar - 1
+        self._saved = (mu, var)
+        return 0.5 * per_latent.sum()
+
+    def backward(self, scale=1.0):
+        """Return (scale * dKL/dmu, scale * dKL/dlogvar); `scale` is the KL weight beta."""
+        mu, var = self._take_saved()
+        dmu = self._buffer("dmu", mu.shape)
+        self.xp.multiply(mu, scale, out=dmu)
+        dlogvar = self._buffer("dlogvar", var.shape)
+        self.xp.subtract(var, 1, out=dlogvar)
+        dlogvar *= 0.5 * scale
+        return dmu, dlogvar
