@@ -94,7 +94,11 @@ class FakeDeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         return self._data.copy()
 
     def __getattr__(self, name):
-        # methods such as sum, reshape, astype, fill, ravel: run on the data, keep results on the device
+        # methods such as sum, reshape, astype, fill, ravel: run on the data, keep results on the device.
+        # Never hand out protocol attributes (__array_interface__, buffers): NumPy would read
+        # the host data through them and the fake device would leak.
+        if name.startswith("__"):
+            raise AttributeError(name)
         attribute = getattr(self._data, name)
         if callable(attribute):
             return lambda *args, **kwargs: _call(attribute, args, kwargs)

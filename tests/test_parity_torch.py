@@ -1,0 +1,103 @@
+"""The same model, weights and noise in PyTorch autograd: losses, every gradient and Adam must agree.
+
+torch is a test-only dependency (CI installs torch==2.13.0); the package never imports it.
+"""
+import numpy as np
+import pytest
+
+from numpyvae import VAE, Adam
+from numpyvae.gradcheck import rel_error
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
+torch.set_num_threads(1)
+
+
+class TorchVAE(torch.nn.Module):
+    """pytorch/examples' VAE, sizes configurable, with numpyvae's weights copied in."""
+
+    def __init__(self, model):
+        super().__init__()
+        D, H, Z = model.input_dim, model.hidden_dim, model.latent_dim
+        self.likelihood = model.likelihood
+        self.layers = torch.nn.ModuleDict({
+            "enc": torch.nn.Linear(D, H), "mu": torch.nn.Linear(H, Z), "logvar": torch.nn.Linear(H, Z),
+            "dec": torch.nn.Linear(Z, H), "out": torch.nn.Linear(H, D)}).double()
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                layer.weight.copy_(torch.from_numpy(np.asarray(model.params[name + ".W"], np.float64).T))
+                layer.bias.copy_(torch.from_numpy(np.asarray(model.params[name + ".b"], np.float64)))
+
+    def grads(self):
+        """PyTorch's gradients in numpyvae's layout: W as (fan_in, fan_out)."""
+        out = {}
+        for name, layer in self.layers.items():
+            out[name + ".W"] = layer.weight.grad.numpy().T
+            out[name + ".b"] = layer.bias.grad.numpy()
+        return out
+
+    def forward(self, x, eps):
+        L = self.layers
+        h = torch.relu(L["enc"](x))
+        mu, logvar = L["mu"](h), L["logvar"](h)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        logits = L["out"](torch.relu(L["dec"](z)))
+        if self.likelihood == "bernoulli":
+            recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        else:
+            recon = ((torch.sigmoid(logits) - x) ** 2).sum()
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return recon + kl, recon, kl
+
+
+def data(model, n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, model.input_dim)), rng.standard_normal((n, model.latent_dim))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_losses_and_every_gradient_match_autograd(likelihood):
+    model = VAE(likelihood=likelihood, dtype=np.float64, seed=0)   # the full 784-400-20 model
+    reference = TorchVAE(model)
+    x, eps = data(model, 32, seed=1)
+    ours = model.loss_and_grads(x, eps=eps)
+    theirs = reference(torch.from_numpy(x), torch.from_numpy(eps))
+    theirs[0].backward()
+    for a, b in zip(ours, theirs):
+        assert rel_error(float(a), b.item()) < 1e-12
+    torch_grads = reference.grads()
+    for name in model.params:
+        assert rel_error(model.grads[name], torch_grads[name]) < 1e-9, name
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_adam_steps_match_torch_optim_adam(likelihood):
+    model = VAE(40, 16, 4, likelihood=likelihood, dtype=np.float64, seed=3)
+    reference = TorchVAE(model)
+    opt = Adam(model, lr=1e-2)
+    torch_opt = torch.optim.Adam(reference.parameters(), lr=1e-2)   # same defaults: betas, eps
+    for step in range(5):
+        x, eps = data(model, 16, seed=10 + step)
+        model.loss_and_grads(x, eps=eps)
+        opt.step()
+        torch_opt.zero_grad()
+        reference(torch.from_numpy(x), torch.from_numpy(eps))[0].backward()
+        torch_opt.step()
+        for name, layer in reference.layers.items():
+            W = layer.weight.detach().numpy().T
+            assert rel_error(model.params[name + ".W"], W) < 1e-9, (step, name)
+            assert rel_error(model.params[name + ".b"], layer.bias.detach().numpy()) < 1e-9, (step, name)
+
+
+def test_parity_would_notice_the_seed_blog_post_bug(monkeypatch):
+    """Sampling with std = exp(logvar), as the seed does, must break agreement with the reference."""
+    from numpyvae import layers
+    original = layers.Reparameterize.forward
+
+    def seed_bug(self, mu, logvar, eps):
+        return original(self, mu, 2 * logvar, eps)   # exp(0.5 * 2 logvar) = exp(logvar)
+    monkeypatch.setattr(layers.Reparameterize, "forward", seed_bug)
+    model = VAE(20, 8, 3, dtype=np.float64, seed=0)
+    x, eps = data(model, 8, seed=2)
+    ours = model.loss_and_grads(x, eps=eps)[0]
+    theirs = TorchVAE(model)(torch.from_numpy(x), torch.from_numpy(eps))[0]
+    assert rel_error(float(ours), theirs.item()) > 1e-6

@@ -1,0 +1,149 @@
+"""The VAE's public API: flat buffers with named views, shapes, determinism, stability, guard rails."""
+import warnings
+
+import numpy as np
+import pytest
+
+from numpyvae import VAE, layers
+
+NAMES = ["enc.W", "enc.b", "mu.W", "mu.b", "logvar.W", "logvar.b", "dec.W", "dec.b", "out.W", "out.b"]
+
+
+def batch(n=8, d=784, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n, d)).astype(np.float32)
+
+
+def test_params_and_grads_are_named_views_into_flat_buffers():
+    model = VAE()
+    shapes = {"enc.W": (784, 400), "enc.b": (400,), "mu.W": (400, 20), "mu.b": (20,),
+              "logvar.W": (400, 20), "logvar.b": (20,), "dec.W": (20, 400), "dec.b": (400,),
+              "out.W": (400, 784), "out.b": (784,)}
+    assert list(model.params) == list(model.grads) == NAMES
+    assert {k: v.shape for k, v in model.params.items()} == shapes
+    assert {k: v.shape for k, v in model.grads.items()} == shapes
+    assert model.num_params == model.flat_params.size == sum(np.prod(s) for s in shapes.values()) == 652824
+    model.loss_and_grads(batch())
+    assert np.isfinite(model.flat_grads).all() and np.abs(model.flat_grads).max() > 0
+    model.flat_params[:] = np.arange(model.num_params)
+    assert model.params["enc.W"][0, 1] == 1 and model.params["out.b"][-1] == model.num_params - 1
+    assert np.array_equal(np.concatenate([g.ravel() for g in model.grads.values()]), model.flat_grads)
+
+
+def test_initialization_like_pytorch_linear():
+    model = VAE(seed=3)
+    for name, p in model.params.items():
+        fan_in = model.params[name[:-1] + "W"].shape[0]
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(p).max() <= bound and np.abs(p).max() > 0.9 * bound
+    assert np.array_equal(VAE(seed=3).flat_params, model.flat_params)
+    assert not np.array_equal(VAE(seed=4).flat_params, model.flat_params)
+
+
+def test_loss_and_grads_is_deterministic_given_eps():
+    x, eps = batch(), np.random.default_rng(1).standard_normal((8, 20)).astype(np.float32)
+    a, b = VAE(seed=0), VAE(seed=0)
+    la, lb = a.loss_and_grads(x, eps=eps), b.loss_and_grads(x, eps=eps)
+    assert [float(v) for v in la] == [float(v) for v in lb]
+    assert np.array_equal(a.flat_grads, b.flat_grads)
+    total, recon, kl = la
+    assert float(total) == pytest.approx(float(recon) + float(kl), rel=1e-6)
+    assert float(kl) > 0 and float(recon) > 0
+
+
+def test_loss_matches_a_direct_numpy_formula():
+    x = batch(4).astype(np.float64)
+    eps = np.random.default_rng(2).standard_normal((4, 20))
+    model = VAE(dtype=np.float64, seed=5)
+    p = model.params
+    h = np.maximum(x @ p["enc.W"] + p["enc.b"], 0)
+    mu, logvar = h @ p["mu.W"] + p["mu.b"], h @ p["logvar.W"] + p["logvar.b"]
+    z = mu + eps * np.exp(0.5 * logvar)
+    logits = np.maximum(z @ p["dec.W"] + p["dec.b"], 0) @ p["out.W"] + p["out.b"]
+    probs = 1 / (1 + np.exp(-logits))
+    recon = -np.sum(x * np.log(probs) + (1 - x) * np.log(1 - probs))
+    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar))
+    total, got_recon, got_kl = model.loss_and_grads(x, eps=eps)
+    assert float(got_recon) == pytest.approx(recon, rel=1e-12)
+    assert float(got_kl) == pytest.approx(kl, rel=1e-12)
+    gaussian = VAE(likelihood="gaussian", dtype=np.float64, seed=5)
+    assert float(gaussian.loss(x, eps=eps)[1]) == pytest.approx(np.sum((probs - x) ** 2), rel=1e-12)
+
+
+def test_float32_stays_float32():
+    model = VAE()
+    model.loss_and_grads(batch())
+    assert model.flat_params.dtype == model.flat_grads.dtype == np.float32
+    for layer in (model.enc, model.enc_relu, model.out, model.recon_loss, model.reparameterize):
+        assert all(b.dtype in (np.float32, np.bool_) for b in layer._buffers.values())
+
+
+def test_extreme_logits_do_not_overflow_in_float32():
+    x = np.array([[0.0, 1.0, 0.5, 0.0, 1.0]], np.float32)
+    logits = np.array([[-1000.0, 1000.0, 0.0, 1000.0, -1000.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = layers.sigmoid(np, logits, out=np.empty_like(logits))
+        from numpyvae.losses import BernoulliLoss, GaussianLoss
+        bce = BernoulliLoss(np, np.float32)
+        loss = bce.forward(logits, x)
+        grad = bce.backward()
+        gauss = GaussianLoss(np, np.float32)
+        gauss.forward(logits, x)
+        gauss_grad = gauss.backward()
+    assert np.array_equal(probs, [[0, 1, 0.5, 1, 0]])
+    assert np.isfinite(loss) and float(loss) == pytest.approx(2000 + np.log(2), rel=1e-6)
+    assert np.array_equal(grad, [[0, 0, 0, 1, -1]])
+    assert np.isfinite(gauss_grad).all()
+
+
+def test_backward_without_forward_is_refused():
+    model = VAE(6, 5, 3)
+    for layer in (model.enc, model.enc_relu, model.reparameterize, model.kl_loss, model.recon_loss):
+        with pytest.raises(RuntimeError, match="without a forward"):
+            layer.backward(np.ones((2, 5), np.float32)) if layer in (model.enc, model.enc_relu) \
+                else layer.backward() if layer is not model.reparameterize else layer.backward(np.ones((2, 3)))
+    model.enc.forward(np.ones((2, 6), np.float32))
+    model.enc.backward(np.ones((2, 5), np.float32))
+    with pytest.raises(RuntimeError):
+        model.enc.backward(np.ones((2, 5), np.float32))   # a forward serves one backward
+
+
+def test_encode_decode_reconstruct_sample():
+    model = VAE(seed=0)
+    x = batch(5)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 20)
+    images = model.decode(mu)
+    assert images.shape == (5, 784) and images.min() >= 0 and images.max() <= 1
+    assert np.array_equal(model.reconstruct(x), images)
+    assert model.reconstruct(x, sample=True, rng=np.random.default_rng(0)).shape == (5, 784)
+    samples = model.sample(3, rng=np.random.default_rng(0))
+    assert samples.shape == (3, 784) and ((samples >= 0) & (samples <= 1)).all()
+    mu2, _ = model.encode(batch(5, seed=1))
+    assert not np.array_equal(mu, mu2)                   # results are copies, not reused buffers
+
+
+def test_configurable_sizes_and_batch_sizes():
+    model = VAE(input_dim=10, hidden_dim=7, latent_dim=2, likelihood="gaussian")
+    for n in (1, 3, 3, 5):
+        total, recon, kl = model.loss_and_grads(batch(n, d=10))
+        assert np.isfinite(float(total))
+    assert model.params["dec.W"].shape == (2, 7)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"likelihood": "poisson"}, "likelihood must be one of bernoulli, gaussian"),
+    ({"latent_dim": 0}, "latent_dim must be a positive integer"),
+    ({"hidden_dim": 2.5}, "hidden_dim must be a positive integer"),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(**kwargs)
+
+
+def test_bad_batch_shapes():
+    model = VAE(6, 5, 3)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        model.loss_and_grads(np.ones((2, 6)), eps=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="batch, features"):
+        model.loss_and_grads(np.ones(6))
