@@ -9,12 +9,20 @@ The (1 - b^t) factors undo the bias of m and v towards their zero start.
 Because parameters and gradients are each one flat array, a step is a dozen
 whole-array operations written into preallocated buffers, not a loop over
 tensors and not a fresh temporary per operation (that costs ~8x here).
+
+Speed: the flat buffers (2.6 MB each for the default model) do not fit in a core's
+cache, so twelve passes over them would each stream from main memory. `step` walks
+them in chunks of CHUNK_BYTES instead, running all twelve operations on one chunk
+while it sits in cache (about 2x faster than whole-array passes here). On CuPy the
+same update is one fused kernel (`_fused_adam`), a single pass over device memory.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+CHUNK_BYTES = 256 * 1024   # per array; the 5 arrays of a chunk (p, g, m, v, work) fit a 2 MB L2 cache
 
 
 class Adam:
@@ -30,18 +38,30 @@ class Adam:
         xp, n, dtype = model.xp, model.num_params, model.dtype
         self.m = xp.zeros(n, dtype=dtype)      # first moment,  same layout as flat_params
         self.v = xp.zeros(n, dtype=dtype)      # second moment, same layout as flat_params
-        self._work = xp.empty(n, dtype=dtype)  # scratch, reused every step
+        self.chunk = max(1, CHUNK_BYTES // dtype.itemsize)
+        self._work = xp.empty(min(n, self.chunk), dtype=dtype)   # scratch for one chunk, reused every step
         self.t = 0                             # steps taken
+        # on CuPy, one compiled kernel does the whole update; elsewhere None and the plain code runs
+        self._fused = _fused_adam(xp) if model.backend.name == "cupy" else None
 
     def step(self):
         """Apply model.flat_grads to model.flat_params."""
-        xp = self.model.xp
-        p, g, m, v, work = self.model.flat_params, self.model.flat_grads, self.m, self.v, self._work
+        p, g = self.model.flat_params, self.model.flat_grads
         b1, b2 = self.betas
         self.t += 1
         step_size = self.lr / (1 - b1 ** self.t)
-        inv_sqrt_bc2 = 1 / math.sqrt(1 - b2 ** self.t)
+        sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
+        if self._fused is not None:
+            self._fused(g, b1, b2, step_size, sqrt_bc2, self.eps, p, self.m, self.v)
+            return
+        for start in range(0, p.size, self.chunk):
+            end = start + self.chunk            # slicing past the end is fine: the last chunk is shorter
+            self._update(p[start:end], g[start:end], self.m[start:end], self.v[start:end],
+                         self._work[:min(end, p.size) - start], step_size, sqrt_bc2)
 
+    def _update(self, p, g, m, v, work, step_size, sqrt_bc2):
+        """The Adam update of one chunk, in place: p, m, v and g are matching slices of the flat buffers."""
+        xp, (b1, b2) = self.model.xp, self.betas
         m *= b1
         xp.multiply(g, 1 - b1, out=work)
         m += work                               # m = b1 m + (1 - b1) g
@@ -49,12 +69,13 @@ class Adam:
         xp.multiply(g, g, out=work)
         work *= 1 - b2
         v += work                               # v = b2 v + (1 - b2) g^2
+        # sqrt(v) / sqrt_bc2 + eps = (sqrt(v) + eps sqrt_bc2) / sqrt_bc2: moving sqrt_bc2 into the
+        # step size saves a pass over the chunk
         xp.sqrt(v, out=work)
-        work *= inv_sqrt_bc2
-        work += self.eps                        # sqrt(v / (1 - b2^t)) + eps
+        work += self.eps * sqrt_bc2
         xp.divide(m, work, out=work)
-        work *= step_size
-        p -= work
+        work *= step_size * sqrt_bc2
+        p -= work                               # p -= step_size m / (sqrt(v) / sqrt_bc2 + eps)
 
     def state_dict(self):
         """Everything needed to resume, as host NumPy arrays and numbers."""
@@ -74,3 +95,19 @@ class Adam:
         to_device = self.model.backend.to_device
         self.m[...] = to_device(np.asarray(state["m"]), dtype=self.model.dtype)
         self.v[...] = to_device(np.asarray(state["v"]), dtype=self.model.dtype)
+
+
+def _fused_adam(cupy):
+    """CuPy only: `_update`'s arithmetic as one elementwise kernel, each element read and written once.
+
+    Called as kernel(g, b1, b2, step_size, sqrt_bc2, eps, p, m, v); p, m and v are updated in place.
+    """
+    return cupy.ElementwiseKernel(
+        "T g, T b1, T b2, T step_size, T sqrt_bc2, T eps",
+        "T p, T m, T v",
+        """
+        m = b1 * m + (1 - b1) * g;
+        v = b2 * v + (1 - b2) * g * g;
+        p -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);
+        """,
+        "numpyvae_adam")
