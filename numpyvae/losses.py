@@ -26,18 +26,17 @@ class BernoulliLoss(Layer):
 
     def forward(self, logits, x):                     # (B, D), (B, D) -> scalar
         xp = self.xp
-        per_pixel = self._buffer("per_pixel", logits.shape)
+        softplus = self._buffer("softplus", logits.shape)
         work = self._buffer("work", logits.shape)
         xp.abs(logits, out=work)
         xp.negative(work, out=work)
         xp.exp(work, out=work)
         xp.log1p(work, out=work)                      # log1p(exp(-|l|))
-        xp.maximum(logits, 0, out=per_pixel)
-        per_pixel += work                             # softplus(l)
-        xp.multiply(x, logits, out=work)
-        per_pixel -= work                             # softplus(l) - x l
+        xp.maximum(logits, 0, out=softplus)
+        softplus += work                              # softplus(l)
         self._saved = (logits, x)
-        return per_pixel.sum()
+        # sum(softplus(l) - x l) = sum(softplus(l)) - x . l: the dot product needs no (B, D) pass of its own
+        return softplus.sum() - xp.vdot(x, logits)
 
     def backward(self):
         logits, x = self._take_saved()
