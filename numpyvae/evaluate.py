@@ -1,0 +1,173 @@
+"""How good is a trained VAE: the test negative ELBO and an importance-weighted bound on -log p(x).
+
+Two numbers, both in nats per image, both upper bounds on the negative log-likelihood:
+
+  negative ELBO   -E_q[log p(x|z)] + KL(q(z|x) || p(z)), the training loss, averaged here
+                  over several posterior samples per image so the estimate is steadier;
+  IWAE bound      -E[log (1/k) sum_i w_i],  w_i = p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)
+                  (Burda, Grosse & Salakhutdinov 2016, eq. 8). It equals the ELBO at k = 1
+                  and tightens towards -log p(x) as k grows, so it is never above the ELBO.
+
+"log p(x|z)" is minus the model's reconstruction term in both, so the two compare directly.
+(For the Gaussian likelihood that term is a sum of squared errors, which drops the constant
+(D/2) log(pi) of a proper N(x | p, 1/2) density.)
+
+Everything runs forward only, on the model's backend, with sums kept on the device and
+read once at the end. Shapes: N = test images, C = images per chunk, S = samples per block,
+D = pixels, H = hidden, Z = latent.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numpyvae.batches import DeviceDataset
+
+EVAL_SEED = 0          # the eps streams of every evaluation: the same noise for every run and epoch
+BINARIZE_SEED = 0      # the one fixed binarization of the test set, shared by every run
+EVAL_BATCH = 1000      # images per forward pass; only speed depends on it
+ELBO_SAMPLES = 10      # posterior samples per image for the reported negative ELBO
+IW_SAMPLES = 100       # k for the IWAE bound (Burda et al. used 5000; the bound tightens slowly)
+MAX_ELEMENTS = 2 ** 22  # largest (rows, D) array the IWAE bound builds: 16 MB in float32
+
+
+def binarize_fixed(images, seed=BINARIZE_SEED):
+    """uint8 images -> uint8 images of 0 and 255, each pixel on with probability pixel / 255.
+
+    For runs trained with --binarize: the test set is binarized once, with a fixed seed,
+    so every epoch and every run is scored against the same binary images.
+    """
+    rng = np.random.default_rng(seed)
+    on = rng.random(images.shape, dtype=np.float32) < images / np.float32(255)
+    return on.astype(np.uint8) * np.uint8(255)
+
+
+def test_dataset(images, backend, dtype, binarize=False):
+    """The test images as a DeviceDataset, binarized once when the run trained on binary pixels."""
+    return DeviceDataset(binarize_fixed(images) if binarize else images, backend, dtype)
+
+
+def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED):
+    """Per-image test loss, reconstruction and KL (beta = 1), averaged over `samples` draws of eps.
+
+    data: a DeviceDataset. The eps stream is seeded by `seed` alone, so the same model and
+    data give the same numbers every time (train.py calls this with samples=1 each epoch).
+    Returns {"loss": ..., "recon": ..., "kl": ...} as Python floats.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, not {samples}")
+    xp = model.xp
+    rng = model.backend.rng((seed, 1))
+    sums = xp.zeros(3, dtype=np.float64)          # loss, recon, KL summed over images and samples
+    for x in data.batches(batch_size):
+        for _ in range(samples):
+            total, recon, kl = model.loss(x, rng=rng)
+            sums[0] += total
+            sums[1] += recon
+            sums[2] += kl
+    loss, recon, kl = model.backend.to_host(sums) / (len(data) * samples)   # the one sync point
+    return {"loss": float(loss), "recon": float(recon), "kl": float(kl)}
+
+
+def decoder_logits(model, z):
+    """z (R, Z) -> logits (R, D): the model's decoder, relu(z dec.W + dec.b) out.W + out.b.
+
+    The same arithmetic as the decoder in VAE._forward, written with the model's parameter
+    views so it allocates its own arrays (any number of rows) and disturbs no layer buffers.
+    """
+    p = model.params
+    g = model.xp.maximum(z @ p["dec.W"] + p["dec.b"], 0)       # (R, H)
+    return g @ p["out.W"] + p["out.b"]                          # (R, D)
+
+
+def log_likelihood(model, x, logits):
+    """log p(x|z) per row: minus the model's reconstruction term. x (C, D), logits (S, C, D) -> (S, C)."""
+    xp = model.xp
+    if model.likelihood == "bernoulli":
+        # log p = x l - softplus(l), with softplus(l) = max(l, 0) + log1p(exp(-|l|)) (see losses.py)
+        softplus = xp.maximum(logits, 0) + xp.log1p(xp.exp(-xp.abs(logits)))
+        return (x * logits - softplus).sum(axis=-1)
+    p = 0.5 * (1 + xp.tanh(0.5 * logits))                       # sigmoid, as layers.sigmoid
+    return -((p - x) ** 2).sum(axis=-1)
+
+
+def log_weights(model, x, mu, logvar, eps):
+    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + eps * exp(logvar / 2).
+
+    x (C, D); mu, logvar (C, Z); eps (S, C, Z) -> (S, C). With log N(z; 0, I) and
+    log N(z; mu, sigma^2) written out, the 2 pi terms cancel and (z - mu) / sigma = eps:
+        log p(z) - log q(z|x) = sum_j (eps_j^2 / 2 + logvar_j / 2 - z_j^2 / 2).
+    """
+    S, C, Z = eps.shape
+    z = mu + eps * model.xp.exp(0.5 * logvar)                             # (S, C, Z)
+    logits = decoder_logits(model, z.reshape(S * C, Z)).reshape(S, C, -1)  # (S, C, D)
+    log_prior_ratio = 0.5 * (eps * eps + logvar - z * z).sum(axis=-1)     # (S, C)
+    return log_likelihood(model, x, logits) + log_prior_ratio
+
+
+def chunk_sizes(k, dim, max_elements=MAX_ELEMENTS):
+    """(images per chunk C, samples per block S) so that S * C * dim <= max_elements (at least 1 row)."""
+    rows = max(1, max_elements // dim)
+    if k <= rows:
+        return rows // k, k
+    return 1, rows
+
+
+class RunningLogSumExp:
+    """log sum_i exp(a_i) over blocks of a_i arriving one at a time, without overflow.
+
+    Keeps m = the largest a seen and s = sum exp(a - m); a new block with a larger
+    maximum rescales s. Works on arrays: one running value per column (image).
+    """
+
+    def __init__(self, xp, shape):
+        self.xp = xp
+        self.m = xp.full(shape, -np.inf, dtype=np.float64)
+        self.s = xp.zeros(shape, dtype=np.float64)
+
+    def add(self, block):                           # block (S, C)
+        xp = self.xp
+        block = block.astype(np.float64)
+        m = xp.maximum(self.m, block.max(axis=0))                           # (C,)
+        self.s = self.s * xp.exp(self.m - m) + xp.exp(block - m).sum(axis=0)
+        self.m = m
+
+    def value(self):
+        return self.m + self.xp.log(self.s)
+
+
+def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_elements=MAX_ELEMENTS):
+    """Per-image average of log (1/k) sum_i w_i over `data`: a lower bound on log p(x).
+
+    Memory stays bounded for any k and any N: images go through in chunks of C, samples
+    in blocks of S, and a running logsumexp (in float64) combines the blocks, so the
+    largest array is (S * C, D) with S * C * D <= max_elements.
+    Returns the bound as a Python float (negate it for the NLL estimate).
+    """
+    if k < 1:
+        raise ValueError(f"the number of importance samples must be at least 1, not {k}")
+    xp, backend = model.xp, model.backend
+    rng = backend.rng((seed, 2))
+    images_per_chunk, samples_per_block = chunk_sizes(k, model.input_dim, max_elements)
+    total = xp.zeros((), dtype=np.float64)
+    for x in data.batches(images_per_chunk):
+        mu, logvar = model.encode(x)                                        # (C, Z) each
+        lse = RunningLogSumExp(xp, (x.shape[0],))
+        for start in range(0, k, samples_per_block):
+            S = min(samples_per_block, k - start)
+            eps = backend.standard_normal(rng, xp.empty((S, x.shape[0], model.latent_dim), dtype=model.dtype))
+            lse.add(log_weights(model, x, mu, logvar, eps))                # (S, C)
+        total += (lse.value() - math.log(k)).sum()
+    return float(backend.to_host(total)) / len(data)
+
+
+def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed=EVAL_SEED,
+             max_elements=MAX_ELEMENTS):
+    """Both numbers for `numpyvae evaluate`, as a dict ready for JSON (nats per image)."""
+    elbo = negative_elbo(model, data, samples=elbo_samples, seed=seed)
+    bound = importance_weighted_bound(model, data, k=iw_samples, seed=seed, max_elements=max_elements)
+    return {"test_images": len(data),
+            "elbo_samples": elbo_samples, "test_loss": elbo["loss"],
+            "test_recon": elbo["recon"], "test_kl": elbo["kl"],
+            "iw_samples": iw_samples, "iwae_nll": -bound}

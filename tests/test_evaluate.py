@@ -1,0 +1,141 @@
+"""The test negative ELBO and the importance-weighted bound, checked against exact answers."""
+import math
+
+import numpy as np
+import pytest
+
+from numpyvae import evaluate
+from numpyvae.batches import DeviceDataset
+from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
+from numpyvae.vae import VAE
+
+
+def exact_log_likelihood(model, x):
+    """log p(x) = log of the integral of p(x|z) N(z; 0, 1) over z, by quadrature (Z = 1 only), float64."""
+    z = np.linspace(-12, 12, 48001)[:, None]                                      # (G, 1)
+    logits = evaluate.decoder_logits(model, z)                                    # (G, D)
+    log_px_z = (x * logits - np.logaddexp(0, logits)).sum(axis=1)                 # (G,)
+    log_joint = log_px_z - 0.5 * z[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+    top = log_joint.max()
+    return top + math.log(np.trapezoid(np.exp(log_joint - top), z[:, 0]))
+
+
+@pytest.fixture
+def tiny_model():
+    """A float64 VAE with 6 pixels and a 1-D latent space (so log p(x) can be integrated), weights scaled up
+    so the posterior is far from the prior and the bounds differ visibly."""
+    model = VAE(6, 8, 1, "bernoulli", dtype=np.float64, seed=3)
+    model.flat_params *= 3
+    image = np.array([[255, 0, 255, 255, 0, 0]], dtype=np.uint8)
+    return model, image
+
+
+def test_running_logsumexp_matches_the_direct_one_without_overflow():
+    rng = np.random.default_rng(0)
+    values = rng.normal(0, 300, size=(50, 7))                   # exp() of these overflows float64
+    values[:, 3] -= 5000
+    lse = RunningLogSumExp(np, (7,))
+    for start in range(0, 50, 8):
+        lse.add(values[start:start + 8])
+    top = values.max(axis=0)
+    direct = top + np.log(np.exp(values - top).sum(axis=0))
+    np.testing.assert_allclose(lse.value(), direct, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k, dim, budget", [(1, 784, 2 ** 22), (100, 784, 2 ** 22), (5000, 784, 2 ** 22),
+                                            (10 ** 6, 784, 2 ** 22), (7, 784, 100)])
+def test_chunks_stay_within_the_memory_budget(k, dim, budget):
+    images, samples = chunk_sizes(k, dim, budget)
+    assert images >= 1 and 1 <= samples <= k
+    assert images * samples * dim <= max(budget, dim)
+    assert samples == k or images == 1                          # split samples only when one image needs it
+
+
+def test_decoder_logits_are_the_models_decoder():
+    model = VAE(784, 32, 3, seed=0)
+    z = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    probabilities = 1 / (1 + np.exp(-evaluate.decoder_logits(model, z).astype(np.float64)))
+    np.testing.assert_allclose(probabilities, model.decode(z), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_log_likelihood_is_minus_the_models_reconstruction_term(likelihood):
+    model = VAE(784, 32, 3, likelihood, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(1)
+    x, eps = rng.uniform(0, 1, (4, 784)), rng.standard_normal((4, 3))
+    _, recon, _ = model.loss(x, eps=eps)
+    mu, logvar = model.encode(x)
+    z = mu + eps * np.exp(0.5 * logvar)
+    logits = evaluate.decoder_logits(model, z)[None]                              # (1, 4, D)
+    assert -evaluate.log_likelihood(model, x, logits).sum() == pytest.approx(float(recon), rel=1e-12)
+
+
+def test_log_weights_are_log_joint_minus_log_posterior():
+    model = VAE(784, 32, 3, dtype=np.float64, seed=2)
+    rng = np.random.default_rng(2)
+    x, eps = rng.uniform(0, 1, (4, 784)), rng.standard_normal((2, 4, 3))
+    mu, logvar = model.encode(x)
+    z = mu + eps * np.exp(0.5 * logvar)
+
+    def log_normal(v, mean, var):
+        return (-0.5 * (v - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)).sum(axis=-1)
+    logits = evaluate.decoder_logits(model, z.reshape(8, 3)).reshape(2, 4, 784)
+    expected = (evaluate.log_likelihood(model, x, logits) + log_normal(z, 0, 1)
+                - log_normal(z, mu, np.exp(logvar)))
+    np.testing.assert_allclose(evaluate.log_weights(model, x, mu, logvar, eps), expected, rtol=1e-12)
+
+
+def test_iwae_bound_tightens_towards_the_exact_log_likelihood(tiny_model):
+    model, image = tiny_model
+    copies = DeviceDataset(np.repeat(image, 2000, axis=0), model.backend, model.dtype)  # averages the noise
+    exact = exact_log_likelihood(model, image.reshape(1, -1) / 255.0)
+    elbo = -negative_elbo(model, copies, samples=10)["loss"]
+    bounds = {k: importance_weighted_bound(model, copies, k=k, max_elements=600) for k in (1, 10, 100)}
+    bounds[20000] = importance_weighted_bound(model, DeviceDataset(image, model.backend, model.dtype), k=20000,
+                                              max_elements=600)
+    # Burda et al.: ELBO = bound(1) <= bound(10) <= bound(100) <= ... <= log p(x)
+    assert bounds[1] == pytest.approx(elbo, abs=0.2)
+    assert elbo + 0.2 < bounds[10] < bounds[100] < bounds[20000] <= exact + 1e-3
+    assert exact - elbo > 1                                     # the bounds have room to differ...
+    assert bounds[20000] == pytest.approx(exact, abs=0.02)      # ...and the tightest one closes it
+
+
+def test_iwae_bound_does_not_depend_on_the_chunking(tiny_model):
+    model, image = tiny_model
+    data = DeviceDataset(np.repeat(image, 5, axis=0), model.backend, model.dtype)
+    # one chunk of everything, against one image and 100 samples at a time (k split in 20 blocks)
+    whole = importance_weighted_bound(model, data, k=2000, max_elements=10 ** 6)
+    pieces = importance_weighted_bound(model, data, k=2000, max_elements=600)
+    assert whole == pytest.approx(pieces, abs=0.02)
+
+
+def test_negative_elbo_is_reproducible_and_averages_samples():
+    model = VAE(784, 32, 3, seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    data = DeviceDataset(images, model.backend, model.dtype)
+    one = negative_elbo(model, data, samples=1, batch_size=7)
+    assert one == negative_elbo(model, data, samples=1, batch_size=7)
+    assert one["loss"] == pytest.approx(one["recon"] + one["kl"], rel=1e-6)
+    ten = negative_elbo(model, data, samples=10, batch_size=7)
+    assert ten["kl"] == pytest.approx(one["kl"], rel=1e-5)   # analytic KL: the same for every sample
+    assert ten["recon"] != one["recon"]
+
+
+def test_binarize_fixed_draws_each_pixel_once_with_its_probability():
+    images = np.full((200, 28, 28), 64, dtype=np.uint8)
+    images[:, :, :14] = 255
+    binary = evaluate.binarize_fixed(images)
+    assert binary.dtype == np.uint8 and set(np.unique(binary)) == {0, 255}
+    assert (binary[:, :, :14] == 255).all()
+    assert (binary[:, :, 14:] == 255).mean() == pytest.approx(64 / 255, abs=0.01)
+    assert np.array_equal(binary, evaluate.binarize_fixed(images))
+
+
+def test_the_fake_gpu_evaluates_like_numpy(tiny_model):
+    model, image = tiny_model
+    device = VAE(6, 8, 1, "bernoulli", backend="fakegpu", dtype=np.float64, seed=3)
+    device.flat_params[...] = device.backend.to_device(model.flat_params)
+    images = np.repeat(image, 3, axis=0)
+    host_bound = importance_weighted_bound(model, DeviceDataset(images, model.backend, model.dtype), k=50)
+    device_bound = importance_weighted_bound(device, DeviceDataset(images, device.backend, device.dtype), k=50)
+    assert device_bound == pytest.approx(host_bound, rel=1e-12)
