@@ -83,3 +83,33 @@ def real_fashion_mnist_dir():
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------
+# Training fixtures (issue 4): the small dataset wired into the loader, and a tiny model.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_data(small_fashion_mnist, monkeypatch):
+    """The small dataset, found by numpyvae's own loading (train, evaluate, cli) as if it were the real one.
+
+    train.load_images reads datasets.SHA256 and datasets.SYSTEM_DIR when called, so pointing them
+    at the small files' checksums and at no system directory is all it takes.
+    """
+    from numpyvae import datasets
+    monkeypatch.setattr(datasets, "SHA256", small_fashion_mnist.checksums)
+    monkeypatch.setattr(datasets, "SYSTEM_DIR", None)
+    return small_fashion_mnist
+
+
+@pytest.fixture
+def tiny_config(small_data):
+    """tiny_config(**changes): a TrainConfig that trains in milliseconds on small_data (784-32-2, 4 steps per epoch)."""
+    from numpyvae.train import TrainConfig
+
+    def make(**changes):
+        settings = dict(epochs=2, batch_size=16, hidden_dim=32, latent_dim=2, data_dir=str(small_data.data_dir))
+        settings.update(changes)
+        return TrainConfig(**settings)
+    return make

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from numpyvae import evaluate
+from numpyvae import evaluate, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
 from numpyvae.vae import VAE
@@ -129,6 +129,21 @@ def test_binarize_fixed_draws_each_pixel_once_with_its_probability():
     assert (binary[:, :, :14] == 255).all()
     assert (binary[:, :, 14:] == 255).mean() == pytest.approx(64 / 255, abs=0.01)
     assert np.array_equal(binary, evaluate.binarize_fixed(images))
+
+
+def test_evaluating_a_trained_run(tiny_config, tmp_path):
+    config = tiny_config()
+    result = train.train(config, tmp_path / "run", log=lambda line: None, progress=False)
+    config, model, saved = train.load_run(tmp_path / "run")
+    assert np.array_equal(model.flat_params, result.model.flat_params) and saved.epoch == 2
+    images, _ = train.load_images("test", config.data_dir)
+    data = evaluate.test_dataset(images, model.backend, model.dtype)
+    numbers = evaluate.evaluate(model, data, elbo_samples=5, iw_samples=50)
+    assert numbers["test_images"] == 20
+    # one sample with the evaluation seed is exactly the test loss training recorded
+    assert negative_elbo(model, data)["loss"] == pytest.approx(result.metrics[-1]["test_loss"], abs=1e-4)
+    assert numbers["iwae_nll"] < numbers["test_loss"]          # the IWAE bound is the tighter one
+    assert numbers["test_loss"] - numbers["iwae_nll"] < 50
 
 
 def test_the_fake_gpu_evaluates_like_numpy(tiny_model):

@@ -1,0 +1,508 @@
+"""Training: the loop, the run directory, exact resume, and a Ctrl-C that loses nothing.
+
+A run directory holds
+
+    config.json      the TrainConfig, as JSON
+    metrics.csv      one row per epoch: epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds
+    checkpoint.npz   everything needed to continue (see checkpoint.py), rewritten atomically each epoch
+    figures/         the pictures (plots.py)
+
+Losses in metrics.csv and in the per-epoch line are per image, in nats: "loss" is the
+negative ELBO, recon + KL, whatever the KL weight beta (with beta != 1 the objective being
+minimized is recon + beta * KL; both parts are in the table). "seconds" is the time spent
+on the epoch's training steps; the test pass after it is not counted.
+
+Exact resume. Epoch e draws all its randomness from streams seeded by (seed, e): the
+shuffle, the eps of every step and, with binarize, the pixels' coin flips. Resuming
+re-creates the streams of the epoch it stopped in and replays them, drawing without
+training, up to the step it stopped at, so a resumed run is bit for bit the one that
+never stopped (on the NumPy backend; a GPU's sums may be ordered differently run to run).
+
+Ctrl-C sets a flag; the step in flight finishes, the state is saved mid-epoch, and
+train() raises Interrupted. A second Ctrl-C interrupts at once and saves nothing
+(the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
+before anything of that epoch is saved.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from numpyvae import checkpoint, datasets, evaluate
+from numpyvae.atomicfile import atomic_write
+from numpyvae.backend import BACKEND_NAMES, get_backend
+from numpyvae.batches import DeviceDataset
+from numpyvae.optim import Adam
+from numpyvae.vae import LIKELIHOODS, VAE
+
+CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
+METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
+                   "test_loss", "test_recon", "test_kl", "seconds")
+DTYPES = ("float32", "float64")
+# Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
+EPS_STREAM, BINARIZE_STREAM = 1, 2
+PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. The defaults are the seed's model and recipe."""
+    epochs: int = 10                  # passes over the 60,000 training images
+    batch_size: int = 128             # images per Adam step
+    lr: float = 1e-3                  # Adam's learning rate
+    input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
+    hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
+    latent_dim: int = 20              # Z: size of the latent code
+    likelihood: str = "bernoulli"     # "bernoulli" (cross-entropy) or "gaussian" (the seed's squared error)
+    beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
+    warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
+    binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
+    seed: int = 0                     # initial weights, shuffling, eps and binarization noise
+    backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
+    dtype: str = "float32"            # float32 to train; float64 is there for checking
+    data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
+
+    def validate(self):
+        """Raise ConfigError naming the first setting that cannot work."""
+        def need(ok, message):
+            if not ok:
+                raise ConfigError(message)
+        for name in ("epochs", "batch_size", "input_dim", "hidden_dim", "latent_dim", "seed"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
+        need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
+        for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
+            need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, not {self.lr}")
+        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be 0 or more, not {self.beta}")
+        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"warmup_epochs must be 0 or more, not {self.warmup_epochs}")
+        need(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}, "
+                                             f"not {self.likelihood!r}")
+        need(self.backend in BACKEND_NAMES, f"backend must be one of {', '.join(BACKEND_NAMES)}, "
+                                            f"not {self.backend!r}")
+        need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values, source="config"):
+        """A validated TrainConfig from a dict (e.g. config.json); unknown keys are refused."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} is not a JSON object")
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values).validate()
+
+
+# Settings a resumed run may change: how long to go on, where to compute, where the data is.
+# Everything else defines the run, and changing it would make the resumed run a different one.
+RESUMABLE_CHANGES = ("epochs", "backend", "data_dir")
+
+
+class RunError(RuntimeError):
+    """A run cannot start or go on; the one-line message says why and what to do."""
+
+
+class ConfigError(RunError, ValueError):
+    """A setting out of range, or one that disagrees with the run being resumed."""
+
+
+class Interrupted(RunError):
+    """Ctrl-C stopped training; the state is saved (the message says where and how to go on)."""
+
+
+class Diverged(RunError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class NothingToDo(RunError):
+    """--resume of a run that already has the epochs asked for."""
+
+
+class TrainResult(NamedTuple):
+    config: TrainConfig
+    model: VAE
+    metrics: list             # one dict per epoch, keys METRICS_COLUMNS
+    test_images: np.ndarray   # (N, 28, 28) uint8, as loaded (for the pictures)
+    test_labels: np.ndarray   # (N,) uint8
+
+
+# -- data ---------------------------------------------------------------------------------
+
+def load_images(split, data_dir=None, download=False):
+    """(images (N, 28, 28) uint8, labels (N,) uint8) of one Fashion-MNIST split, verified.
+
+    The checksum table and the system directory are looked up when called, not when
+    defined, so tests can point them at a small generated dataset.
+    """
+    return datasets.load_fashion_mnist(split, data_dir, download,
+                                       checksums=datasets.SHA256, system_dir=datasets.SYSTEM_DIR)
+
+
+def fill_uniform(backend, rng, out):
+    """Fill `out` with U[0, 1) samples in place, as Backend.standard_normal does with N(0, 1)."""
+    if backend.name == "numpy":
+        rng.random(dtype=out.dtype, out=out)
+    elif backend.name == "cupy":
+        out[...] = rng.random_sample(out.shape, dtype=out.dtype)
+    else:  # fakegpu: its generator is NumPy's, on the host, so the draw crosses like an upload
+        out[...] = backend.to_device(rng.random(out.shape, dtype=out.dtype))
+    return out
+
+
+def kl_weight(config, epoch, step, steps):
+    """beta for step `step` (0-based) of epoch `epoch` (1-based): ramped from 0 over warmup_epochs."""
+    if config.warmup_epochs <= 0:
+        return config.beta
+    return config.beta * min(1.0, (epoch - 1 + step / steps) / config.warmup_epochs)
+
+
+# -- the run directory ----------------------------------------------------------------------
+
+def read_config(run_dir):
+    """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"no run directory {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON ({error})") from None
+    return TrainConfig.from_dict(values, source=str(path))
+
+
+def write_config(run_dir, config):
+    with atomic_write(Path(run_dir) / CONFIG_FILE) as file:
+        file.write((json.dumps(asdict(config), indent=2) + "\n").encode())
+
+
+def read_metrics(run_dir):
+    """The rows of run_dir/metrics.csv as dicts of numbers ([] if there is no file yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+            raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+        try:
+            return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+                    for row in reader]
+        except (TypeError, ValueError) as error:
+            raise RunError(f"{path} has a malformed row ({error})") from None
+
+
+def write_metrics(run_dir, rows):
+    """Rewrite run_dir/metrics.csv atomically with `rows`."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in rows:
+        writer.writerow([row["epoch"]] + [f"{row[key]:.4f}" for key in METRICS_COLUMNS[1:-1]]
+                        + [f"{row['seconds']:.2f}"])
+    with atomic_write(Path(run_dir) / METRICS_FILE) as file:
+        file.write(text.getvalue().encode())
+
+
+def check_same_run(saved, other, what, allowed=RESUMABLE_CHANGES):
+    """Raise ConfigError if `other` differs from `saved` in a setting that defines the run."""
+    for field in fields(TrainConfig):
+        name = field.name
+        if name not in allowed and getattr(saved, name) != getattr(other, name):
+            raise ConfigError(f"{what}: {name} is {getattr(other, name)!r}, but the run was made with "
+                              f"{name} {getattr(saved, name)!r}")
+
+
+def build_model(config, backend=None):
+    """A fresh VAE for `config` (on `backend` if given, else the config's)."""
+    return VAE(config.input_dim, config.hidden_dim, config.latent_dim, config.likelihood,
+               backend=backend or config.backend, dtype=np.dtype(config.dtype), seed=config.seed)
+
+
+def load_run(run_dir, backend=None):
+    """(config, model, checkpoint) of a run, for evaluating and drawing it.
+
+    Refuses (CheckpointError) a checkpoint whose config disagrees with config.json:
+    it came from another run.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / checkpoint.FILENAME
+    saved = checkpoint.load(path)
+    try:
+        check_same_run(config, TrainConfig.from_dict(saved.config, source=str(path)), str(path))
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    model = build_model(config, backend)
+    checkpoint.restore(saved, model, path=path)
+    return config, model, saved
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+class StopRequest:
+    """While active, the first Ctrl-C only sets `requested`; the loop stops at the next step boundary.
+
+    The handler then puts the previous one back, so a second Ctrl-C raises KeyboardInterrupt
+    at once. Signals can only be caught in the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            if self._previous is None:                     # set outside Python: we cannot put it back
+                self._previous = signal.default_int_handler
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+class Trainer:
+    """One run: its config, model, optimizer and data, and the position it has reached."""
+
+    def __init__(self, config, run_dir, model, optimizer, train_images, test_images,
+                 metrics, log=print, on_step=None, progress=None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.model, self.optimizer = model, optimizer
+        self.backend, self.xp = model.backend, model.xp
+        self.train_data = DeviceDataset(train_images, model.backend, model.dtype)
+        self.test_data = evaluate.test_dataset(test_images, model.backend, model.dtype, config.binarize)
+        self.steps = self.train_data.num_batches(config.batch_size)
+        self.metrics = metrics
+        self.log, self.on_step = log, on_step
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._buffers = {}                       # (name, shape) -> reused device array
+
+    @property
+    def checkpoint_path(self):
+        return self.run_dir / checkpoint.FILENAME
+
+    def _buffer(self, name, shape):
+        buffer = self._buffers.get((name, shape))
+        if buffer is None:
+            buffer = self._buffers[name, shape] = self.xp.empty(shape, dtype=self.model.dtype)
+        return buffer
+
+    def save(self, epoch, step_in_epoch=0, running=None, seconds=0.0):
+        checkpoint.save(self.checkpoint_path, asdict(self.config), self.model, self.optimizer,
+                        epoch, step_in_epoch, running, seconds)
+
+    def run(self, start_epoch, start_step=0, running=None, seconds=0.0):
+        """Train epochs start_epoch..config.epochs, the first from step start_step on."""
+        # NaN and Inf are caught at the end of each epoch with a message saying what to do;
+        # NumPy's warnings from the operations that made them would only repeat it, many times.
+        with StopRequest() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for epoch in range(start_epoch, self.config.epochs + 1):
+                self._epoch(epoch, start_step, running, seconds, stop)
+                start_step, running, seconds = 0, None, 0.0
+                if stop.requested:
+                    raise Interrupted(f"interrupted after epoch {epoch}; saved to {self.checkpoint_path}. "
+                                      f"{self._how_to_resume()}")
+
+    def _how_to_resume(self):
+        return f"Continue with: numpyvae train --run-dir {self.run_dir} --resume"
+
+    def _epoch(self, epoch, start_step, running, seconds, stop):
+        """One pass over the training set (from start_step on), then the test pass, metrics and checkpoint."""
+        config, model, xp = self.config, self.model, self.xp
+        eps_rng = self.backend.rng((config.seed, epoch, EPS_STREAM))
+        coin_rng = self.backend.rng((config.seed, epoch, BINARIZE_STREAM)) if config.binarize else None
+        # recon and KL summed over the epoch so far, on the device: read once, at the end
+        sums = xp.zeros(2, dtype=np.float64)
+        images = 0
+        if running is not None:
+            sums[...] = self.backend.to_device(np.asarray(running[:2], dtype=np.float64))
+            images = int(running[2])
+        done = start_step                    # steps of this epoch taken, counting those before a resume
+        step_finished = True                 # False while a step is half done: no saving then
+        bar = tqdm(total=self.steps, initial=start_step, desc=f"epoch {epoch}/{config.epochs}", unit="step",
+                   leave=False, disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            batches = self.train_data.batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
+            for step, x in enumerate(batches):
+                eps = self.backend.standard_normal(eps_rng, self._buffer("eps", (x.shape[0], model.latent_dim)))
+                if config.binarize:
+                    uniform = fill_uniform(self.backend, coin_rng, self._buffer("uniform", x.shape))
+                    x = xp.less(uniform, x, out=self._buffer("coins", x.shape))   # 1 with probability x
+                if step < start_step:
+                    continue                 # replaying a resumed epoch's streams up to where it stopped
+                step_finished = False
+                _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps))
+                self.optimizer.step()
+                sums[0] += recon
+                sums[1] += kl
+                images += x.shape[0]
+                done, step_finished = step + 1, True
+                if self.progress and done % PROGRESS_EVERY == 0:
+                    bar.set_postfix(loss=f"{float(self.backend.to_host(sums).sum()) / images:.2f}")
+                bar.update()
+                if self.on_step is not None:
+                    self.on_step(epoch, done)
+                if stop.requested:
+                    raise KeyboardInterrupt
+            self.backend.synchronize()
+        except KeyboardInterrupt:
+            bar.close()
+            if not step_finished:
+                raise Interrupted(f"interrupted in the middle of a step of epoch {epoch}; nothing saved, "
+                                  f"{self._kept()}") from None
+            self._save_interrupted(epoch, done, sums, images, seconds + time.perf_counter() - started)
+        bar.close()
+        seconds += time.perf_counter() - started
+        self._finish_epoch(epoch, self.backend.to_host(sums) / images, seconds)
+
+    def _save_interrupted(self, epoch, done, sums, images, seconds):
+        """Save the state after `done` steps of `epoch` (unless it holds NaN or Inf), then raise Interrupted."""
+        running = np.append(self.backend.to_host(sums), images)         # recon, KL, images so far
+        if not (np.isfinite(running).all() and bool(self.xp.isfinite(self.model.flat_params).all())):
+            raise Diverged(f"interrupted in epoch {epoch}, whose loss had become NaN or Inf; nothing saved, "
+                           f"{self._kept()}")
+        self.save(epoch - 1, done, running, seconds)
+        raise Interrupted(f"interrupted at step {done} of {self.steps} in epoch {epoch}; saved to "
+                          f"{self.checkpoint_path}. {self._how_to_resume()}")
+
+    def _kept(self):
+        if self.checkpoint_path.is_file():
+            kept = checkpoint.load(self.checkpoint_path)
+            where = f"epoch {kept.epoch}" + (f", step {kept.step_in_epoch}" if kept.step_in_epoch else "")
+            return f"the last good checkpoint ({where}) is kept in {self.checkpoint_path}"
+        return "and no checkpoint had been written yet"
+
+    def _finish_epoch(self, epoch, train, seconds):
+        """Check, test, record and save a finished epoch; print its line."""
+        recon, kl = (float(v) for v in train)
+        if not (math.isfinite(recon) and math.isfinite(kl) and bool(self.xp.isfinite(self.model.flat_params).all())):
+            raise Diverged(f"the training loss became NaN or Inf in epoch {epoch} (try a smaller --lr); "
+                           f"training stopped and {self._kept()}")
+        test = evaluate.negative_elbo(self.model, self.test_data, samples=1)
+        if not math.isfinite(test["loss"]):
+            raise Diverged(f"the test loss became NaN or Inf after epoch {epoch} (try a smaller --lr); "
+                           f"training stopped and {self._kept()}")
+        row = {"epoch": epoch, "train_loss": recon + kl, "train_recon": recon, "train_kl": kl,
+               "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"], "seconds": seconds}
+        self.metrics = [r for r in self.metrics if r["epoch"] < epoch] + [row]
+        write_metrics(self.run_dir, self.metrics)    # before the checkpoint: a resume drops rows past it
+        self.save(epoch)
+        self.log(format_epoch(row, self.config.epochs))
+
+
+def format_epoch(row, epochs):
+    """The per-epoch line: per-image train and test loss = reconstruction + KL, and seconds."""
+    width = len(str(epochs))
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  "
+            f"train loss {row['train_loss']:8.2f} = recon {row['train_recon']:8.2f} + KL {row['train_kl']:6.2f}  |  "
+            f"test loss {row['test_loss']:8.2f} = recon {row['test_recon']:8.2f} + KL {row['test_kl']:6.2f}  |  "
+            f"{row['seconds']:6.1f} s")
+
+
+def describe(config, backend_name, images, steps):
+    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} VAE, {config.likelihood} likelihood"
+            f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
+            f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
+            f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
+            f"{images} training images, {steps} steps per epoch")
+
+
+def train(config, run_dir, resume=False, *, download=False, log=print, on_step=None, progress=None):
+    """Train a new run in `run_dir`, or with resume=True continue the one there to config.epochs.
+
+    When resuming, `config` gives the new number of epochs (and may change the backend
+    and data directory); every other setting must equal the run's (ConfigError otherwise).
+    on_step(epoch, step) is called after every optimizer step (tests raise KeyboardInterrupt
+    from it). progress: show a tqdm bar (default: when stderr is a terminal).
+    Returns a TrainResult. Raises RunError and its kinds (Interrupted, Diverged, ConfigError),
+    CheckpointError, DataError and BackendError, each with a one-line message.
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    if resume:
+        saved, config = _resumable(run_dir, config)
+    elif (run_dir / checkpoint.FILENAME).exists():
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
+
+    backend = get_backend(config.backend)
+    train_images, _ = load_images("train", config.data_dir, download)
+    test_images, test_labels = load_images("test", config.data_dir, download)
+    input_dim = math.prod(train_images.shape[1:])
+    if resume and input_dim != config.input_dim:
+        raise ConfigError(f"the data has {input_dim} pixels per image but the run's model takes {config.input_dim}")
+    config = replace(config, input_dim=input_dim)
+
+    model = build_model(config, backend)
+    optimizer = Adam(model, lr=config.lr)
+    if resume:
+        checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
+        start_epoch, start_step = saved.epoch + 1, saved.step_in_epoch
+        metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= saved.epoch]
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start_epoch, start_step, metrics = 1, 0, []
+    write_config(run_dir, config)
+    trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,
+                      log=log, on_step=on_step, progress=progress)
+    about = describe(config, model.backend.name, len(train_images), trainer.steps)
+    if resume:
+        where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
+        log(f"resuming {run_dir} {where}: {about}")
+        trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
+    else:
+        log(f"training in {run_dir}: {about}")
+        write_metrics(run_dir, [])
+        trainer.save(0)        # a checkpoint from the start, so there is always a last good one
+        trainer.run(start_epoch)
+    return TrainResult(config, model, trainer.metrics, test_images, test_labels)
+
+
+def _resumable(run_dir, wanted):
+    """(checkpoint, config) to resume run_dir with: the run's config with `wanted`'s allowed changes."""
+    if not run_dir.is_dir():
+        raise RunError(f"cannot resume: no run directory {run_dir}")
+    path = run_dir / checkpoint.FILENAME
+    if not path.exists():
+        raise RunError(f"cannot resume: {run_dir} has no {checkpoint.FILENAME} (start it without --resume)")
+    saved = checkpoint.load(path)
+    run_config = TrainConfig.from_dict(saved.config, source=str(path))
+    try:
+        check_same_run(run_config, read_config(run_dir), f"{run_dir / CONFIG_FILE}")
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    check_same_run(run_config, replace(wanted, input_dim=run_config.input_dim),
+                   "cannot resume with different settings (start a new --run-dir to change them)")
+    config = replace(run_config, **{name: getattr(wanted, name) for name in RESUMABLE_CHANGES})
+    if config.epochs <= saved.epoch:
+        raise NothingToDo(f"{run_dir} has already trained {saved.epoch} epochs (--epochs {config.epochs}); "
+                          f"nothing to do")
+    return saved, config

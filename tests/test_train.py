@@ -1,0 +1,373 @@
+"""Training end to end on the small generated dataset: the run directory, exact resume, Ctrl-C, NaN, checkpoints."""
+import csv
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from numpyvae import checkpoint, fakegpu, train
+from numpyvae.checkpoint import CheckpointError
+from numpyvae.optim import Adam
+from numpyvae.train import (ConfigError, Diverged, Interrupted, NothingToDo, RunError, TrainConfig,
+                            kl_weight, read_metrics)
+
+COLUMNS = "epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds"
+
+
+def run(config, run_dir, resume=False, **kwargs):
+    lines = []
+    result = train.train(config, run_dir, resume=resume, log=lines.append, progress=False, **kwargs)
+    return result, lines
+
+
+def state(run_dir):
+    """Everything a checkpoint holds, as arrays, for bit-for-bit comparison."""
+    with np.load(run_dir / checkpoint.FILENAME, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def assert_same_state(a, b):
+    for key in ("params", "adam_m", "adam_v", "adam_t", "step", "epoch", "step_in_epoch"):
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+
+
+def losses(run_dir):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(run_dir)]
+
+
+def interrupt_at(epoch, step):
+    def on_step(e, s):
+        if (e, s) == (epoch, step):
+            raise KeyboardInterrupt
+    return on_step
+
+
+def test_defaults_are_the_seed_model():
+    config = TrainConfig()
+    assert (config.input_dim, config.hidden_dim, config.latent_dim) == (784, 400, 20)
+    assert (config.batch_size, config.lr, config.epochs, config.likelihood) == (128, 1e-3, 10, "bernoulli")
+    assert (config.beta, config.warmup_epochs, config.binarize) == (1.0, 0.0, False)
+    assert (config.backend, config.dtype) == ("numpy", "float32")
+
+
+def test_two_epochs_write_a_complete_run_directory(tiny_config, tmp_path):
+    result, lines = run(tiny_config(), tmp_path / "run")
+    run_dir = tmp_path / "run"
+    assert sorted(os.listdir(run_dir)) == ["checkpoint.npz", "config.json", "metrics.csv"]
+    assert json.loads((run_dir / "config.json").read_text()) == {
+        "epochs": 2, "batch_size": 16, "lr": 0.001, "input_dim": 784, "hidden_dim": 32, "latent_dim": 2,
+        "likelihood": "bernoulli", "beta": 1.0, "warmup_epochs": 0.0, "binarize": False, "seed": 0,
+        "backend": "numpy", "dtype": "float32", "data_dir": tiny_config().data_dir}
+    with open(run_dir / "metrics.csv", newline="") as file:
+        rows = list(csv.reader(file))
+    assert ",".join(rows[0]) == COLUMNS and [r[0] for r in rows[1:]] == ["1", "2"]
+    metrics = read_metrics(run_dir)
+    for row in metrics:
+        # per image: the loss is the sum of its two parts; a 784-pixel image costs hundreds of nats
+        assert row["train_loss"] == pytest.approx(row["train_recon"] + row["train_kl"], abs=2e-4)
+        assert row["test_loss"] == pytest.approx(row["test_recon"] + row["test_kl"], abs=2e-4)
+        assert 100 < row["train_loss"] < 600 and row["train_kl"] > 0 and row["seconds"] >= 0
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]          # it learns
+    saved = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert (saved.epoch, saved.step_in_epoch, saved.adam["t"]) == (2, 0, 8)
+    assert np.array_equal(saved.params, result.model.flat_params)
+    # one line per epoch, labelled, the numbers matching metrics.csv
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert len(epoch_lines) == 2
+    assert f"train loss {metrics[1]['train_loss']:8.2f} = recon {metrics[1]['train_recon']:8.2f} + KL" in epoch_lines[1]
+    assert f"test loss {metrics[1]['test_loss']:8.2f} = recon {metrics[1]['test_recon']:8.2f}" in epoch_lines[1]
+
+
+def test_kl_label_is_the_kl(tiny_config, tmp_path):
+    """The seed printed the reconstruction error as "KL"; here KL is the small term, as it must be."""
+    run(tiny_config(), tmp_path / "run")
+    for row in read_metrics(tmp_path / "run"):
+        assert row["train_kl"] < row["train_recon"] / 10
+
+
+def test_same_seed_same_run_other_seed_other_run(tiny_config, tmp_path):
+    run(tiny_config(), tmp_path / "a")
+    run(tiny_config(), tmp_path / "b")
+    run(tiny_config(seed=1), tmp_path / "c")
+    assert_same_state(state(tmp_path / "a"), state(tmp_path / "b"))
+    assert not np.array_equal(state(tmp_path / "a")["params"], state(tmp_path / "c")["params"])
+
+
+SETTINGS = {
+    "plain": {},
+    "binarized, warm-up, gaussian": {"binarize": True, "warmup_epochs": 1.5, "likelihood": "gaussian"},
+}
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+def test_resume_at_an_epoch_boundary_is_bit_identical(tiny_config, tmp_path, settings):
+    run(tiny_config(epochs=3, **settings), tmp_path / "straight")
+    run(tiny_config(epochs=1, **settings), tmp_path / "resumed")
+    _, lines = run(tiny_config(epochs=3, **settings), tmp_path / "resumed", resume=True)
+    assert "resuming" in lines[0] and "after epoch 1" in lines[0]
+    assert_same_state(state(tmp_path / "straight"), state(tmp_path / "resumed"))
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
+@pytest.mark.parametrize("epoch, step", [(1, 1), (2, 3), (2, 4)])
+def test_ctrl_c_mid_epoch_then_resume_is_bit_identical(tiny_config, tmp_path, settings, epoch, step):
+    """Interrupted after `step` of 4 steps of `epoch` ((2, 4): after the last step, before the epoch's end)."""
+    run(tiny_config(**settings), tmp_path / "straight")
+    with pytest.raises(Interrupted, match=f"interrupted at step {step} of 4 in epoch {epoch}; saved"):
+        run(tiny_config(**settings), tmp_path / "stopped", on_step=interrupt_at(epoch, step))
+    saved = checkpoint.load(tmp_path / "stopped" / checkpoint.FILENAME)
+    assert (saved.epoch, saved.step_in_epoch, saved.adam["t"]) == (epoch - 1, step, 4 * (epoch - 1) + step)
+    assert saved.running[2] == min(16 * step, 60) and saved.running[0] > 0
+    assert len(read_metrics(tmp_path / "stopped")) == epoch - 1
+    _, lines = run(tiny_config(**settings), tmp_path / "stopped", resume=True)
+    assert f"at step {step} of epoch {epoch}" in lines[0]
+    assert_same_state(state(tmp_path / "straight"), state(tmp_path / "stopped"))
+    # nothing lost: the interrupted epoch's train loss covers all its steps, exactly
+    assert losses(tmp_path / "straight") == losses(tmp_path / "stopped")
+
+
+def test_resume_must_restore_adam_or_it_is_not_the_same_run(tiny_config, tmp_path, monkeypatch):
+    """The resume test can fail: resuming without Adam's moments gives different parameters."""
+    run(tiny_config(), tmp_path / "straight")
+    run(tiny_config(epochs=1), tmp_path / "resumed")
+    monkeypatch.setattr(Adam, "load_state_dict", lambda self, state: None)
+    run(tiny_config(), tmp_path / "resumed", resume=True)
+    assert not np.array_equal(state(tmp_path / "straight")["params"], state(tmp_path / "resumed")["params"])
+
+
+def test_a_step_cut_in_half_is_not_saved(tiny_config, tmp_path, monkeypatch):
+    """A second Ctrl-C can land inside a step (here: inside Adam): that state is half-updated, never saved."""
+    run_dir = tmp_path / "run"
+    real_step, calls = Adam.step, []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        real_step(self)
+    monkeypatch.setattr(Adam, "step", step)
+    with pytest.raises(Interrupted, match="middle of a step of epoch 2; nothing saved.*epoch 1"):
+        run(tiny_config(), run_dir)
+    assert checkpoint.load(run_dir / checkpoint.FILENAME).epoch == 1
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    real_step, calls = Adam.step, []
+
+    def poisoning_step(self):                  # from the 3rd step of epoch 2 on, a weight is NaN
+        real_step(self)
+        calls.append(1)
+        if len(calls) == 7:
+            self.model.flat_params[0] = np.nan
+    monkeypatch.setattr(Adam, "step", poisoning_step)
+    with pytest.raises(Diverged, match="NaN or Inf in epoch 2 .*last good checkpoint \\(epoch 1\\) is kept"):
+        run(tiny_config(epochs=3), run_dir)
+    saved = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert saved.epoch == 1 and np.isfinite(saved.params).all()
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
+    monkeypatch.setattr(Adam, "step", real_step)
+    run(tiny_config(epochs=3), run_dir, resume=True)           # and the run goes on from there
+    assert checkpoint.load(run_dir / checkpoint.FILENAME).epoch == 3
+
+
+def test_every_epoch_reads_the_device_a_fixed_number_of_times(tiny_config, tmp_path):
+    """Losses are summed on the device: the reads per epoch do not grow with the number of steps."""
+    counters = fakegpu.namespace.counters
+    reads = {}
+    for batch_size in (30, 4):                                 # 2 and 15 steps per epoch
+        counters.clear()
+        run(tiny_config(epochs=1, batch_size=batch_size, backend="fakegpu"), tmp_path / f"b{batch_size}")
+        reads[batch_size] = counters["sync"] + counters["to_host"]
+    assert reads[4] == reads[30] <= 12
+
+
+def test_fake_gpu_trains_like_numpy(tiny_config, tmp_path):
+    numpy_run, _ = run(tiny_config(), tmp_path / "numpy")
+    device_run, _ = run(tiny_config(backend="fakegpu"), tmp_path / "device")
+    host_params = device_run.model.backend.to_host(device_run.model.flat_params)
+    np.testing.assert_allclose(host_params, numpy_run.model.flat_params, rtol=1e-5, atol=1e-6)
+
+
+def test_kl_warm_up_ramps_beta_over_steps():
+    config = TrainConfig(beta=2.0, warmup_epochs=2)
+    assert kl_weight(config, 1, 0, 10) == 0.0
+    assert kl_weight(config, 1, 5, 10) == pytest.approx(0.5)
+    assert kl_weight(config, 2, 5, 10) == pytest.approx(1.5)
+    assert kl_weight(config, 3, 0, 10) == kl_weight(config, 9, 3, 10) == 2.0
+    assert kl_weight(TrainConfig(beta=0.5), 1, 0, 10) == 0.5
+
+
+def test_binarize_trains_on_zeros_and_ones(tiny_config, tmp_path, monkeypatch):
+    seen = []
+    real = train.VAE.loss_and_grads
+
+    def spy(self, x, **kwargs):
+        seen.append(self.backend.to_host(x).copy())
+        return real(self, x, **kwargs)
+    monkeypatch.setattr(train.VAE, "loss_and_grads", spy)
+    run(tiny_config(epochs=1, binarize=True), tmp_path / "run")
+    pixels = np.concatenate(seen)
+    assert set(np.unique(pixels)) == {0.0, 1.0} and pixels.dtype == np.float32
+    # x ~ Bernoulli(pixel): the share of ones is the mean pixel value (47,040 coin flips: +-0.002)
+    images, _ = train.load_images("train", tiny_config().data_dir)
+    assert pixels.mean() == pytest.approx(images.mean() / 255, abs=0.01)
+
+
+# -- refusing what cannot work ------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"epochs": -1}, "epochs must be 0 or more"),
+    ({"lr": 0.0}, "lr must be a positive number"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+    ({"likelihood": "poisson"}, "likelihood must be one of bernoulli, gaussian"),
+    ({"backend": "tpu"}, "backend must be one of"),
+    ({"dtype": "float16"}, "dtype must be one of"),
+    ({"hidden_dim": 2.5}, "hidden_dim must be an integer"),
+])
+def test_bad_settings_are_refused(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        train.train(TrainConfig(**changes), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_run_never_overwrites_an_old_one(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    with pytest.raises(RunError, match="already holds a run; continue it with --resume"):
+        run(tiny_config(epochs=1), tmp_path / "run")
+
+
+def test_resume_refuses_other_settings_and_allows_more_epochs(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    with pytest.raises(ConfigError, match="cannot resume with different settings.*hidden_dim is 64, but the run "
+                                          "was made with hidden_dim 32"):
+        run(tiny_config(hidden_dim=64), tmp_path / "run", resume=True)
+    with pytest.raises(ConfigError, match="lr is 0.01"):
+        run(tiny_config(lr=0.01), tmp_path / "run", resume=True)
+    with pytest.raises(NothingToDo, match="already trained 1 epochs"):
+        run(tiny_config(epochs=1), tmp_path / "run", resume=True)
+    run(tiny_config(epochs=2), tmp_path / "run", resume=True)
+    assert [row["epoch"] for row in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_resume_needs_a_run(tiny_config, tmp_path):
+    with pytest.raises(RunError, match="no run directory"):
+        run(tiny_config(), tmp_path / "nowhere", resume=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="has no checkpoint.npz"):
+        run(tiny_config(), tmp_path / "empty", resume=True)
+
+
+def test_a_checkpoint_from_another_run_is_refused(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "a")
+    run(tiny_config(epochs=1, hidden_dim=16), tmp_path / "b")
+    shutil.copy(tmp_path / "b" / "checkpoint.npz", tmp_path / "a" / "checkpoint.npz")
+    with pytest.raises(CheckpointError, match="does not belong to this run.*hidden_dim"):
+        run(tiny_config(), tmp_path / "a", resume=True)
+    with pytest.raises(CheckpointError, match="does not belong to this run"):
+        train.load_run(tmp_path / "a")
+
+
+def test_a_checkpoint_whose_params_do_not_fit_the_model_is_refused(tiny_config, tmp_path):
+    result, _ = run(tiny_config(epochs=1), tmp_path / "a")
+    saved = checkpoint.load(tmp_path / "a" / checkpoint.FILENAME)
+    with pytest.raises(CheckpointError, match="belongs to a different model"):
+        checkpoint.restore(saved._replace(params=saved.params[:-1]), result.model)
+    with pytest.raises(CheckpointError, match="float64 parameters but the model is float32"):
+        checkpoint.restore(saved._replace(params=saved.params.astype(np.float64)), result.model)
+
+
+def corrupt_truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def corrupt_garbage(path):
+    path.write_bytes(b"not a checkpoint at all" * 100)
+
+
+def corrupt_flipped_byte(path):
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:          # a byte inside the stored parameters
+        info = archive.getinfo("params.npy")
+    data[info.header_offset + 200] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def corrupt_missing_key(path):
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files if k != "adam_v"}
+    np.savez(path, **arrays)
+
+
+def corrupt_pickled(path):
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["config"] = np.array([{"evil": True}], dtype=object)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def corrupt_nan(path):
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["params"][3] = np.nan
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (corrupt_truncated, "is corrupt or not a numpyvae checkpoint"),
+    (corrupt_garbage, "is corrupt or not a numpyvae checkpoint"),
+    (corrupt_flipped_byte, "is corrupt or not a numpyvae checkpoint"),
+    (corrupt_missing_key, "not a numpyvae checkpoint \\(missing adam_v\\)"),
+    (corrupt_pickled, "is corrupt or not a numpyvae checkpoint"),
+    (corrupt_nan, "NaN or Inf parameters"),
+])
+def test_a_corrupt_checkpoint_is_refused_in_one_line(tiny_config, tmp_path, corrupt, message):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    corrupt(tmp_path / "run" / checkpoint.FILENAME)
+    with pytest.raises(CheckpointError, match=message) as error:
+        run(tiny_config(), tmp_path / "run", resume=True)
+    assert "\n" not in str(error.value)
+
+
+def test_a_failed_save_leaves_the_old_checkpoint_whole(tiny_config, tmp_path, monkeypatch):
+    result, _ = run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / checkpoint.FILENAME
+    before = path.read_bytes()
+
+    def savez_then_crash(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoint.np, "savez", savez_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, json.loads((tmp_path / "run" / "config.json").read_text()),
+                        result.model, Adam(result.model), epoch=5)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint.npz", "config.json", "metrics.csv"]
+
+
+def test_data_that_cannot_be_found_is_reported(tiny_config, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(train.datasets.DataError, match="Fashion-MNIST train.*not in .*empty.*numpyvae download"):
+        run(tiny_config(data_dir=str(tmp_path / "empty")), tmp_path / "run")
+
+
+def test_progress_bar_shows_the_running_loss(tiny_config, tmp_path, capsys):
+    train.train(tiny_config(epochs=1, batch_size=1), tmp_path / "run", log=print, progress=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1/1" in err and "loss=" in err          # the bar, on stderr, read every 50 steps
+    assert "loss=" not in out and out.count("\nepoch") + out.startswith("epoch") == 1
+
+
+@pytest.mark.slow
+def test_one_epoch_on_the_real_data_learns_as_pytorch_does(real_fashion_mnist_dir, tmp_path):
+    """The real 60,000 images, the default model: PyTorch reaches 262.6 test nats per image after one epoch."""
+    result, _ = run(TrainConfig(epochs=1, data_dir=str(real_fashion_mnist_dir)), tmp_path / "run")
+    assert result.metrics[0]["test_loss"] < 265
