@@ -1,0 +1,337 @@
+"""Pictures of a trained VAE, written as PNG files with no display needed.
+
+    reconstructions.png  test images above their reconstructions
+    samples.png          new clothes: decoded draws z ~ N(0, I) from the prior
+    latent_offset.png    the seed's sweep: a test image's code with one offset added to every coordinate
+    traversal.png        one latent coordinate at a time swept from -3 to 3, the rest held at 0
+    interpolation.png    decoded straight lines in latent space between two test images
+    latent_space.png     the test set's latent means in 2-D (PCA when Z > 2), coloured by class
+    manifold.png         (Z = 2 only) the decoder over a grid of the whole latent plane
+    loss_curves.png      train and test loss, reconstruction and KL per epoch, from metrics.csv
+
+matplotlib is imported inside the functions and only its object-oriented API is used (a
+Figure rendered by Agg, no pyplot): nothing global changes, and `import numpyvae.plots`
+stays cheap. Every PNG is written atomically, at a fixed size (no "tight" cropping).
+Images of clothes are drawn dark on white, as `numpyvae show-data` draws the data.
+
+Shapes: N = images, D = pixels (side * side), Z = latent.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from numpyvae.atomicfile import atomic_write
+from numpyvae.datasets import CLASS_NAMES
+
+DPI = 100
+SEED = 0                 # the prior draws in samples.png
+CHUNK = 1000             # images encoded at a time
+OFFSETS = np.linspace(-3, 3, 7)        # latent_offset.png: added to every coordinate of a code
+TRAVERSAL = np.linspace(-3, 3, 9)      # traversal.png: values given to one coordinate
+MAX_TRAVERSED = 10                     # traversal.png shows the most used coordinates, at most this many
+INTERPOLATION_STEPS = 9                # decoded points from one image's code to the other's, ends included
+MANIFOLD_GRID = 15                     # manifold.png: MANIFOLD_GRID x MANIFOLD_GRID decoded points
+SCATTER_POINTS = 5000                  # latent_space.png draws at most this many test images
+
+
+def figure_size(name, latent_dim):
+    """(width, height) in inches of figure `name`; at DPI it gives the PNG's size in pixels."""
+    traversed = min(latent_dim, MAX_TRAVERSED)
+    return {
+        "reconstructions": (8.0, 6.0),
+        "samples": (7.0, 7.6),
+        "latent_offset": (8.0, 6.6),
+        "traversal": (8.0, 1.6 + 0.75 * traversed),
+        "interpolation": (9.0, 4.2),
+        "latent_space": (8.0, 6.4),
+        "manifold": (8.0, 8.4),
+        "loss_curves": (11.0, 3.8),
+    }[name]
+
+
+def pixel_size(name, latent_dim):
+    """(width, height) of figure `name` in pixels."""
+    width, height = figure_size(name, latent_dim)
+    return round(width * DPI), round(height * DPI)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _figure(name, latent_dim):
+    from matplotlib.figure import Figure     # here, not at import time; Figure.savefig renders with Agg
+    return Figure(figsize=figure_size(name, latent_dim), dpi=DPI, layout="constrained")
+
+
+def _save(figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=DPI)
+    return path
+
+
+def _pixels(images):
+    """uint8 images (N, side, side) -> float pixels (N, D) in [0, 1] on the host."""
+    images = np.asarray(images)
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+
+
+def _to_images(model, pixels):
+    """(N, D) backend or host pixels -> (N, side, side) host array."""
+    pixels = model.backend.to_host(pixels)
+    side = math.isqrt(pixels.shape[1])
+    return pixels.reshape(-1, side, side)
+
+
+def _decode(model, z):
+    """Host codes (N, Z) -> host images (N, side, side)."""
+    return _to_images(model, model.decode(model.backend.to_device(np.asarray(z), dtype=model.dtype)))
+
+
+def _encode(model, images):
+    """Host uint8 images -> (mu, logvar) on the host, each (N, Z), encoding CHUNK images at a time."""
+    mus, logvars = [], []
+    for start in range(0, len(images), CHUNK):
+        x = model.backend.to_device(_pixels(images[start:start + CHUNK]), dtype=model.dtype)  # (chunk, D)
+        mu, logvar = model.encode(x)
+        mus.append(model.backend.to_host(mu))
+        logvars.append(model.backend.to_host(logvar))
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+def _encode_means(model, images):
+    return _encode(model, images)[0]
+
+
+def mosaic(images, pad=2, fill=0.0):
+    """(R, C, side, side) images -> one (R * (side + pad) + pad, C * (side + pad) + pad) array, in a frame of `fill`."""
+    rows, columns, side, _ = images.shape
+    step = side + pad
+    out = np.full((rows * step + pad, columns * step + pad), fill, dtype=np.float32)
+    for r in range(rows):
+        for c in range(columns):
+            out[pad + r * step: pad + r * step + side, pad + c * step: pad + c * step + side] = images[r, c]
+    return out
+
+
+def _show_grid(ax, images, row_labels=None, column_labels=None):
+    """Draw (R, C, side, side) images in [0, 1] as one picture, with labels at the row and column centres."""
+    rows, columns, side, _ = images.shape
+    pad = 2
+    ax.imshow(mosaic(images, pad), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    centre = pad + side / 2 - 0.5
+    ax.set_xticks([centre + c * (side + pad) for c in range(columns)] if column_labels is not None else [])
+    ax.set_yticks([centre + r * (side + pad) for r in range(rows)] if row_labels is not None else [])
+    if column_labels is not None:
+        ax.set_xticklabels(column_labels)
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def one_per_class(labels, count):
+    """Indices of the first image of each class, in class order, repeated round-robin up to `count`."""
+    labels = np.asarray(labels)
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(len(CLASS_NAMES)) if (labels == c).any()]
+    seconds = [int(np.flatnonzero(labels == c)[1]) for c in range(len(CLASS_NAMES)) if (labels == c).sum() > 1]
+    return (firsts + seconds + list(range(len(labels))))[:count]
+
+
+# -- the figures --------------------------------------------------------------------------------
+
+def reconstructions(model, images, path, columns=8, pairs=3):
+    """Test images above their reconstructions, decoded from the posterior means: `pairs` pairs of rows."""
+    n = min(len(images), columns * pairs) // columns * columns              # whole rows only
+    images = np.asarray(images)[:n]
+    shown = _pixels(images).reshape(-1, columns, *_side(model))                # (pairs, C, side, side)
+    rebuilt = _to_images(model, model.reconstruct(model.backend.to_device(_pixels(images), dtype=model.dtype)))
+    grid = np.stack([shown, rebuilt.reshape(shown.shape)], axis=1).reshape(-1, columns, *_side(model))
+    figure = _figure("reconstructions", model.latent_dim)
+    ax = figure.subplots()
+    _show_grid(ax, grid, row_labels=["test image", "reconstruction"] * (len(grid) // 2))
+    ax.set_title("Test images and their reconstructions (decoded from the posterior mean)")
+    ax.set_xlabel(f"{n} test images, in dataset order")
+    return _save(figure, path)
+
+
+def samples(model, path, rows=8, columns=8, seed=SEED):
+    """New images: decoded z ~ N(0, I)."""
+    z = np.random.default_rng(seed).standard_normal((rows * columns, model.latent_dim))
+    grid = _decode(model, z).reshape(rows, columns, *_side(model))
+    figure = _figure("samples", model.latent_dim)
+    ax = figure.subplots()
+    _show_grid(ax, grid)
+    ax.set_title("New clothes from the prior: decoder means for z ~ N(0, I)")
+    ax.set_xlabel(f"{rows * columns} independent draws of z (seed {seed})")
+    return _save(figure, path)
+
+
+def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
+    """The seed's sweep: decode mu(x) + t * (1, ..., 1) for offsets t, for one test image per row."""
+    chosen = one_per_class(labels, count)
+    mu = _encode_means(model, np.asarray(images)[chosen])                        # (count, Z)
+    z = mu[:, None, :] + np.asarray(offsets)[None, :, None]                      # (count, T, Z)
+    decoded = _decode(model, z.reshape(-1, model.latent_dim)).reshape(len(chosen), len(offsets), *_side(model))
+    originals = _pixels(np.asarray(images)[chosen]).reshape(len(chosen), 1, *_side(model))
+    grid = np.concatenate([originals, decoded], axis=1)
+    figure = _figure("latent_offset", model.latent_dim)
+    ax = figure.subplots()
+    _show_grid(ax, grid, row_labels=[CLASS_NAMES[int(labels[i])] for i in chosen],
+               column_labels=["original"] + [f"{t:+g}" for t in offsets])
+    ax.set_title("Latent offset sweep: decode(mu(x) + t), t added to every coordinate of the code")
+    ax.set_xlabel("offset t added to each of the latent coordinates")
+    ax.set_ylabel("test image (its class)")
+    return _save(figure, path)
+
+
+def latent_usage(model, images):
+    """Mean KL per latent coordinate over `images`, (Z,): how much each coordinate is used."""
+    mu, logvar = (a.astype(np.float64) for a in _encode(model, images))
+    return (0.5 * (mu ** 2 + np.exp(logvar) - logvar - 1)).mean(axis=0)      # Kingma & Welling, App. B
+
+
+def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED):
+    """One row per latent coordinate (the most used first): decode z = value * e_j, all others 0."""
+    usage = latent_usage(model, images)
+    dims = np.argsort(-usage, kind="stable")[:max_dims]
+    z = np.zeros((len(dims), len(values), model.latent_dim))
+    for row, j in enumerate(dims):
+        z[row, :, j] = values
+    grid = _decode(model, z.reshape(-1, model.latent_dim)).reshape(len(dims), len(values), *_side(model))
+    figure = _figure("traversal", model.latent_dim)
+    ax = figure.subplots()
+    _show_grid(ax, grid, row_labels=[f"z{j + 1} (KL {usage[j]:.2f})" for j in dims],
+               column_labels=[f"{v:+g}" for v in values])
+    shown = "" if len(dims) == model.latent_dim else f" ({len(dims)} most used of {model.latent_dim})"
+    ax.set_title(f"Latent traversal: one coordinate swept, the others held at 0{shown}")
+    ax.set_xlabel("value of the swept coordinate")
+    ax.set_ylabel("coordinate (mean KL per test image, nats)")
+    return _save(figure, path)
+
+
+def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEPS):
+    """Decoded points on the straight line between the latent means of two test images of different classes."""
+    chosen = one_per_class(labels, 2 * pairs)
+    starts, ends = chosen[0::2], chosen[1::2]
+    pairs = min(len(starts), len(ends))
+    images = np.asarray(images)
+    mu_a, mu_b = _encode_means(model, images[starts[:pairs]]), _encode_means(model, images[ends[:pairs]])
+    t = np.linspace(0, 1, steps)[None, :, None]
+    z = (1 - t) * mu_a[:, None, :] + t * mu_b[:, None, :]                        # (pairs, steps, Z)
+    decoded = _decode(model, z.reshape(-1, model.latent_dim)).reshape(pairs, steps, *_side(model))
+    first = _pixels(images[starts[:pairs]]).reshape(pairs, 1, *_side(model))
+    last = _pixels(images[ends[:pairs]]).reshape(pairs, 1, *_side(model))
+    grid = np.concatenate([first, decoded, last], axis=1)
+    figure = _figure("interpolation", model.latent_dim)
+    ax = figure.subplots()
+    names = [f"{CLASS_NAMES[int(labels[a])]} to {CLASS_NAMES[int(labels[b])]}" for a, b in zip(starts, ends)]
+    _show_grid(ax, grid, row_labels=names[:pairs],
+               column_labels=["image A"] + [f"{v:.2g}" for v in t.ravel()] + ["image B"])
+    ax.set_title("Interpolation: decode((1 - t) mu(A) + t mu(B)) between two test images")
+    ax.set_xlabel("t, the fraction of the way from A's latent mean to B's")
+    return _save(figure, path)
+
+
+def pca(points):
+    """(N, Z) -> (N, 2) projection on the two principal axes, and the fraction of variance each explains."""
+    centred = points - points.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    variance = singular ** 2
+    explained = variance[:2] / max(variance.sum(), 1e-300)
+    return centred @ axes[:2].T, explained
+
+
+def latent_space(model, images, labels, path, max_points=SCATTER_POINTS):
+    """The test set's latent means as points, coloured by class; PCA to 2-D when Z > 2."""
+    images, labels = np.asarray(images)[:max_points], np.asarray(labels)[:max_points]
+    mu = _encode_means(model, images).astype(np.float64)
+    if model.latent_dim == 1:
+        points, axis_labels = np.column_stack([mu[:, 0], np.zeros(len(mu))]), ("z1", "(none: Z = 1)")
+    elif model.latent_dim == 2:
+        points, axis_labels = mu, ("z1", "z2")
+    else:
+        points, explained = pca(mu)
+        axis_labels = tuple(f"principal component {i + 1} ({100 * e:.0f}% of the variance)"
+                            for i, e in enumerate(explained))
+    figure = _figure("latent_space", model.latent_dim)
+    ax = figure.subplots()
+    for c, name in enumerate(CLASS_NAMES):
+        mask = labels == c
+        if mask.any():                                 # "C0".."C9": matplotlib's ten default colours
+            ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=f"C{c}", label=name, linewidths=0)
+    ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=4, frameon=False)
+    how = "latent means" if model.latent_dim <= 2 else f"{model.latent_dim}-D latent means, PCA"
+    ax.set_title(f"{len(images)} test images in latent space ({how})")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    return _save(figure, path)
+
+
+def manifold(model, path, size=MANIFOLD_GRID, limit=3.0):
+    """(Z = 2) The decoder's output over a size x size grid of the latent plane, z1 across and z2 up."""
+    if model.latent_dim != 2:
+        raise ValueError(f"the manifold figure needs a 2-D latent space, not {model.latent_dim}-D")
+    values = np.linspace(-limit, limit, size)
+    z1, z2 = np.meshgrid(values, values[::-1])                                   # z2 grows upwards
+    grid = _decode(model, np.column_stack([z1.ravel(), z2.ravel()])).reshape(size, size, *_side(model))
+    figure = _figure("manifold", model.latent_dim)
+    ax = figure.subplots()
+    every = max(1, size // 7)
+    _show_grid(ax, grid, row_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values[::-1])],
+               column_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values)])
+    ax.set_title("The learned manifold: decoder means over a grid of the 2-D latent space")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    return _save(figure, path)
+
+
+def loss_curves(metrics, path, latent_dim=0):
+    """Train and test loss, reconstruction and KL per epoch (nats per image), from metrics.csv's rows."""
+    figure = _figure("loss_curves", latent_dim)
+    axes = figure.subplots(1, 3)
+    epochs = [row["epoch"] for row in metrics]
+    for ax, (key, title) in zip(axes, (("loss", "Negative ELBO = reconstruction + KL"),
+                                       ("recon", "Reconstruction term"), ("kl", "KL term"))):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            ax.plot(epochs, [row[f"{split}_{key}"] for row in metrics], style, label=split, markersize=4)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.grid(alpha=0.3)
+        if not metrics:
+            ax.text(0.5, 0.5, "no finished epochs yet", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.legend()
+            ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
+    figure.suptitle("Training curves (per-image averages; test uses one fixed posterior sample per image)")
+    return _save(figure, path)
+
+
+def _side(model):
+    side = math.isqrt(model.input_dim)
+    return side, side
+
+
+def make_all(model, images, labels, metrics, out_dir):
+    """Every figure for a model, its test images and labels, and its metrics rows, into out_dir. Returns the paths."""
+    out_dir = Path(out_dir)
+    images, labels = np.asarray(images), np.asarray(labels)
+    if math.isqrt(model.input_dim) ** 2 != model.input_dim:
+        raise ValueError(f"pictures need square images; this model takes {model.input_dim} pixels")
+    paths = [
+        reconstructions(model, images, out_dir / "reconstructions.png"),
+        samples(model, out_dir / "samples.png"),
+        latent_offset(model, images, labels, out_dir / "latent_offset.png"),
+        traversal(model, images, out_dir / "traversal.png"),
+        interpolation(model, images, labels, out_dir / "interpolation.png"),
+        latent_space(model, images, labels, out_dir / "latent_space.png"),
+    ]
+    if model.latent_dim == 2:
+        paths.append(manifold(model, out_dir / "manifold.png"))
+    paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim))
+    return paths

@@ -1,0 +1,140 @@
+"""Every figure: a valid PNG of the size plots.py declares, with a title and labelled axes, written atomically."""
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpyvae import plots
+from numpyvae.vae import VAE
+
+FIGURES = ["reconstructions", "samples", "latent_offset", "traversal", "interpolation", "latent_space",
+           "loss_curves"]
+METRICS = [{"epoch": e, "train_loss": 300.0 - e, "train_recon": 280.0 - e, "train_kl": 20.0,
+            "test_loss": 301.0 - e, "test_recon": 281.0 - e, "test_kl": 20.0, "seconds": 1.0} for e in (1, 2, 3)]
+
+
+def png_size(path):
+    """(width, height) from a PNG's header, after checking the signature and the header chunk's CRC."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    header = data[16:29]
+    assert struct.unpack(">I", data[29:33])[0] == zlib.crc32(kind + header)
+    assert data.endswith(b"IEND\xaeB`\x82"), f"{path} is cut short"
+    return struct.unpack(">II", header[:8])
+
+
+@pytest.fixture
+def images_and_labels(small_fashion_mnist):
+    return small_fashion_mnist.test
+
+
+@pytest.mark.parametrize("latent_dim", [2, 5])
+def test_every_figure_is_a_png_of_the_declared_size(images_and_labels, tmp_path, latent_dim):
+    images, labels = images_and_labels
+    model = VAE(784, 32, latent_dim, seed=0)
+    paths = plots.make_all(model, images, labels, METRICS, tmp_path / "figures")
+    expected = FIGURES[:-1] + (["manifold"] if latent_dim == 2 else []) + ["loss_curves"]
+    assert [p.name for p in paths] == [f"{name}.png" for name in expected]
+    assert sorted(os.listdir(tmp_path / "figures")) == sorted(f"{name}.png" for name in expected)  # no temp files
+    for name, path in zip(expected, paths):
+        assert png_size(path) == plots.pixel_size(name, latent_dim), name
+        assert path.stat().st_size < 1_000_000       # an untrained decoder draws noise, the worst case for PNG
+
+
+def test_the_readmes_figures_are_modest():
+    """docs/figures holds one figure of each kind from the quality run; each must stay small for the README."""
+    docs = Path(__file__).resolve().parent.parent / "docs" / "figures"
+    pngs = sorted(docs.glob("*.png"))
+    if not pngs:
+        pytest.skip(f"no figures in {docs}")
+    assert {p.stem for p in pngs} >= set(FIGURES) | {"manifold"}
+    for path in pngs:
+        png_size(path)
+        assert path.stat().st_size < 300_000, path.name
+
+
+def test_declared_sizes():
+    assert plots.pixel_size("samples", 20) == (700, 760)
+    assert plots.pixel_size("loss_curves", 20) == (1100, 380)
+    assert plots.pixel_size("traversal", 2) == (800, 310)               # one row per latent coordinate...
+    assert plots.pixel_size("traversal", 20) == plots.pixel_size("traversal", 10) == (800, 910)   # ...up to 10
+
+
+def test_every_figure_has_a_title_and_labelled_axes(images_and_labels, tmp_path, monkeypatch):
+    images, labels = images_and_labels
+    drawn = {}
+    real_save = plots._save
+
+    def keep(figure, path):
+        drawn[path.stem] = figure
+        return real_save(figure, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.make_all(VAE(784, 16, 2, seed=1), images, labels, METRICS, tmp_path)
+    assert sorted(drawn) == sorted(FIGURES + ["manifold"])
+    for name, figure in drawn.items():
+        titled = figure._suptitle is not None or all(ax.get_title() for ax in figure.axes)
+        assert titled, f"{name} has no title"
+        for ax in figure.axes:
+            if ax.get_xticks().size or ax.get_yticks().size:      # an axis that shows values says what they are
+                assert ax.get_xlabel() or ax.get_ylabel() or ax.get_yticklabels(), name
+        assert any(ax.get_xlabel() for ax in figure.axes), f"{name} has no axis label"
+    assert [t.get_text() for t in drawn["latent_space"].axes[0].get_legend().get_texts()] == list(plots.CLASS_NAMES)
+    assert drawn["latent_space"].axes[0].get_xlabel() == "z1"
+    assert "principal component" not in drawn["latent_space"].axes[0].get_xlabel()
+
+
+def test_latent_space_uses_pca_above_two_dimensions(images_and_labels, tmp_path, monkeypatch):
+    images, labels = images_and_labels
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure))
+    plots.latent_space(VAE(784, 16, 6, seed=0), images, labels, tmp_path / "x.png")
+    assert drawn[0].axes[0].get_xlabel().startswith("principal component 1 (")
+
+
+def test_pca_finds_the_direction_of_most_variance():
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((500, 4)) * np.array([0.1, 5.0, 0.2, 1.0])
+    projected, explained = plots.pca(points)
+    assert abs(np.corrcoef(projected[:, 0], points[:, 1])[0, 1]) > 0.99
+    assert explained[0] > 0.9 and explained[0] > explained[1]
+
+
+def test_the_manifold_needs_two_latent_dimensions(tmp_path):
+    with pytest.raises(ValueError, match="2-D latent space"):
+        plots.manifold(VAE(784, 8, 3), tmp_path / "m.png")
+
+
+def test_loss_curves_with_no_finished_epoch(tmp_path):
+    path = plots.loss_curves([], tmp_path / "loss_curves.png")
+    assert png_size(path) == plots.pixel_size("loss_curves", 0)
+
+
+def test_a_failed_figure_leaves_no_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("renderer crashed")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError):
+        plots.samples(VAE(784, 8, 2), tmp_path / "samples.png")
+    assert os.listdir(tmp_path) == []
+
+
+def test_importing_is_cheap_and_drawing_needs_no_display(tmp_path):
+    """No matplotlib on import; no pyplot (which picks a GUI backend) ever, even without a display."""
+    code = ("import sys; import numpyvae.cli, numpyvae.train, numpyvae.evaluate, numpyvae.plots as plots; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported too early'; "
+            "from numpyvae.vae import VAE; plots.samples(VAE(784, 8, 2), sys.argv[1]); "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.png")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert png_size(tmp_path / "s.png") == plots.pixel_size("samples", 2)
