@@ -1,0 +1,4 @@
+"""`python -m numpyvae ...` runs the `numpyvae` command."""
+from numpyvae.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""The `numpyvae` command: real subprocess runs for exit codes, Ctrl-C and output; in-process for the rest."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from numpyvae import checkpoint, cli, train
+from numpyvae.optim import Adam
+
+TINY = ["--batch-size", "16", "--hidden-dim", "32", "--latent-dim", "2"]
+
+# Runs the real `numpyvae` entry point, with the loader pointed at the small generated dataset
+# (its checksums come in through the environment; nothing else differs from `python -m numpyvae`).
+BOOTSTRAP = """\
+import json, os, sys
+from numpyvae import datasets
+datasets.SHA256 = json.loads(os.environ["SMALL_CHECKSUMS"])
+datasets.SYSTEM_DIR = None
+from numpyvae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def command(small=None):
+    return [sys.executable, "-c", BOOTSTRAP] if small else [sys.executable, "-m", "numpyvae"]
+
+
+def environment(small=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if small:
+        env["SMALL_CHECKSUMS"] = json.dumps(small.checksums)
+    return env
+
+
+def numpyvae(*args, cwd, small=None, timeout=120):
+    """Run the command in a subprocess; return (exit status, stdout, stderr)."""
+    result = subprocess.run(command(small) + [str(a) for a in args], cwd=cwd, env=environment(small),
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def assert_one_line_error(stderr, *fragments):
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], stderr
+
+
+def run_main(capsys, *args):
+    status = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# -- real subprocesses ------------------------------------------------------------------------
+
+def test_help_lists_every_command(tmp_path):
+    status, out, err = numpyvae("--help", cwd=tmp_path)
+    assert status == 0 and err == ""
+    for name in ("train", "evaluate", "figures", "gradcheck", "download", "show-data"):
+        assert name in out
+
+
+@pytest.mark.parametrize("args, status, fragments", [
+    (["train", "--batch-size", "0"], 2, ["numpyvae train: error: argument --batch-size: must be at least 1, got 0"]),
+    (["train", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
+    (["train", "--backend", "cupy"], 1, ["numpyvae train: error: --backend cupy cannot run:", "--backend numpy"]),
+    (["evaluate", "no-such-run"], 1, ["numpyvae evaluate: error: no run directory no-such-run"]),
+])
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, args, status, fragments):
+    got, out, err = numpyvae(*args, cwd=tmp_path)
+    assert got == status
+    assert_one_line_error(err, *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_evaluate_figures_end_to_end(small_data, tmp_path):
+    run_dir = tmp_path / "run"
+    status, out, err = numpyvae("train", "--epochs", 2, *TINY, "--data-dir", small_data.data_dir,
+                                "--run-dir", run_dir, cwd=tmp_path, small=small_data)
+    assert status == 0, err
+    assert err == ""                                 # no progress bar when stderr is not a terminal
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["1/2", "2/2"]
+    assert "figures: 8 PNG files" in out
+    assert len(list((run_dir / "figures").glob("*.png"))) == 8
+
+    status, out, err = numpyvae("evaluate", run_dir, "--json", "--samples", 3, "--iw-samples", 20,
+                                cwd=tmp_path, small=small_data)
+    assert status == 0 and err == ""
+    results = json.loads(out)
+    assert results["epoch"] == 2 and results["test_images"] == 20
+    assert results["elbo_samples"] == 3 and results["iw_samples"] == 20
+    assert results["test_loss"] == pytest.approx(results["test_recon"] + results["test_kl"], rel=1e-6)
+    assert 0 < results["iwae_nll"] < results["test_loss"]
+
+    (run_dir / checkpoint.FILENAME).write_bytes(b"\x00" * 100)
+    status, _, err = numpyvae("evaluate", run_dir, cwd=tmp_path, small=small_data)
+    assert status == 1
+    assert_one_line_error(err, "numpyvae evaluate: error:", "is corrupt or not a numpyvae checkpoint")
+
+
+def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
+    """A real SIGINT at a random moment; resuming then gives the very parameters of an unbroken run."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
+            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
+    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=tmp_path,
+                               env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:                      # wait until training is under way
+        if line.startswith("epoch"):
+            break
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert_one_line_error(err, "numpyvae train: interrupted", "saved to", "--resume")
+    saved = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert saved.epoch >= 1
+
+    # continue two epochs past the interruption, and compare with a run that never stopped
+    epochs = saved.epoch + 2
+    config = train.read_config(run_dir)
+    status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(epochs), "--no-figures"])
+    assert status == 0
+    reference = train.train(train.replace(config, epochs=epochs), tmp_path / "reference",
+                            log=lambda line: None, progress=False)
+    resumed = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert resumed.epoch == epochs
+    assert np.array_equal(resumed.params, reference.model.flat_params)
+    assert ([r["test_loss"] for r in train.read_metrics(run_dir)]
+            == [r["test_loss"] for r in train.read_metrics(tmp_path / "reference")])
+
+
+# -- in process ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    ([], "the following arguments are required: COMMAND"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["train", "--epochs", "-1"], "argument --epochs: must be at least 0, got -1"),
+    (["train", "--batch-size", "-5"], "argument --batch-size: must be at least 1, got -5"),
+    (["train", "--batch-size", "many"], "argument --batch-size: expected an integer, got 'many'"),
+    (["train", "--lr", "0"], "argument --lr: must be more than 0, got 0"),
+    (["train", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["train", "--likelihood", "poisson"], "argument --likelihood: invalid choice: 'poisson'"),
+    (["train", "--dtype", "float16"], "argument --dtype: invalid choice"),
+    (["train", "--backend", "tpu"], "argument --backend: invalid choice"),
+    (["evaluate"], "the following arguments are required: RUN_DIR"),
+    (["evaluate", "run", "--iw-samples", "0"], "argument --iw-samples: must be at least 1, got 0"),
+    (["gradcheck", "--entries", "0"], "argument --entries: must be at least 1"),
+    (["show-data", "--split", "validation"], "argument --split: invalid choice"),
+])
+def test_bad_command_lines(capsys, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_main(capsys, *args)
+    assert status == 2 and out == ""
+    assert_one_line_error(err, fragment)
+
+
+def test_resume_takes_the_runs_settings_and_refuses_other_ones(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    base = ["--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
+    assert run_main(capsys, "train", "--epochs", 1, *TINY, *base)[0] == 0
+    status, _, err = run_main(capsys, "train", "--epochs", 2, "--hidden-dim", 64, "--run-dir", run_dir, "--resume")
+    assert status == 1
+    assert_one_line_error(err, "cannot resume with different settings", "hidden_dim is 64", "hidden_dim 32")
+    status, out, err = run_main(capsys, "train", "--epochs", 2, "--run-dir", run_dir, "--resume", "--no-figures")
+    assert status == 0 and err == "" and "epoch 2/2" in out and "784-32-2" in out
+    status, out, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume")
+    assert status == 0 and "nothing to do" in out
+    status, _, err = run_main(capsys, "train", "--epochs", 1, *TINY, *base)
+    assert status == 1
+    assert_one_line_error(err, "already holds a run; continue it with --resume")
+
+
+def test_resume_without_a_run(capsys, tmp_path):
+    status, _, err = run_main(capsys, "train", "--run-dir", tmp_path / "nothing", "--resume")
+    assert status == 1
+    assert_one_line_error(err, "no run directory")
+
+
+def test_data_that_cannot_be_found(small_data, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    status, _, err = run_main(capsys, "train", "--data-dir", tmp_path / "empty", "--run-dir", tmp_path / "run")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae train: error: Fashion-MNIST train", "not in", "numpyvae download")
+    status, _, err = run_main(capsys, "show-data", "--data-dir", tmp_path / "empty")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae show-data: error:")
+
+
+def test_a_run_directory_that_is_not_one(capsys, tmp_path):
+    for name in ("evaluate", "figures"):
+        status, _, err = run_main(capsys, name, tmp_path)
+        assert status == 1
+        assert_one_line_error(err, f"numpyvae {name}: error:", "is not a numpyvae run directory")
+
+
+def test_nan_loss_stops_with_a_message_and_status_1(small_data, capsys, tmp_path, monkeypatch):
+    real_step = Adam.step
+
+    def poisoning_step(self):
+        real_step(self)
+        if self.t == 6:
+            self.model.flat_params[:] = np.inf
+    monkeypatch.setattr(Adam, "step", poisoning_step)
+    status, out, err = run_main(capsys, "train", "--epochs", 3, *TINY, "--data-dir", small_data.data_dir,
+                                "--run-dir", tmp_path / "run")
+    assert status == 1 and "epoch 1/3" in out
+    assert_one_line_error(err, "NaN or Inf in epoch 2", "last good checkpoint (epoch 1) is kept")
+    assert not (tmp_path / "run" / "figures").exists()
+
+
+def test_evaluate_prints_labelled_numbers(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir, "--run-dir", run_dir,
+             "--no-figures")
+    status, out, err = run_main(capsys, "evaluate", run_dir, "--samples", 2, "--iw-samples", 10)
+    assert status == 0 and err == ""
+    assert "negative ELBO" in out and "recon" in out and "KL" in out and "(mean over 2 posterior samples" in out
+    assert "IWAE bound" in out and "k = 10 importance samples" in out
+
+
+def test_figures_command_redraws_everything(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir, "--run-dir", run_dir,
+             "--no-figures")
+    status, out, err = run_main(capsys, "figures", run_dir, "--out", tmp_path / "pictures")
+    assert status == 0 and err == ""
+    assert len(out.split()) == 8 and len(list((tmp_path / "pictures").glob("*.png"))) == 8
+
+
+def test_gradcheck_quick_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch):
+    status, out, _ = run_main(capsys, "gradcheck", "--quick")
+    assert status == 0
+    assert "small 6-5-3 VAE, bernoulli" in out and "784-400-20" not in out and "FAIL" not in out
+    from numpyvae import layers
+    real_backward = layers.ReLU.backward
+    monkeypatch.setattr(layers.ReLU, "backward", lambda self, dy: real_backward(self, dy) * 1.01)
+    status, out, _ = run_main(capsys, "gradcheck", "--quick", "--dtype", "float32")
+    assert status == 1 and "FAIL" in out and "float32" in out
+
+
+def test_download_reports_where_the_files_went_or_why_not(capsys, tmp_path, monkeypatch):
+    from numpyvae import download
+    monkeypatch.setattr(download, "download_fashion_mnist", lambda data_dir: [data_dir / "a.gz", data_dir / "b.gz"])
+    status, out, _ = run_main(capsys, "download", "--data-dir", tmp_path)
+    assert status == 0 and out.split() == [str(tmp_path / "a.gz"), str(tmp_path / "b.gz")]
+
+    def offline(data_dir):
+        raise download.DownloadError("could not reach the server (no network); or apt-get install ...")
+    monkeypatch.setattr(download, "download_fashion_mnist", offline)
+    status, _, err = run_main(capsys, "download", "--data-dir", tmp_path)
+    assert status == 1
+    assert_one_line_error(err, "numpyvae download: error: could not reach the server")
+
+
+def test_show_data_draws_a_grid(small_data, capsys, tmp_path):
+    out_path = tmp_path / "grid.png"
+    status, out, err = run_main(capsys, "show-data", "--data-dir", small_data.data_dir, "--out", out_path, "-n", 10)
+    assert status == 0 and out.strip() == str(out_path)
+    assert out_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
