@@ -73,7 +73,8 @@ def build_parser():
                                 argument_default=argparse.SUPPRESS,
                                 description="Train a VAE on Fashion-MNIST (defaults: the seed's 784-400-20 model, "
                                             "batch 128, Adam 1e-3, 10 epochs, Bernoulli likelihood).")
-    train.add_argument("--epochs", type=natural, help="epochs in total (default 10); with --resume, go on until this many")
+    train.add_argument("--epochs", type=natural,
+                       help="epochs in total (default 10); with --resume, go on until this many")
     train.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
     train.add_argument("--lr", type=positive_float, help="Adam learning rate (default 1e-3)")
     train.add_argument("--hidden-dim", type=positive_int, help="hidden units (default 400)")

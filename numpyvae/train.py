@@ -22,6 +22,8 @@ Ctrl-C sets a flag; the step in flight finishes, the state is saved mid-epoch, a
 train() raises Interrupted. A second Ctrl-C interrupts at once and saves nothing
 (the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
 before anything of that epoch is saved.
+
+Shapes: N = training images, B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
@@ -353,7 +355,8 @@ class Trainer:
         try:
             batches = self.train_data.batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, x in enumerate(batches):
-                eps = self.backend.standard_normal(eps_rng, self._buffer("eps", (x.shape[0], model.latent_dim)))
+                eps = self._buffer("eps", (x.shape[0], model.latent_dim))                          # (B, Z)
+                self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
                     uniform = fill_uniform(self.backend, coin_rng, self._buffer("uniform", x.shape))
                     x = xp.less(uniform, x, out=self._buffer("coins", x.shape))   # 1 with probability x
