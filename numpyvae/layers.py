@@ -20,6 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def is_cupy(xp):
+    """True when `xp` is the cupy module: there, fused kernels replace some chains of ufuncs."""
+    return getattr(xp, "__name__", None) == "cupy"
+
+
 class Layer:
     """Base class: holds the array namespace, the dtype and the per-batch-size buffers."""
 

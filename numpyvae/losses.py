@@ -8,7 +8,7 @@ Shapes: B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
-from numpyvae.layers import Layer, sigmoid
+from numpyvae.layers import Layer, is_cupy, sigmoid
 
 
 class BernoulliLoss(Layer):
@@ -23,6 +23,10 @@ class BernoulliLoss(Layer):
         d/dl [softplus(l) - x l] = sigmoid(l) - x.
     Forward keeps the logits and x.
     """
+
+    def __init__(self, xp, dtype):
+        super().__init__(xp, dtype)
+        self._fused_backward = _fused_bernoulli_grad(xp) if is_cupy(xp) else None
 
     def forward(self, logits, x):                     # (B, D), (B, D) -> scalar
         xp = self.xp
@@ -40,9 +44,20 @@ class BernoulliLoss(Layer):
 
     def backward(self):
         logits, x = self._take_saved()
-        dlogits = sigmoid(self.xp, logits, out=self._buffer("dlogits", logits.shape))
+        dlogits = self._buffer("dlogits", logits.shape)   # (B, D)
+        if self._fused_backward is not None:
+            return self._fused_backward(logits, x, dlogits)
+        sigmoid(self.xp, logits, out=dlogits)
         dlogits -= x                                  # sigmoid(l) - x
         return dlogits
+
+
+def _fused_bernoulli_grad(cupy):
+    """CuPy only: BernoulliLoss.backward as one kernel (the plain code makes five passes over (B, D))."""
+    return cupy.ElementwiseKernel(
+        "T logits, T x", "T dlogits",
+        "dlogits = (1 + tanh(logits / 2)) / 2 - x",   # sigmoid(l) - x, sigmoid written as in layers.sigmoid
+        "numpyvae_bernoulli_grad")
 
 
 class GaussianLoss(Layer):
@@ -50,8 +65,12 @@ class GaussianLoss(Layer):
 
     This is -log N(x | p, 1/2) up to a constant, with p = sigmoid(l):
         loss = sum (p - x)^2,   dloss/dl = 2 (p - x) * p (1 - p)   (chain rule through the sigmoid).
-    Forward keeps p and x.
+    Forward keeps p and the error p - x.
     """
+
+    def __init__(self, xp, dtype):
+        super().__init__(xp, dtype)
+        self._fused_backward = _fused_gaussian_grad(xp) if is_cupy(xp) else None
 
     def forward(self, logits, x):
         p = sigmoid(self.xp, logits, out=self._buffer("p", logits.shape))
@@ -63,11 +82,21 @@ class GaussianLoss(Layer):
     def backward(self):
         p, error = self._take_saved()
         dlogits = self._buffer("dlogits", p.shape)
+        if self._fused_backward is not None:
+            return self._fused_backward(p, error, dlogits)
         self.xp.subtract(1, p, out=dlogits)           # 1 - p
         dlogits *= p                                  # p (1 - p)
         dlogits *= error
         dlogits *= 2                                  # 2 (p - x) p (1 - p)
         return dlogits
+
+
+def _fused_gaussian_grad(cupy):
+    """CuPy only: GaussianLoss.backward as one kernel (the plain code makes four passes over (B, D))."""
+    return cupy.ElementwiseKernel(
+        "T p, T error", "T dlogits",
+        "dlogits = 2 * error * p * (1 - p)",
+        "numpyvae_gaussian_grad")
 
 
 class GaussianKL(Layer):
