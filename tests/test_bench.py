@@ -1,0 +1,45 @@
+"""The benchmark script runs in --quick mode and writes well-formed results. It is not a timed test."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backends.py"
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_quick_writes_json_markdown_and_png(quick_results):
+    out, _ = quick_results
+    report = json.loads((out / "bench_backends.json").read_text())
+    assert "numpy" in report["backends"]
+    # every requested backend either ran or says why not (CuPy: no GPU here; torch: not installed)
+    assert set(report["backends"]) | set(report["skipped"]) == {"numpy", "cupy", "torch"}
+    assert all(why.startswith("not run: ") for why in report["skipped"].values())
+    for row in report["rows"]:
+        assert row["seconds_per_epoch"] > 0 and row["images_per_second"] > 0
+        assert 0 < row["achieved_gflops"] and 0 < row["matmul_gflops"]
+        assert row["peak_rss_bytes"] > 10 * 2 ** 20
+        assert len(row["loss_mean"]) == report["config"]["epochs"]
+        assert all(0 < loss < 1000 for loss in row["loss_mean"])       # per image, in nats
+    for table in report["scaling"].values():
+        for runs in table.values():
+            assert all(entry["images_per_second"] > 0 for entry in runs.values())
+    markdown = (out / "bench_backends.md").read_text()
+    assert "| numpyvae, NumPy float32 |" in markdown and "s/epoch" in markdown
+    assert (out / "bench_backends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_prints_the_table_and_names_skipped_backends(quick_results):
+    _, done = quick_results
+    assert "| backend |" in done.stdout
+    assert "cupy" in done.stderr or "CuPy" in done.stdout
