@@ -92,6 +92,16 @@ class Backend:
             out[...] = rng.standard_normal(out.shape, dtype=out.dtype)
         return out
 
+    def uniform(self, rng, out):
+        """Fill `out` with U[0, 1) samples of out's dtype, in place."""
+        if self.name == "numpy":
+            rng.random(dtype=out.dtype, out=out)
+        elif self.name == "fakegpu":
+            self.xp.fill_uniform(rng, out)
+        else:
+            out[...] = rng.random_sample(out.shape, dtype=out.dtype)
+        return out
+
 
 def cuda_unavailable_reason():
     """None if CuPy can run here, else one sentence saying why not."""

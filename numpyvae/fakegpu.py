@@ -164,6 +164,10 @@ class _Namespace:
         """Draw N(0, 1) into a device array `out` (the fake device shares NumPy's generator)."""
         rng.standard_normal(dtype=out.dtype, out=out._data)
 
+    def fill_uniform(self, rng, out):
+        """Draw U[0, 1) into a device array `out`."""
+        rng.random(dtype=out.dtype, out=out._data)
+
     def __getattr__(self, name):
         attribute = getattr(np, name)
         if isinstance(attribute, type) or not callable(attribute):

@@ -156,17 +156,6 @@ def load_images(split, data_dir=None, download=False):
                                        checksums=datasets.SHA256, system_dir=datasets.SYSTEM_DIR)
 
 
-def fill_uniform(backend, rng, out):
-    """Fill `out` with U[0, 1) samples in place, as Backend.standard_normal does with N(0, 1)."""
-    if backend.name == "numpy":
-        rng.random(dtype=out.dtype, out=out)
-    elif backend.name == "cupy":
-        out[...] = rng.random_sample(out.shape, dtype=out.dtype)
-    else:  # fakegpu: its generator is NumPy's, on the host, so the draw crosses like an upload
-        out[...] = backend.to_device(rng.random(out.shape, dtype=out.dtype))
-    return out
-
-
 def kl_weight(config, epoch, step, steps):
     """beta for step `step` (0-based) of epoch `epoch` (1-based): ramped from 0 over warmup_epochs."""
     if config.warmup_epochs <= 0:
@@ -358,7 +347,7 @@ class Trainer:
                 eps = self._buffer("eps", (x.shape[0], model.latent_dim))                          # (B, Z)
                 self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
-                    uniform = fill_uniform(self.backend, coin_rng, self._buffer("uniform", x.shape))
+                    uniform = self.backend.uniform(coin_rng, self._buffer("uniform", x.shape))
                     x = xp.less(uniform, x, out=self._buffer("coins", x.shape))   # 1 with probability x
                 if step < start_step:
                     continue                 # replaying a resumed epoch's streams up to where it stopped

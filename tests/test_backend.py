@@ -73,5 +73,7 @@ def test_rng_is_reproducible_per_seed(name):
     for seed in [(1, 2), (1, 2), (1, 3)]:
         out = backend.xp.empty((3, 4), dtype=backend.xp.float32)
         draws.append(backend.to_host(backend.standard_normal(backend.rng(seed), out)))
+        uniform = backend.uniform(backend.rng(seed), backend.xp.empty((50,), dtype=backend.xp.float32))
+        assert 0 <= uniform.min() and uniform.max() < 1 and backend.to_host(uniform).dtype == np.float32
     assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
     assert draws[0].dtype == np.float32

@@ -175,15 +175,19 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, tmp_
     assert checkpoint.load(run_dir / checkpoint.FILENAME).epoch == 3
 
 
-def test_every_epoch_reads_the_device_a_fixed_number_of_times(tiny_config, tmp_path):
-    """Losses are summed on the device: the reads per epoch do not grow with the number of steps."""
+@pytest.mark.parametrize("binarize", [False, True])
+def test_every_epoch_crosses_to_the_device_a_fixed_number_of_times(tiny_config, tmp_path, binarize):
+    """Losses are summed and noise is drawn on the device: transfers per epoch don't grow with the steps."""
     counters = fakegpu.namespace.counters
-    reads = {}
+    reads, uploads = {}, {}
     for batch_size in (30, 4):                                 # 2 and 15 steps per epoch
         counters.clear()
-        run(tiny_config(epochs=1, batch_size=batch_size, backend="fakegpu"), tmp_path / f"b{batch_size}")
+        run(tiny_config(epochs=1, batch_size=batch_size, backend="fakegpu", binarize=binarize),
+            tmp_path / f"b{batch_size}")
         reads[batch_size] = counters["sync"] + counters["to_host"]
+        uploads[batch_size] = counters["to_device"]
     assert reads[4] == reads[30] <= 12
+    assert uploads[4] == uploads[30]
 
 
 def test_fake_gpu_trains_like_numpy(tiny_config, tmp_path):
