@@ -39,7 +39,8 @@ SHA256 = {
 
 DATA_DIR_ENV = "NUMPYVAE_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
-SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")   # where the Debian package installs the files
+SYSTEM_DIR = DEBIAN_DIR                                   # where the loader looks (tests point it elsewhere)
 
 
 class DataError(ValueError):
@@ -54,7 +55,7 @@ def default_data_dir():
 def how_to_get_data(data_dir):
     """One sentence listing every way to get the files into place."""
     return (f"To get Fashion-MNIST: connect to the internet and run `numpyvae download --data-dir {data_dir}`; "
-            f"or `apt-get install dataset-fashion-mnist` (installs it in {SYSTEM_DIR}); "
+            f"or `apt-get install dataset-fashion-mnist` (installs it in {DEBIAN_DIR}); "
             f"or put the four files ({', '.join(n + '.gz' for n in ALL_FILES)}, gzipped or not) "
             f"in the data directory {data_dir}.")
 
