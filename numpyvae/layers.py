@@ -87,22 +87,21 @@ class ReLU(Layer):
     """y = max(x, 0); dx = dy where x > 0, else 0.
 
     The derivative at exactly x = 0 is taken as 0, as PyTorch does. Forward keeps
-    the mask dy/dx = (1 where y > 0, else 0), which is all backward needs.
+    the mask (y > 0), which is all backward needs.
     """
 
     def forward(self, x):                                         # (B, O) -> (B, O)
         y = self._buffer("y", x.shape)
         self.xp.maximum(x, 0, out=y)
-        mask = self._buffer("mask", x.shape)
-        # sign(y) is 1 where y > 0 and 0 where y = 0, in y's float dtype: a bool mask would
-        # make backward's product cast it through a fresh temporary every step
-        self.xp.sign(y, out=mask)
+        mask = self._buffer("mask", x.shape, dtype=bool)
+        self.xp.greater(y, 0, out=mask)
         self._saved = mask
         return y
 
     def backward(self, dy):
         mask = self._take_saved()
         dx = self._buffer("dx", dy.shape)
+        # multiplying by a bool mask keeps dy's dtype (an int mask would promote float32 to float64)
         return self.xp.multiply(dy, mask, out=dx)
 
 
