@@ -11,10 +11,13 @@ whole-array operations written into preallocated buffers, not a loop over
 tensors and not a fresh temporary per operation (that costs ~8x here).
 
 Speed: the flat buffers (2.6 MB each for the default model) do not fit in a core's
-cache, so twelve passes over them would each stream from main memory. `step` walks
-them in chunks of CHUNK_BYTES instead, running all twelve operations on one chunk
-while it sits in cache (about 2x faster than whole-array passes here). On CuPy the
-same update is one fused kernel (`_fused_adam`), a single pass over device memory.
+cache, so a dozen passes over them would each stream from main memory. `step` walks
+them in chunks of CHUNK_BYTES instead, running every operation on one chunk while
+it sits in cache (about 1.7x faster than whole-array passes here). It also keeps m
+out of subnormal floats (see `_flush`): on Fashion-MNIST a quarter of the weights
+see zero gradients for long stretches, and from the second epoch on their decaying
+m made every step twice as slow. On CuPy the same update is one fused kernel
+(`_fused_adam`), a single pass over device memory (GPUs handle subnormals at speed).
 """
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ class Adam:
         self.chunk = max(1, CHUNK_BYTES // dtype.itemsize)
         self._work = xp.empty(min(n, self.chunk), dtype=dtype)   # scratch for one chunk, reused every step
         self.t = 0                             # steps taken
+        # where a gradient stays 0 (weights of always-black pixels), m shrinks by b1 every step and
+        # within ~800 steps becomes a subnormal float, whose arithmetic is ~50x slower on x86 CPUs;
+        # _update rounds |m| < ~64 * tiny to exactly 0 by adding and removing this constant
+        finfo = np.finfo(dtype)
+        self._flush = float(finfo.tiny / finfo.eps) * 64
         # on CuPy, one compiled kernel does the whole update; elsewhere None and the plain code runs
         self._fused = _fused_adam(xp) if model.backend.name == "cupy" else None
 
@@ -65,6 +73,8 @@ class Adam:
         m *= b1
         xp.multiply(g, 1 - b1, out=work)
         m += work                               # m = b1 m + (1 - b1) g
+        m += self._flush                        # (m + F) - F is m exactly, except that |m| < ~F * eps
+        m -= self._flush                        # rounds to 0: m never decays into subnormals
         v *= b2
         xp.multiply(g, g, out=work)
         work *= 1 - b2
