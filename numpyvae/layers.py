@@ -111,6 +111,9 @@ def sigmoid(xp, x, out):
     exp(-x) overflows float32 for x < -88 (and warns). The identity
         sigmoid(x) = (1 + tanh(x / 2)) / 2
     needs no exp at all: tanh saturates at +-1 quietly, so logits of +-1000 give 1 and 0.
+    Its error is absolute, about one rounding step of 1: very negative x (below about
+    -17 in float32) gives exactly 0 where the true value is tiny but positive. That is
+    all the losses need: sigmoid(l) - x and p (1 - p) care about absolute error.
     """
     xp.multiply(x, 0.5, out=out)
     xp.tanh(out, out=out)

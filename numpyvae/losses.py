@@ -63,7 +63,7 @@ def _fused_bernoulli_grad(cupy):
 class GaussianLoss(Layer):
     """The seed blog post's reconstruction term: sum of squared errors of sigmoid(logits) against x.
 
-    This is -log N(x | p, 1/2) up to a constant, with p = sigmoid(l):
+    This is -log N(x | p, variance 1/2) less the constant (D/2) log(pi) per image, with p = sigmoid(l):
         loss = sum (p - x)^2,   dloss/dl = 2 (p - x) * p (1 - p)   (chain rule through the sigmoid).
     Forward keeps p and the error p - x.
     """
@@ -107,27 +107,27 @@ class GaussianKL(Layer):
     and its gradients are
         dKL/dmu     = mu
         dKL/dlogvar = (exp(logvar) - 1) / 2.
-    Forward keeps mu and exp(logvar).
+    Both need exp(logvar) - 1, which is computed as expm1(logvar): when a latent
+    dimension is unused its logvar sits near 0, and exp(logvar) - 1 in float32 would
+    cancel down to a few correct digits. Forward keeps mu and expm1(logvar).
     """
 
     def forward(self, mu, logvar):                    # (B, Z), (B, Z) -> scalar
         xp = self.xp
-        var = self._buffer("var", mu.shape)
-        xp.exp(logvar, out=var)
+        var_minus_1 = self._buffer("var_minus_1", mu.shape)
+        xp.expm1(logvar, out=var_minus_1)             # exp(logvar) - 1, accurate near logvar = 0
         per_latent = self._buffer("per_latent", mu.shape)
         xp.multiply(mu, mu, out=per_latent)
-        per_latent += var
-        per_latent -= logvar
-        per_latent -= 1                               # mu^2 + exp(logvar) - logvar - 1
-        self._saved = (mu, var)
+        per_latent += var_minus_1
+        per_latent -= logvar                          # mu^2 + (exp(logvar) - 1) - logvar
+        self._saved = (mu, var_minus_1)
         return 0.5 * per_latent.sum()
 
     def backward(self, scale=1.0):
         """Return (scale * dKL/dmu, scale * dKL/dlogvar); `scale` is the KL weight beta."""
-        mu, var = self._take_saved()
+        mu, var_minus_1 = self._take_saved()
         dmu = self._buffer("dmu", mu.shape)
         self.xp.multiply(mu, scale, out=dmu)
-        dlogvar = self._buffer("dlogvar", var.shape)
-        self.xp.subtract(var, 1, out=dlogvar)
-        dlogvar *= 0.5 * scale
+        dlogvar = self._buffer("dlogvar", mu.shape)
+        self.xp.multiply(var_minus_1, 0.5 * scale, out=dlogvar)
         return dmu, dlogvar

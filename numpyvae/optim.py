@@ -46,8 +46,9 @@ class Adam:
         self.t = 0                             # steps taken
         # where a gradient stays 0 (weights of always-black pixels), m shrinks by b1 every step and
         # within ~800 steps becomes a subnormal float, whose arithmetic is ~50x slower on x86 CPUs;
-        # _update adds and removes this constant, which rounds such an m to a multiple of ~64 * tiny
-        # (~1e-36 in float32: 0 or a normal float) and leaves every larger m exactly as it was
+        # _update adds and removes this constant F, which rounds m to a multiple of F's rounding step
+        # 64 * tiny (~1e-36 in float32): a tiny m becomes 0 or a normal float, an m much larger than F
+        # comes back unchanged, and no m moves by more than ~1e-36
         finfo = np.finfo(dtype)
         self._flush = float(finfo.tiny / finfo.eps) * 64
         # on CuPy, one compiled kernel does the whole update; elsewhere None and the plain code runs
@@ -74,8 +75,8 @@ class Adam:
         m *= b1
         xp.multiply(g, 1 - b1, out=work)
         m += work                               # m = b1 m + (1 - b1) g
-        m += self._flush                        # (m + F) - F: m is kept as it is unless |m| < ~F * eps,
-        m -= self._flush                        # then rounded to 0 or ~F * eps, never to a subnormal
+        m += self._flush                        # (m + F) - F: never a subnormal; moves m by at most
+        m -= self._flush                        # ~64 * tiny, and not at all when |m| >> F
         v *= b2
         xp.multiply(g, g, out=work)
         work *= 1 - b2

@@ -147,3 +147,15 @@ def test_bad_batch_shapes():
         model.loss_and_grads(np.ones((2, 6)), eps=np.ones((3, 3)))
     with pytest.raises(ValueError, match="batch, features"):
         model.loss_and_grads(np.ones(6))
+
+
+def test_kl_gradient_stays_accurate_in_float32_for_unused_latents():
+    """logvar near 0 (an unused latent): exp(logvar) - 1 would cancel to ~3 digits in float32; expm1 keeps 7."""
+    from numpyvae.losses import GaussianKL
+    logvar = np.array([[1e-4, -3e-4, 2e-5, 0.7]], np.float32)
+    mu = np.zeros_like(logvar)
+    kl = GaussianKL(np, np.float32)
+    kl.forward(mu, logvar)
+    _, dlogvar = kl.backward()
+    exact = 0.5 * np.expm1(logvar.astype(np.float64))
+    np.testing.assert_allclose(dlogvar, exact, rtol=1e-6)
