@@ -106,6 +106,12 @@ def _parse(path, stream, file_size, compressed, sha256, max_bytes):
                        f"cannot hold more than {GZIP_MAX_RATIO * file_size}")
     if declared > max_bytes:
         raise IDXError(f"{path}: {promise}, over the limit of {max_bytes} (raise max_bytes to read it)")
+    # a zero dimension makes the data empty, but the other sizes must still make sense: NumPy
+    # cannot even build an empty array of shape (0, 2**31, 2**31, 2**31)
+    extent = math.prod(d for d in shape if d) * dtype.itemsize
+    if extent > max_bytes:
+        raise IDXError(f"{path}: {promise}, but its non-zero dimensions alone span {extent} bytes, "
+                       f"over the limit of {max_bytes}")
     try:
         data = np.empty(declared, dtype=np.uint8)  # (bytes,) pages are committed only as filled
     except MemoryError:
