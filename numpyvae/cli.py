@@ -148,7 +148,8 @@ def _model_options(parser, backend_names):
 
 def cmd_train(args):
     from numpyvae import plots
-    from numpyvae.train import FIGURES_DIR, NothingToDo, TrainConfig, read_config, train
+    from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
+    from numpyvae.train import NothingToDo, train
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     run_dir = Path(args.run_dir)
@@ -172,7 +173,7 @@ def _test_set(config, data_dir):
 
 def cmd_evaluate(args):
     from numpyvae import evaluate
-    from numpyvae.train import load_run
+    from numpyvae.rundir import load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, _ = _test_set(config, args.data_dir)
@@ -195,7 +196,7 @@ def cmd_evaluate(args):
 
 def cmd_figures(args):
     from numpyvae import plots
-    from numpyvae.train import FIGURES_DIR, load_run, read_metrics
+    from numpyvae.rundir import FIGURES_DIR, load_run, read_metrics
 
     config, model, _ = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
@@ -245,7 +246,7 @@ def _known_errors():
     from numpyvae.checkpoint import CheckpointError
     from numpyvae.datasets import DataError
     from numpyvae.idx import IDXError
-    from numpyvae.train import RunError
+    from numpyvae.rundir import RunError
     return (RunError, CheckpointError, DataError, IDXError, BackendError, OSError)
 
 

@@ -1,13 +1,6 @@
-"""Training: the loop, the run directory, exact resume, and a Ctrl-C that loses nothing.
+"""Training: the loop, exact resume, and a Ctrl-C that loses nothing.
 
-A run directory holds
-
-    config.json      the TrainConfig, as JSON
-    metrics.csv      one row per epoch: epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds
-    checkpoint.npz   everything needed to continue (see checkpoint.py), rewritten atomically each epoch
-    figures/         the pictures (plots.py)
-
-Losses in metrics.csv and in the per-epoch line are per image, in nats: "loss" is the
+The run's settings and the files of its directory are in rundir.py. Losses in metrics.csv and in the per-epoch line are per image, in nats: "loss" is the
 negative ELBO, recon + KL, whatever the KL weight beta (with beta != 1 the objective being
 minimized is recon + beta * KL; both parts are in the table). "seconds" is the time spent
 on the epoch's training steps; the test pass after it is not counted.
@@ -27,15 +20,12 @@ Shapes: N = training images, B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,85 +33,16 @@ import numpy as np
 from tqdm import tqdm
 
 from numpyvae import checkpoint, datasets, evaluate
-from numpyvae.atomicfile import atomic_write
-from numpyvae.backend import BACKEND_NAMES, get_backend
+from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.vae import LIKELIHOODS, VAE
+from numpyvae.rundir import (CONFIG_FILE, RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model,
+                             check_same_run, read_config, read_metrics, write_config, write_metrics)
+from numpyvae.vae import VAE
 
-CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
-METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
-                   "test_loss", "test_recon", "test_kl", "seconds")
-DTYPES = ("float32", "float64")
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. The defaults are the seed's model and recipe."""
-    epochs: int = 10                  # passes over the 60,000 training images
-    batch_size: int = 128             # images per Adam step
-    lr: float = 1e-3                  # Adam's learning rate
-    input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
-    hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
-    latent_dim: int = 20              # Z: size of the latent code
-    likelihood: str = "bernoulli"     # "bernoulli" (cross-entropy) or "gaussian" (the seed's squared error)
-    beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
-    warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
-    binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
-    seed: int = 0                     # initial weights, shuffling, eps and binarization noise
-    backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
-    dtype: str = "float32"            # float32 to train; float64 is there for checking
-    data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
-
-    def validate(self):
-        """Raise ConfigError naming the first setting that cannot work."""
-        def need(ok, message):
-            if not ok:
-                raise ConfigError(message)
-        for name in ("epochs", "batch_size", "input_dim", "hidden_dim", "latent_dim", "seed"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
-        need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
-        for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
-            need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
-        need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
-        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, not {self.lr}")
-        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be 0 or more, not {self.beta}")
-        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
-             f"warmup_epochs must be 0 or more, not {self.warmup_epochs}")
-        need(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}, "
-                                             f"not {self.likelihood!r}")
-        need(self.backend in BACKEND_NAMES, f"backend must be one of {', '.join(BACKEND_NAMES)}, "
-                                            f"not {self.backend!r}")
-        need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
-        return self
-
-    @classmethod
-    def from_dict(cls, values, source="config"):
-        """A validated TrainConfig from a dict (e.g. config.json); unknown keys are refused."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source} is not a JSON object")
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
-        return cls(**values).validate()
-
-
-# Settings a resumed run may change: how long to go on, where to compute, where the data is.
-# Everything else defines the run, and changing it would make the resumed run a different one.
-RESUMABLE_CHANGES = ("epochs", "backend", "data_dir")
-
-
-class RunError(RuntimeError):
-    """A run cannot start or go on; the one-line message says why and what to do."""
-
-
-class ConfigError(RunError, ValueError):
-    """A setting out of range, or one that disagrees with the run being resumed."""
 
 
 class Interrupted(RunError):
@@ -161,90 +82,6 @@ def kl_weight(config, epoch, step, steps):
     if config.warmup_epochs <= 0:
         return config.beta
     return config.beta * min(1.0, (epoch - 1 + step / steps) / config.warmup_epochs)
-
-
-# -- the run directory ----------------------------------------------------------------------
-
-def read_config(run_dir):
-    """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"no run directory {run_dir}")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
-    try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{path} is not valid JSON ({error})") from None
-    return TrainConfig.from_dict(values, source=str(path))
-
-
-def write_config(run_dir, config):
-    with atomic_write(Path(run_dir) / CONFIG_FILE) as file:
-        file.write((json.dumps(asdict(config), indent=2) + "\n").encode())
-
-
-def read_metrics(run_dir):
-    """The rows of run_dir/metrics.csv as dicts of numbers ([] if there is no file yet)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
-            raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
-        try:
-            return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
-                    for row in reader]
-        except (TypeError, ValueError) as error:
-            raise RunError(f"{path} has a malformed row ({error})") from None
-
-
-def write_metrics(run_dir, rows):
-    """Rewrite run_dir/metrics.csv atomically with `rows`."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
-    for row in rows:
-        writer.writerow([row["epoch"]] + [f"{row[key]:.4f}" for key in METRICS_COLUMNS[1:-1]]
-                        + [f"{row['seconds']:.2f}"])
-    with atomic_write(Path(run_dir) / METRICS_FILE) as file:
-        file.write(text.getvalue().encode())
-
-
-def check_same_run(saved, other, what, allowed=RESUMABLE_CHANGES):
-    """Raise ConfigError if `other` differs from `saved` in a setting that defines the run."""
-    for field in fields(TrainConfig):
-        name = field.name
-        if name not in allowed and getattr(saved, name) != getattr(other, name):
-            raise ConfigError(f"{what}: {name} is {getattr(other, name)!r}, but the run was made with "
-                              f"{name} {getattr(saved, name)!r}")
-
-
-def build_model(config, backend=None):
-    """A fresh VAE for `config` (on `backend` if given, else the config's)."""
-    return VAE(config.input_dim, config.hidden_dim, config.latent_dim, config.likelihood,
-               backend=backend or config.backend, dtype=np.dtype(config.dtype), seed=config.seed)
-
-
-def load_run(run_dir, backend=None):
-    """(config, model, checkpoint) of a run, for evaluating and drawing it.
-
-    Refuses (CheckpointError) a checkpoint whose config disagrees with config.json:
-    it came from another run.
-    """
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    path = run_dir / checkpoint.FILENAME
-    saved = checkpoint.load(path)
-    try:
-        check_same_run(config, TrainConfig.from_dict(saved.config, source=str(path)), str(path))
-    except ConfigError as error:
-        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
-    model = build_model(config, backend)
-    checkpoint.restore(saved, model, path=path)
-    return config, model, saved
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------------

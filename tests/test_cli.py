@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from numpyvae import checkpoint, cli, train
+from numpyvae import checkpoint, cli, rundir, train
 from numpyvae.optim import Adam
 
 TINY = ["--batch-size", "16", "--hidden-dim", "32", "--latent-dim", "2"]
@@ -125,7 +125,7 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
 
     # continue two epochs past the interruption, and compare with a run that never stopped
     epochs = saved.epoch + 2
-    config = train.read_config(run_dir)
+    config = rundir.read_config(run_dir)
     status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(epochs), "--no-figures"])
     assert status == 0
     reference = train.train(train.replace(config, epochs=epochs), tmp_path / "reference",
@@ -133,8 +133,8 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     resumed = checkpoint.load(run_dir / checkpoint.FILENAME)
     assert resumed.epoch == epochs
     assert np.array_equal(resumed.params, reference.model.flat_params)
-    assert ([r["test_loss"] for r in train.read_metrics(run_dir)]
-            == [r["test_loss"] for r in train.read_metrics(tmp_path / "reference")])
+    assert ([r["test_loss"] for r in rundir.read_metrics(run_dir)]
+            == [r["test_loss"] for r in rundir.read_metrics(tmp_path / "reference")])
 
 
 # -- in process ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import gzip
 import socket
 import threading
 import time

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from numpyvae import evaluate, train
+from numpyvae import evaluate, rundir, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
 from numpyvae.vae import VAE
@@ -134,7 +134,7 @@ def test_binarize_fixed_draws_each_pixel_once_with_its_probability():
 def test_evaluating_a_trained_run(tiny_config, tmp_path):
     config = tiny_config()
     result = train.train(config, tmp_path / "run", log=lambda line: None, progress=False)
-    config, model, saved = train.load_run(tmp_path / "run")
+    config, model, saved = rundir.load_run(tmp_path / "run")
     assert np.array_equal(model.flat_params, result.model.flat_params) and saved.epoch == 2
     images, _ = train.load_images("test", config.data_dir)
     data = evaluate.test_dataset(images, model.backend, model.dtype)

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from numpyvae import checkpoint, fakegpu, train
+from numpyvae import checkpoint, fakegpu, rundir, train
 from numpyvae.checkpoint import CheckpointError
 from numpyvae.optim import Adam
 from numpyvae.train import (ConfigError, Diverged, Interrupted, NothingToDo, RunError, TrainConfig,
@@ -274,7 +274,7 @@ def test_a_checkpoint_from_another_run_is_refused(tiny_config, tmp_path):
     with pytest.raises(CheckpointError, match="does not belong to this run.*hidden_dim"):
         run(tiny_config(), tmp_path / "a", resume=True)
     with pytest.raises(CheckpointError, match="does not belong to this run"):
-        train.load_run(tmp_path / "a")
+        rundir.load_run(tmp_path / "a")
 
 
 def test_a_checkpoint_whose_params_do_not_fit_the_model_is_refused(tiny_config, tmp_path):

@@ -1,0 +1,179 @@
+"""A run's settings and its directory: TrainConfig, config.json, metrics.csv, and loading a run.
+
+A run directory holds
+
+    config.json      the TrainConfig, as JSON
+    metrics.csv      one row per epoch: epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds
+    checkpoint.npz   everything needed to continue (see checkpoint.py), rewritten atomically each epoch
+    figures/         the pictures (plots.py)
+
+Every file is written atomically (a temporary file, then a rename), so a crash
+leaves the old version or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from numpyvae import checkpoint
+from numpyvae.atomicfile import atomic_write
+from numpyvae.backend import BACKEND_NAMES
+from numpyvae.vae import LIKELIHOODS, VAE
+
+CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
+METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
+                   "test_loss", "test_recon", "test_kl", "seconds")
+DTYPES = ("float32", "float64")
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. The defaults are the seed's model and recipe."""
+    epochs: int = 10                  # passes over the 60,000 training images
+    batch_size: int = 128             # images per Adam step
+    lr: float = 1e-3                  # Adam's learning rate
+    input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
+    hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
+    latent_dim: int = 20              # Z: size of the latent code
+    likelihood: str = "bernoulli"     # "bernoulli" (cross-entropy) or "gaussian" (the seed's squared error)
+    beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
+    warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
+    binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
+    seed: int = 0                     # initial weights, shuffling, eps and binarization noise
+    backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
+    dtype: str = "float32"            # float32 to train; float64 is there for checking
+    data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
+
+    def validate(self):
+        """Raise ConfigError naming the first setting that cannot work."""
+        def need(ok, message):
+            if not ok:
+                raise ConfigError(message)
+        for name in ("epochs", "batch_size", "input_dim", "hidden_dim", "latent_dim", "seed"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
+        need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
+        for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
+            need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, not {self.lr}")
+        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be 0 or more, not {self.beta}")
+        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"warmup_epochs must be 0 or more, not {self.warmup_epochs}")
+        need(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}, "
+                                             f"not {self.likelihood!r}")
+        need(self.backend in BACKEND_NAMES, f"backend must be one of {', '.join(BACKEND_NAMES)}, "
+                                            f"not {self.backend!r}")
+        need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values, source="config"):
+        """A validated TrainConfig from a dict (e.g. config.json); unknown keys are refused."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} is not a JSON object")
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values).validate()
+
+
+# Settings a resumed run may change: how long to go on, where to compute, where the data is.
+# Everything else defines the run, and changing it would make the resumed run a different one.
+RESUMABLE_CHANGES = ("epochs", "backend", "data_dir")
+
+
+class RunError(RuntimeError):
+    """A run cannot start or go on; the one-line message says why and what to do."""
+
+
+class ConfigError(RunError, ValueError):
+    """A setting out of range, or one that disagrees with the run being resumed."""
+
+
+def read_config(run_dir):
+    """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"no run directory {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON ({error})") from None
+    return TrainConfig.from_dict(values, source=str(path))
+
+
+def write_config(run_dir, config):
+    with atomic_write(Path(run_dir) / CONFIG_FILE) as file:
+        file.write((json.dumps(asdict(config), indent=2) + "\n").encode())
+
+
+def read_metrics(run_dir):
+    """The rows of run_dir/metrics.csv as dicts of numbers ([] if there is no file yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+            raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+        try:
+            return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+                    for row in reader]
+        except (TypeError, ValueError) as error:
+            raise RunError(f"{path} has a malformed row ({error})") from None
+
+
+def write_metrics(run_dir, rows):
+    """Rewrite run_dir/metrics.csv atomically with `rows`."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in rows:
+        writer.writerow([row["epoch"]] + [f"{row[key]:.4f}" for key in METRICS_COLUMNS[1:-1]]
+                        + [f"{row['seconds']:.2f}"])
+    with atomic_write(Path(run_dir) / METRICS_FILE) as file:
+        file.write(text.getvalue().encode())
+
+
+def check_same_run(saved, other, what, allowed=RESUMABLE_CHANGES):
+    """Raise ConfigError if `other` differs from `saved` in a setting that defines the run."""
+    for field in fields(TrainConfig):
+        name = field.name
+        if name not in allowed and getattr(saved, name) != getattr(other, name):
+            raise ConfigError(f"{what}: {name} is {getattr(other, name)!r}, but the run was made with "
+                              f"{name} {getattr(saved, name)!r}")
+
+
+def build_model(config, backend=None):
+    """A fresh VAE for `config` (on `backend` if given, else the config's)."""
+    return VAE(config.input_dim, config.hidden_dim, config.latent_dim, config.likelihood,
+               backend=backend or config.backend, dtype=np.dtype(config.dtype), seed=config.seed)
+
+
+def load_run(run_dir, backend=None):
+    """(config, model, checkpoint) of a run, for evaluating and drawing it.
+
+    Refuses (CheckpointError) a checkpoint whose config disagrees with config.json:
+    it came from another run.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / checkpoint.FILENAME
+    saved = checkpoint.load(path)
+    try:
+        check_same_run(config, TrainConfig.from_dict(saved.config, source=str(path)), str(path))
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    model = build_model(config, backend)
+    checkpoint.restore(saved, model, path=path)
+    return config, model, saved
