@@ -79,6 +79,9 @@ def save(path, config, model, optimizer, epoch, step_in_epoch=0, running=None, e
         "seed": np.int64(config["seed"]), "running": running,
         "epoch_seconds": np.float64(epoch_seconds),
     }
+    # the same test load() applies: never replace a good checkpoint with one that cannot be resumed
+    if not all(np.isfinite(arrays[key]).all() for key in ARRAYS):
+        raise CheckpointError(f"not saving {path}: the state holds NaN or Inf")
     with atomic_write(path) as file:
         np.savez(file, **arrays)
 
@@ -107,8 +110,12 @@ def load(path):
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is corrupt: its config is not valid JSON ({error})") from None
     for key in SCALARS:
-        if data[key].shape != ():
-            raise CheckpointError(f"{path} is corrupt: {key} should be a single number, has shape {data[key].shape}")
+        if data[key].shape != () or not np.issubdtype(data[key].dtype, np.number):
+            raise CheckpointError(f"{path} is corrupt: {key} should be a single number, "
+                                  f"has {data[key].dtype} of shape {data[key].shape}")
+    for key in ("adam_m", "adam_v", "running"):
+        if not np.issubdtype(data[key].dtype, np.floating):
+            raise CheckpointError(f"{path} is corrupt: {key} holds {data[key].dtype}, not floats")
     params = data["params"]
     if params.ndim != 1 or not np.issubdtype(params.dtype, np.floating):
         raise CheckpointError(f"{path} is corrupt: params are {params.dtype} of shape {params.shape}")
@@ -119,6 +126,8 @@ def load(path):
         raise CheckpointError(f"{path} is corrupt: step {int(data['step'])} but Adam has taken {int(data['adam_t'])}")
     if data["running"].shape != (3,):
         raise CheckpointError(f"{path} is corrupt: running sums have shape {data['running'].shape}")
+    if int(data["epoch"]) < 0 or int(data["step_in_epoch"]) < 0 or int(data["adam_t"]) < 0:
+        raise CheckpointError(f"{path} is corrupt: negative epoch, step or Adam step count")
     if not (np.isfinite(params).all() and np.isfinite(data["adam_m"]).all() and np.isfinite(data["adam_v"]).all()):
         raise CheckpointError(f"{path} holds NaN or Inf parameters; it cannot be resumed")
     return Checkpoint(

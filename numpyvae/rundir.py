@@ -12,6 +12,7 @@ leaves the old version or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -27,6 +28,7 @@ from numpyvae.backend import BACKEND_NAMES
 from numpyvae.vae import LIKELIHOODS, VAE
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
+LOCK_FILE = ".lock"     # held by the process training in the directory
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
 DTYPES = ("float32", "float64")
@@ -61,6 +63,14 @@ class TrainConfig:
         for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
             need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
+        for name in ("lr", "beta", "warmup_epochs"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool),
+                 f"{name} must be a number, not {value!r}")
+        for name in ("likelihood", "backend", "dtype"):
+            need(isinstance(getattr(self, name), str), f"{name} must be a name, not {getattr(self, name)!r}")
+        need(self.data_dir is None or isinstance(self.data_dir, str),
+             f"data_dir must be a directory name or null, not {self.data_dir!r}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, not {self.lr}")
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be 0 or more, not {self.beta}")
         need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
@@ -78,9 +88,12 @@ class TrainConfig:
         """A validated TrainConfig from a dict (e.g. config.json); unknown keys are refused."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source} is not a JSON object")
-        unknown = set(values) - {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)}
+        unknown, missing = set(values) - names, names - set(values)
         if unknown:
             raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
+        if missing:   # a default filled in here would silently define a different run
+            raise ConfigError(f"{source} lacks setting(s): {', '.join(sorted(missing))}")
         return cls(**values).validate()
 
 
@@ -177,3 +190,25 @@ def load_run(run_dir, backend=None):
     model = build_model(config, backend)
     checkpoint.restore(saved, model, path=path)
     return config, model, saved
+
+
+@contextlib.contextmanager
+def exclusive(run_dir):
+    """Hold run_dir's lock while training, so two processes never write into one run.
+
+    An advisory flock on run_dir/.lock: the operating system drops it when the process
+    ends, even on a crash, so a stale lock cannot block the next run. (No fcntl, no lock:
+    on Windows the run goes ahead unguarded.)
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(run_dir) / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"another numpyvae process is training in {run_dir}; "
+                           "wait for it to finish or choose another --run-dir") from None
+        yield

@@ -21,6 +21,7 @@ Shapes: N = training images, B = batch, D = pixels, Z = latent.
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model,
-                             check_same_run, read_config, read_metrics, write_config, write_metrics)
+                             check_same_run, exclusive, read_config, read_metrics, write_config, write_metrics)
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
@@ -144,8 +145,13 @@ class Trainer:
         return buffer
 
     def save(self, epoch, step_in_epoch=0, running=None, seconds=0.0):
-        checkpoint.save(self.checkpoint_path, asdict(self.config), self.model, self.optimizer,
-                        epoch, step_in_epoch, running, seconds)
+        try:
+            checkpoint.save(self.checkpoint_path, asdict(self.config), self.model, self.optimizer,
+                            epoch, step_in_epoch, running, seconds)
+        except checkpoint.CheckpointError as error:
+            # e.g. Adam's v overflowed float32 while the parameters stayed finite; the refusal
+            # comes before anything is written, so the old checkpoint is still there
+            raise Diverged(f"{error} (try a smaller --lr); training stopped and {self._kept()}") from None
 
     def run(self, start_epoch, start_step=0, running=None, seconds=0.0):
         """Train epochs start_epoch..config.epochs, the first from step start_step on."""
@@ -155,7 +161,7 @@ class Trainer:
             for epoch in range(start_epoch, self.config.epochs + 1):
                 self._epoch(epoch, start_step, running, seconds, stop)
                 start_step, running, seconds = 0, None, 0.0
-                if stop.requested:
+                if stop.requested and epoch < self.config.epochs:   # after the last epoch the run is simply done
                     raise Interrupted(f"interrupted after epoch {epoch}; saved to {self.checkpoint_path}. "
                                       f"{self._how_to_resume()}")
 
@@ -277,6 +283,23 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     """
     config.validate()
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise RunError(f"no run directory {run_dir}")
+    created = run_dir                # the outermost directory this call creates, if any
+    while not created.parent.exists():
+        created = created.parent
+    created = None if run_dir.exists() else created
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive(run_dir):     # checking for a run and then writing one must not interleave with another process
+            return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+    except BaseException:
+        if created is not None and not (run_dir / checkpoint.FILENAME).exists():
+            shutil.rmtree(created, ignore_errors=True)   # made by this call, and no run began in it: leave no trace
+        raise
+
+
+def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     if resume:
         saved, config = _resumable(run_dir, config)
     elif (run_dir / checkpoint.FILENAME).exists():
@@ -297,7 +320,6 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
         start_epoch, start_step = saved.epoch + 1, saved.step_in_epoch
         metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= saved.epoch]
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
         start_epoch, start_step, metrics = 1, 0, []
     write_config(run_dir, config)
     trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,

@@ -56,7 +56,7 @@ def test_defaults_are_the_seed_model():
 def test_two_epochs_write_a_complete_run_directory(tiny_config, tmp_path):
     result, lines = run(tiny_config(), tmp_path / "run")
     run_dir = tmp_path / "run"
-    assert sorted(os.listdir(run_dir)) == ["checkpoint.npz", "config.json", "metrics.csv"]
+    assert sorted(os.listdir(run_dir)) == [".lock", "checkpoint.npz", "config.json", "metrics.csv"]
     assert json.loads((run_dir / "config.json").read_text()) == {
         "epochs": 2, "batch_size": 16, "lr": 0.001, "input_dim": 784, "hidden_dim": 32, "latent_dim": 2,
         "likelihood": "bernoulli", "beta": 1.0, "warmup_epochs": 0.0, "binarize": False, "seed": 0,
@@ -354,7 +354,7 @@ def test_a_failed_save_leaves_the_old_checkpoint_whole(tiny_config, tmp_path, mo
         checkpoint.save(path, json.loads((tmp_path / "run" / "config.json").read_text()),
                         result.model, Adam(result.model), epoch=5)
     assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint.npz", "config.json", "metrics.csv"]
+    assert sorted(os.listdir(tmp_path / "run")) == [".lock", "checkpoint.npz", "config.json", "metrics.csv"]
 
 
 def test_data_that_cannot_be_found_is_reported(tiny_config, tmp_path):
@@ -375,3 +375,107 @@ def test_one_epoch_on_the_real_data_learns_as_pytorch_does(real_fashion_mnist_di
     """The real 60,000 images, the default model: PyTorch reaches 262.6 test nats per image after one epoch."""
     result, _ = run(TrainConfig(epochs=1, data_dir=str(real_fashion_mnist_dir)), tmp_path / "run")
     assert result.metrics[0]["test_loss"] < 265
+
+
+def test_a_second_process_cannot_train_in_the_same_run_directory(tiny_config, tmp_path):
+    """While one run holds the directory, another train (new or --resume) is refused with one line."""
+    import subprocess
+    import sys
+    run_dir = tmp_path / "run"
+    run(tiny_config(epochs=1), run_dir)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(30)"), str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunError, match="another numpyvae process is training in"):
+            run(tiny_config(epochs=2), run_dir, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    run(tiny_config(epochs=2), run_dir, resume=True)           # the lock died with its holder
+
+
+def test_a_new_run_that_fails_before_starting_leaves_no_directory(tiny_config, tmp_path):
+    from numpyvae.datasets import DataError
+    target = tmp_path / "runs" / "new"
+    with pytest.raises(DataError):                 # fails after the directory and its lock were made
+        run(tiny_config(data_dir=str(tmp_path / "missing")), target)
+    assert not (tmp_path / "runs").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError):
+        run(tiny_config(data_dir=str(tmp_path / "missing")), existing)
+    assert (existing / "notes.txt").read_text() == "keep me"   # a directory it did not create is left alone
+
+
+def test_ctrl_c_during_the_last_test_pass_still_completes_the_run(tiny_config, tmp_path, monkeypatch):
+    """The run has no epochs left: a Ctrl-C in its final test pass must not report it unfinished."""
+    import signal
+    from numpyvae import evaluate
+    real = evaluate.negative_elbo
+
+    def interrupted_test_pass(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)         # arrives while the test set is being scored
+        return real(*args, **kwargs)
+    monkeypatch.setattr(evaluate, "negative_elbo", interrupted_test_pass)
+    result, _ = run(tiny_config(epochs=1), tmp_path / "run")
+    assert [row["epoch"] for row in result.metrics] == [1]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": "0.001"}, "lr must be a number"),
+    ({"beta": None}, "beta must be a number"),
+    ({"likelihood": []}, "likelihood must be a name"),
+    ({"data_dir": 5}, "data_dir must be a directory name or null"),
+])
+def test_config_json_with_wrong_types_is_refused_in_one_line(tiny_config, tmp_path, change, message):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    values = json.loads(path.read_text())
+    values.update(change)
+    path.write_text(json.dumps(values))
+    with pytest.raises(RunError, match=message):
+        rundir.read_config(tmp_path / "run")
+
+
+def test_config_json_missing_a_setting_names_it(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    values = json.loads(path.read_text())
+    del values["hidden_dim"]
+    path.write_text(json.dumps(values))
+    with pytest.raises(RunError, match="lacks setting.*hidden_dim"):
+        rundir.read_config(tmp_path / "run")
+
+
+@pytest.mark.parametrize("key, bad", [("epoch", np.array("2")), ("adam_lr", np.array("fast")),
+                                      ("adam_m", None), ("epoch", np.int64(-1))])
+def test_checkpoint_with_wrong_types_is_refused(tiny_config, tmp_path, key, bad):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / checkpoint.FILENAME
+    arrays = state(tmp_path / "run")
+    arrays[key] = arrays[key].astype(str) if bad is None else bad
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(path)
+
+
+def test_a_state_that_could_not_be_resumed_is_never_saved(tiny_config, tmp_path, monkeypatch):
+    """Adam's v can overflow float32 while the parameters stay finite: keep the last good checkpoint."""
+    run_dir = tmp_path / "run"
+    run(tiny_config(epochs=1), run_dir)
+    before = state(run_dir)
+    real_step = Adam.step
+
+    def overflowing_step(self):
+        real_step(self)
+        self.v[0] = np.inf
+    monkeypatch.setattr(Adam, "step", overflowing_step)
+    with pytest.raises(Diverged, match="NaN or Inf"):
+        run(tiny_config(epochs=2), run_dir, resume=True)
+    assert_same_state(state(run_dir), before)
+    monkeypatch.setattr(Adam, "step", real_step)
+    run(tiny_config(epochs=2), run_dir, resume=True)            # and it goes on from the good one
