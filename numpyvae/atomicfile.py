@@ -19,15 +19,19 @@ def atomic_write(path, check=None):
     path = os.fspath(path)
     directory, name = os.path.split(path)
     temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    file = open(temp_path, "xb")  # "x": never clobber another writer's temporary file
     try:
-        with file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())  # a rename can reach the disk before the data does; not this one
-        if check is not None:
-            check(temp_path)
-        os.replace(temp_path, path)
+        try:
+            file = open(temp_path, "xb")  # "x": never clobber another writer's temporary file
+            with file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())  # a rename can reach the disk before the data does; not this one
+            if check is not None:
+                check(temp_path)
+            os.replace(temp_path, path)
+        except OSError as error:
+            # name the file the caller asked for, not the hidden temporary one
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)

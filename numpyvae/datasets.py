@@ -93,6 +93,8 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, *,
     if unknown:
         raise DataError(f"no SHA-256 known for {', '.join(unknown)}, so it cannot be verified")
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"the data directory {data_dir} is a file, not a directory")
     locations = [data_dir]
     if system_dir is not None and Path(system_dir) != data_dir:
         locations.append(Path(system_dir))

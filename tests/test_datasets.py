@@ -184,3 +184,10 @@ def test_data_grid_is_a_png_of_the_requested_images(tmp_path, small_fashion_mnis
     assert width > height  # 2 rows of 6
     assert [p.name for p in tmp_path.iterdir() if p.name != small_fashion_mnist.data_dir.name] == ["grid.png"]
     assert len(CLASS_NAMES) == 10 and CLASS_NAMES[0] == "T-shirt/top" and CLASS_NAMES[9] == "Ankle boot"
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("oops")
+    with pytest.raises(DataError, match="is a file, not a directory"):
+        load_fashion_mnist("test", data_dir=not_a_dir, download=False, system_dir=None)
