@@ -158,11 +158,11 @@ def write_metrics(run_dir, rows):
         file.write(text.getvalue().encode())
 
 
-def check_same_run(saved, other, what, allowed=RESUMABLE_CHANGES):
+def check_same_run(saved, other, what):
     """Raise ConfigError if `other` differs from `saved` in a setting that defines the run."""
     for field in fields(TrainConfig):
         name = field.name
-        if name not in allowed and getattr(saved, name) != getattr(other, name):
+        if name not in RESUMABLE_CHANGES and getattr(saved, name) != getattr(other, name):
             raise ConfigError(f"{what}: {name} is {getattr(other, name)!r}, but the run was made with "
                               f"{name} {getattr(saved, name)!r}")
 
@@ -173,22 +173,27 @@ def build_model(config, backend=None):
                backend=backend or config.backend, dtype=np.dtype(config.dtype), seed=config.seed)
 
 
-def load_run(run_dir, backend=None):
-    """(config, model, checkpoint) of a run, for evaluating and drawing it.
+def open_run(run_dir):
+    """(config, checkpoint) of the run in run_dir, once the checkpoint is shown to belong to it.
 
-    Refuses (CheckpointError) a checkpoint whose config disagrees with config.json:
-    it came from another run.
+    The config is config.json's. A checkpoint whose own copy of the config disagrees with it
+    in a setting that defines the run came from another run: CheckpointError.
     """
-    run_dir = Path(run_dir)
     config = read_config(run_dir)
-    path = run_dir / checkpoint.FILENAME
+    path = Path(run_dir) / checkpoint.FILENAME
     saved = checkpoint.load(path)
     try:
         check_same_run(config, TrainConfig.from_dict(saved.config, source=str(path)), str(path))
     except ConfigError as error:
         raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    return config, saved
+
+
+def load_run(run_dir, backend=None):
+    """(config, model, checkpoint) of a run, for evaluating and drawing it."""
+    config, saved = open_run(run_dir)
     model = build_model(config, backend)
-    checkpoint.restore(saved, model, path=path)
+    checkpoint.restore(saved, model, path=Path(run_dir) / checkpoint.FILENAME)
     return config, model, saved
 
 

@@ -37,8 +37,8 @@ from numpyvae import checkpoint, datasets, evaluate
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.rundir import (CONFIG_FILE, RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model,
-                             check_same_run, exclusive, read_config, read_metrics, write_config, write_metrics)
+from numpyvae.rundir import (RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model, check_same_run,
+                             exclusive, open_run, read_metrics, write_config, write_metrics)
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
@@ -339,17 +339,9 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
 
 def _resumable(run_dir, wanted):
     """(checkpoint, config) to resume run_dir with: the run's config with `wanted`'s allowed changes."""
-    if not run_dir.is_dir():
-        raise RunError(f"cannot resume: no run directory {run_dir}")
-    path = run_dir / checkpoint.FILENAME
-    if not path.exists():
+    if not (run_dir / checkpoint.FILENAME).exists():
         raise RunError(f"cannot resume: {run_dir} has no {checkpoint.FILENAME} (start it without --resume)")
-    saved = checkpoint.load(path)
-    run_config = TrainConfig.from_dict(saved.config, source=str(path))
-    try:
-        check_same_run(run_config, read_config(run_dir), f"{run_dir / CONFIG_FILE}")
-    except ConfigError as error:
-        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    run_config, saved = open_run(run_dir)
     check_same_run(run_config, replace(wanted, input_dim=run_config.input_dim),
                    "cannot resume with different settings (start a new --run-dir to change them)")
     config = replace(run_config, **{name: getattr(wanted, name) for name in RESUMABLE_CHANGES})
