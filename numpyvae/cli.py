@@ -61,6 +61,7 @@ def nonnegative_float(text):
 
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
+    from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
     from numpyvae.vae import LIKELIHOODS
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
@@ -101,10 +102,10 @@ def build_parser():
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
-    evaluate.add_argument("--samples", type=positive_int, default=10,
-                          help="posterior samples per image for the negative ELBO (default 10)")
-    evaluate.add_argument("--iw-samples", type=positive_int, default=100,
-                          help="importance samples k per image for the IWAE bound (default 100)")
+    evaluate.add_argument("--samples", type=positive_int, default=ELBO_SAMPLES,
+                          help=f"posterior samples per image for the negative ELBO (default {ELBO_SAMPLES})")
+    evaluate.add_argument("--iw-samples", type=positive_int, default=IW_SAMPLES,
+                          help=f"importance samples k per image for the IWAE bound (default {IW_SAMPLES})")
     evaluate.add_argument("--seed", type=natural, default=0, help="seed of the evaluation noise (default 0)")
     _model_options(evaluate, BACKEND_NAMES)
     evaluate.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -159,7 +159,7 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
             eps = backend.standard_normal(rng, xp.empty((S, x.shape[0], model.latent_dim), dtype=model.dtype))
             lse.add(log_weights(model, x, mu, logvar, eps))                # (S, C)
         total += (lse.value() - math.log(k)).sum()
-    return float(backend.to_host(total)) / len(data)
+    return backend.scalar(total) / len(data)
 
 
 def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed=EVAL_SEED,

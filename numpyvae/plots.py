@@ -135,7 +135,7 @@ def _show_grid(ax, images, row_labels=None, column_labels=None):
 
 
 def one_per_class(labels, count):
-    """Indices of the first image of each class, in class order, repeated round-robin up to `count`."""
+    """`count` indices: the first image of each class in class order, then the second of each, then any."""
     labels = np.asarray(labels)
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(len(CLASS_NAMES)) if (labels == c).any()]
     seconds = [int(np.flatnonzero(labels == c)[1]) for c in range(len(CLASS_NAMES)) if (labels == c).sum() > 1]
@@ -307,7 +307,8 @@ def loss_curves(metrics, path, latent_dim=0):
             ax.text(0.5, 0.5, "no finished epochs yet", ha="center", va="center", transform=ax.transAxes)
         else:
             ax.legend()
-            ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)              # one tick per epoch while they fit
     figure.suptitle("Training curves (per-image averages; test uses one fixed posterior sample per image)")
     return _save(figure, path)
 

@@ -202,7 +202,7 @@ class Trainer:
                 images += x.shape[0]
                 done, step_finished = step + 1, True
                 if self.progress and done % PROGRESS_EVERY == 0:
-                    bar.set_postfix(loss=f"{float(self.backend.to_host(sums).sum()) / images:.2f}")
+                    bar.set_postfix(loss=f"{self.backend.scalar(sums.sum()) / images:.2f}")
                 bar.update()
                 if self.on_step is not None:
                     self.on_step(epoch, done)
