@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from numpyvae.vae import flat_views, init_params, parameter_shapes
+from numpyvae.vae import VAE
 
 
 class TorchVAE(torch.nn.Module):
@@ -36,8 +36,7 @@ class TorchVAE(torch.nn.Module):
     def load_numpyvae_init(self, seed):
         """Copy in the weights numpyvae.VAE(seed=seed) starts from (numpyvae's W is the transpose)."""
         D, H, Z = self.enc.in_features, self.enc.out_features, self.mu.out_features
-        shapes = parameter_shapes(D, H, Z)
-        params = flat_views(init_params(shapes, seed).astype(np.float32), shapes)
+        params = VAE(D, H, Z, seed=seed, dtype=np.float32).params
         with torch.no_grad():
             for name in ("enc", "mu", "logvar", "dec", "out"):
                 layer = getattr(self, name)

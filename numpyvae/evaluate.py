@@ -8,9 +8,11 @@ Two numbers, both in nats per image, both upper bounds on the negative log-likel
                   (Burda, Grosse & Salakhutdinov 2016, eq. 8). It equals the ELBO at k = 1
                   and tightens towards -log p(x) as k grows, so it is never above the ELBO.
 
-"log p(x|z)" is minus the model's reconstruction term in both, so the two compare directly.
-(For the Gaussian likelihood that term is a sum of squared errors, which drops the constant
-(D/2) log(pi) of a proper N(x | p, 1/2) density.)
+"log p(x|z)" is the model's likelihood (losses.LIKELIHOODS), the same code that gives the
+training loss, so the two compare directly. They are bounds on -log p(x) only when that
+likelihood is a normalized density (`normalized`); otherwise they are the same quantities
+without that meaning (see losses.py for why Bernoulli on grey pixels and the seed's squared
+error are not).
 
 Everything runs forward only, on the model's backend, with sums kept on the device and
 read once at the end. Shapes: N = test images, C = images per chunk, S = samples per block,
@@ -23,6 +25,7 @@ import math
 import numpy as np
 
 from numpyvae.batches import DeviceDataset
+from numpyvae.layers import reparameterize_forward
 
 EVAL_SEED = 0          # the eps streams of every evaluation: the same noise for every run and epoch
 BINARIZE_SEED = 0      # the one fixed binarization of the test set, shared by every run
@@ -70,28 +73,6 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED)
     return {"loss": float(loss), "recon": float(recon), "kl": float(kl)}
 
 
-def decoder_logits(model, z):
-    """z (R, Z) -> logits (R, D): the model's decoder, relu(z dec.W + dec.b) out.W + out.b.
-
-    The same arithmetic as the decoder in VAE._forward, written with the model's parameter
-    views so it allocates its own arrays (any number of rows) and disturbs no layer buffers.
-    """
-    p = model.params
-    g = model.xp.maximum(z @ p["dec.W"] + p["dec.b"], 0)       # (R, H)
-    return g @ p["out.W"] + p["out.b"]                          # (R, D)
-
-
-def log_likelihood(model, x, logits):
-    """log p(x|z) per row: minus the model's reconstruction term. x (C, D), logits (S, C, D) -> (S, C)."""
-    xp = model.xp
-    if model.likelihood == "bernoulli":
-        # log p = x l - softplus(l), with softplus(l) = max(l, 0) + log1p(exp(-|l|)) (see losses.py)
-        softplus = xp.maximum(logits, 0) + xp.log1p(xp.exp(-xp.abs(logits)))
-        return (x * logits - softplus).sum(axis=-1)
-    p = 0.5 * (1 + xp.tanh(0.5 * logits))                       # sigmoid, as layers.sigmoid
-    return -((p - x) ** 2).sum(axis=-1)
-
-
 def log_weights(model, x, mu, logvar, eps):
     """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + eps * exp(logvar / 2).
 
@@ -100,10 +81,10 @@ def log_weights(model, x, mu, logvar, eps):
         log p(z) - log q(z|x) = sum_j (eps_j^2 / 2 + logvar_j / 2 - z_j^2 / 2).
     """
     S, C, Z = eps.shape
-    z = mu + eps * model.xp.exp(0.5 * logvar)                             # (S, C, Z)
-    logits = decoder_logits(model, z.reshape(S * C, Z)).reshape(S, C, -1)  # (S, C, D)
+    z, _ = reparameterize_forward(model.xp, mu, logvar, eps)              # (S, C, Z)
+    logits = model.decode_logits(z.reshape(S * C, Z)).reshape(S, C, -1)   # (S, C, D)
     log_prior_ratio = 0.5 * (eps * eps + logvar - z * z).sum(axis=-1)     # (S, C)
-    return log_likelihood(model, x, logits) + log_prior_ratio
+    return model.recon_term.log_prob(model.xp, x, logits) + log_prior_ratio
 
 
 def chunk_sizes(k, dim, max_elements=MAX_ELEMENTS):

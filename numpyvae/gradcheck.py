@@ -35,8 +35,8 @@ from typing import NamedTuple
 import numpy as np
 
 from numpyvae.backend import CHECK_DTYPE, get_backend
-from numpyvae.layers import Linear, ReLU, Reparameterize, Sigmoid
-from numpyvae.losses import BernoulliLoss, GaussianKL, GaussianLoss
+from numpyvae import layers, losses
+from numpyvae.losses import LIKELIHOODS
 from numpyvae.vae import VAE
 
 H = 1e-5
@@ -102,7 +102,7 @@ def _off_kink(rng, shape):
 
 
 def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
-    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize and the three losses, in float64 on NumPy."""
+    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, every likelihood and the KL, float64 NumPy."""
     rng = np.random.default_rng(seed)
     tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
     rows = []
@@ -113,45 +113,38 @@ def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
     # Linear: y = x W + b
     x, W, b = rng.standard_normal((batch, fan_in)), rng.standard_normal((fan_in, fan_out)), rng.standard_normal(fan_out)
     dW, db = np.empty_like(W), np.empty_like(b)
-    layer = Linear(np, CHECK_DTYPE, W, b, dW, db)
     dy = rng.standard_normal((batch, fan_out))
-    forward = lambda: layer.forward(x).copy()
-    forward()
-    dx = layer.backward(dy).copy()
+    forward = lambda: layers.linear_forward(np, x, W, b)[0]
+    dx = layers.linear_backward(np, dy, layers.linear_forward(np, x, W, b)[1], W, dW, db)
     row("Linear dx", dx, numerical_vjp(forward, x, dy))
     row("Linear dW", dW, numerical_vjp(forward, W, dy))
     row("Linear db", db, numerical_vjp(forward, b, dy))
 
     # ReLU and Sigmoid: elementwise, checked through their vector-Jacobian products
-    for name, layer, x in (("ReLU dx", ReLU(np, CHECK_DTYPE), _off_kink(rng, (batch, fan_in))),
-                           ("Sigmoid dx", Sigmoid(np, CHECK_DTYPE), 3 * rng.standard_normal((batch, fan_in)))):
+    for name, (forward_fn, backward_fn), x in (
+            ("ReLU dx", (layers.relu_forward, layers.relu_backward), _off_kink(rng, (batch, fan_in))),
+            ("Sigmoid dx", (layers.sigmoid_forward, layers.sigmoid_backward), 3 * rng.standard_normal((batch, fan_in)))):
         dy = rng.standard_normal(x.shape)
-        forward = lambda: layer.forward(x).copy()
-        forward()
-        row(name, layer.backward(dy).copy(), numerical_vjp(forward, x, dy))
+        _, cache = forward_fn(np, x)
+        row(name, backward_fn(np, dy, cache), numerical_vjp(lambda: forward_fn(np, x)[0], x, dy))
 
     # Reparameterize: z = mu + eps * exp(logvar / 2)
     mu, logvar, eps = (rng.standard_normal((batch, fan_in)) for _ in range(3))
-    layer = Reparameterize(np, CHECK_DTYPE)
     dz = rng.standard_normal(mu.shape)
-    forward = lambda: layer.forward(mu, logvar, eps).copy()
-    forward()
-    dmu, dlogvar = (a.copy() for a in layer.backward(dz))
+    forward = lambda: layers.reparameterize_forward(np, mu, logvar, eps)[0]
+    dmu, dlogvar = layers.reparameterize_backward(np, dz, layers.reparameterize_forward(np, mu, logvar, eps)[1])
     row("Reparameterize dmu", dmu, numerical_vjp(forward, mu, dz))
     row("Reparameterize dlogvar", dlogvar, numerical_vjp(forward, logvar, dz))
 
-    # losses: scalar outputs, plain gradients
+    # every likelihood in the registry, and the KL: scalar outputs, plain gradients
     logits = 4 * rng.standard_normal((batch, fan_in))
     pixels = rng.uniform(0, 1, (batch, fan_in))
-    for name, loss in (("BernoulliLoss dlogits", BernoulliLoss(np, CHECK_DTYPE)),
-                       ("GaussianLoss dlogits", GaussianLoss(np, CHECK_DTYPE))):
-        f = lambda: loss.forward(logits, pixels)
-        f()
-        row(name, loss.backward().copy(), numerical_gradient(f, logits))
-    loss = GaussianKL(np, CHECK_DTYPE)
-    f = lambda: loss.forward(mu, logvar)
-    f()
-    dmu, dlogvar = (a.copy() for a in loss.backward())
+    for likelihood in LIKELIHOODS.values():
+        f = lambda: likelihood.forward(np, logits, pixels)[0]
+        analytic = likelihood.backward(np, likelihood.forward(np, logits, pixels)[1])
+        row(f"{type(likelihood).__name__} dlogits", analytic, numerical_gradient(f, logits))
+    f = lambda: losses.gaussian_kl_forward(np, mu, logvar)[0]
+    dmu, dlogvar = losses.gaussian_kl_backward(np, losses.gaussian_kl_forward(np, mu, logvar)[1])
     row("GaussianKL dmu", dmu, numerical_gradient(f, mu))
     row("GaussianKL dlogvar", dlogvar, numerical_gradient(f, logvar))
     return rows
@@ -168,15 +161,14 @@ def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
     # the reference sees the same numbers the model sees (rounded to its dtype, then widened)
     x = np.asarray(x, model.dtype).astype(np.float64)
     eps = np.asarray(eps, model.dtype).astype(np.float64)
-    reference = VAE(model.input_dim, model.hidden_dim, model.latent_dim, model.likelihood,
-                    backend="numpy", dtype=CHECK_DTYPE)
+    reference = VAE(**model.config, backend="numpy", dtype=CHECK_DTYPE)
     reference.flat_params[...] = model.backend.to_host(model.flat_params)
     model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
                          eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta)
 
     def loss_and_relu_pattern():
         total = float(reference.loss(x, eps=eps, beta=beta)[0])
-        return total, relu_pattern(reference.params, x, eps)
+        return total, relu_pattern(reference, x, eps)
 
     _, base_pattern = loss_and_relu_pattern()
     rng = np.random.default_rng(seed)
@@ -208,13 +200,24 @@ def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
     return rows
 
 
-def relu_pattern(params, x, eps):
-    """Which ReLU inputs are positive, computed straight from the parameters (not by the layers under test)."""
-    h_in = x @ params["enc.W"] + params["enc.b"]                           # (B, H)
-    h = np.maximum(h_in, 0)
-    mu, logvar = h @ params["mu.W"] + params["mu.b"], h @ params["logvar.W"] + params["logvar.b"]
-    g_in = (mu + eps * np.exp(0.5 * logvar)) @ params["dec.W"] + params["dec.b"]   # (B, H)
-    return np.concatenate([(h_in > 0).ravel(), (g_in > 0).ravel()])
+def relu_pattern(model, x, eps):
+    """Which ReLU inputs are positive, for every ReLU in the model's layer lists.
+
+    Read from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a
+    broken ReLU cannot hide its own mistakes behind the kink detector.
+    """
+    signs = []
+
+    def run(layer_list, a):
+        for layer in layer_list:
+            if isinstance(layer, layers.ReLU):
+                signs.append((a > 0).ravel())
+            a, _ = layer.forward(np, model.params, a)
+        return a
+    h = run(model.encoder, x)                                              # (B, H)
+    mu, logvar = (head.forward(np, model.params, h)[0] for head in model.heads)
+    run(model.decoder, layers.reparameterize_forward(np, mu, logvar, eps)[0])
+    return np.concatenate(signs)
 
 
 def check_batch(model, batch=4, seed=0):
@@ -228,7 +231,7 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
     backend = get_backend(backend)
     sections = [("layers and losses (float64, NumPy)", check_layers(seed))]
     dtype = np.dtype(dtype)
-    for likelihood in ("bernoulli", "gaussian"):
+    for likelihood in LIKELIHOODS:
         if small:
             model = VAE(6, 5, 3, likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), seed=seed)

@@ -1,112 +1,107 @@
-"""Layers with hand-written forward and backward passes: Linear, ReLU, Sigmoid, Reparameterize.
+"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize.
 
-Every layer is a forward/backward pair, CS231n style, but with the cache kept on
-the layer instead of returned:
+Every layer is two functions, in CS231n's style:
 
-    y  = layer.forward(x)      # remembers only what backward will need
-    dx = layer.backward(dy)    # dy = dLoss/dy  ->  dx = dLoss/dx (a vector-Jacobian product)
+    y, cache = relu_forward(xp, x)          # cache: only what backward will need
+    dx = relu_backward(xp, dy, cache)       # dy = dLoss/dy  ->  dx = dLoss/dx (a vector-Jacobian product)
 
-Backward must follow a forward (it raises otherwise) and forgets what forward saved.
+Nothing is remembered between calls: the caller keeps the cache and hands it back, so
+the same functions serve training, evaluation and plotting, on any shape, in any order.
+`xp` is the array namespace (numpy, cupy, or the fake device's), passed in, never global.
 
-Speed without obscurity: each layer writes its outputs into buffers it allocates
-once per batch size (`_buffer`) instead of fresh arrays every step, using ufuncs
-with `out=`. The arrays a layer returns are therefore *its* buffers: they are
-overwritten by the next call, so copy them if you want to keep them.
+Buffers, in llm.c's style: every output may be written into a buffer the caller passes
+(`out=`, `mask=`, ...). Training passes buffers from one `Workspace`, allocated at the
+first step and reused after, so a training step allocates nothing; evaluation and plotting
+pass none and get fresh arrays. Either way the arithmetic is the same.
+
+At the bottom, `Linear` and `ReLU` are the entries of the model's layer lists (vae.py): a
+name, the parameters the layer owns, and the forward/backward pair wired to them.
 
 Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
-def is_cupy(xp):
-    """True when `xp` is the cupy module: there, fused kernels replace some chains of ufuncs."""
-    return getattr(xp, "__name__", None) == "cupy"
+class Workspace:
+    """Named buffers allocated on first use and reused after: `ws.get(name, shape)`.
 
-
-class Layer:
-    """Base class: holds the array namespace, the dtype and the per-batch-size buffers."""
+    One per model. A buffer is keyed by its name and shape, so a smaller last batch gets
+    buffers of its own once and then reuses them too.
+    """
 
     def __init__(self, xp, dtype):
-        self.xp = xp
-        self.dtype = np.dtype(dtype)
-        self._buffers = {}      # (name, shape) -> array, allocated once and reused
-        self._saved = None      # what forward kept for backward; None = no forward yet
+        self.xp, self.dtype = xp, np.dtype(dtype)
+        self._buffers = {}
 
-    def _buffer(self, name, shape, dtype=None):
-        key = (name, shape)
+    def get(self, name, shape, dtype=None):
+        key = (name, tuple(shape), dtype)
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = self.xp.empty(shape, dtype=dtype or self.dtype)
         return buffer
 
-    def _take_saved(self):
-        if self._saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called without a forward() before it")
-        saved, self._saved = self._saved, None
-        return saved
+
+def buffer(ws, name, shape, dtype=None):
+    """ws.get(name, shape, dtype), or None without a workspace (the functions then allocate)."""
+    return None if ws is None else ws.get(name, shape, dtype)
 
 
-class Linear(Layer):
-    """Affine map y = x @ W + b.
+# -- Linear ----------------------------------------------------------------------------------
 
-    W: (I, O), b: (O,), and their gradients dW, db are views into the model's flat
-    parameter and gradient buffers, handed in by the model.
+class LinearCache(NamedTuple):
+    x: object          # (B, I) the input: dW needs it (W itself is the parameter)
 
-    Backward, from y_bj = sum_i x_bi W_ij + b_j:
-        dL/dW = x^T @ dy          (I, O)   each weight collects x_bi * dy_bj over the batch
-        dL/db = sum_b dy          (O,)     the bias is added to every row
-        dL/dx = dy @ W^T          (B, I)
-    Forward keeps x (needed for dW); W is the parameter itself.
+
+def linear_forward(xp, x, W, b, out=None):
+    """y = x @ W + b.   x (B, I), W (I, O), b (O,) -> y (B, O), cache."""
+    y = xp.matmul(x, W, out=out)
+    y += b
+    return y, LinearCache(x)
+
+
+def linear_backward(xp, dy, cache, W, dW, db, dx=None, need_dx=True):
+    """Fill dW (I, O) and db (O,) in place; return dx (B, I), or None when need_dx=False.
+
+    From y_bj = sum_i x_bi W_ij + b_j:
+        dL/dW = x^T @ dy     each weight collects x_bi * dy_bj over the batch
+        dL/db = sum_b dy     the bias is added to every row
+        dL/dx = dy @ W^T
+    The first layer's input is data, so the model asks for no dx there.
     """
-
-    def __init__(self, xp, dtype, W, b, dW, db):
-        super().__init__(xp, dtype)
-        self.W, self.b, self.dW, self.db = W, b, dW, db
-
-    def forward(self, x):
-        out = self._buffer("y", (x.shape[0], self.W.shape[1]))   # (B, O)
-        self.xp.matmul(x, self.W, out=out)
-        out += self.b
-        self._saved = x
-        return out
-
-    def backward(self, dy, need_dx=True):
-        """Fill dW and db in place; return dx, or None when need_dx=False (the first layer's input is data)."""
-        x = self._take_saved()
-        self.xp.matmul(x.T, dy, out=self.dW)                      # (I, O)
-        dy.sum(axis=0, out=self.db)                               # (O,)
-        if not need_dx:
-            return None
-        dx = self._buffer("dx", x.shape)                          # (B, I)
-        return self.xp.matmul(dy, self.W.T, out=dx)
+    xp.matmul(cache.x.T, dy, out=dW)
+    dy.sum(axis=0, out=db)
+    if not need_dx:
+        return None
+    return xp.matmul(dy, W.T, out=dx)
 
 
-class ReLU(Layer):
-    """y = max(x, 0); dx = dy where x > 0, else 0.
+# -- ReLU ------------------------------------------------------------------------------------
 
-    The derivative at exactly x = 0 is taken as 0, as PyTorch does. Forward keeps
-    the mask (y > 0), which is all backward needs.
-    """
-
-    def forward(self, x):                                         # (B, O) -> (B, O)
-        y = self._buffer("y", x.shape)
-        self.xp.maximum(x, 0, out=y)
-        mask = self._buffer("mask", x.shape, dtype=bool)
-        self.xp.greater(y, 0, out=mask)
-        self._saved = mask
-        return y
-
-    def backward(self, dy):
-        mask = self._take_saved()
-        dx = self._buffer("dx", dy.shape)
-        # multiplying by a bool mask keeps dy's dtype (an int mask would promote float32 to float64)
-        return self.xp.multiply(dy, mask, out=dx)
+class ReLUCache(NamedTuple):
+    mask: object       # (B, O) bool, where the input was positive
 
 
-def sigmoid(xp, x, out):
-    """sigmoid(x) = 1 / (1 + exp(-x)), written into `out`, never overflowing.
+def relu_forward(xp, x, out=None, mask=None):
+    """y = max(x, 0), and the mask (y > 0), which is all backward needs."""
+    y = xp.maximum(x, 0, out=out)
+    mask = xp.greater(y, 0, out=mask)
+    return y, ReLUCache(mask)
+
+
+def relu_backward(xp, dy, cache, out=None):
+    """dx = dy where x > 0, else 0. The derivative at exactly 0 is taken as 0, as PyTorch does."""
+    # a bool mask keeps dy's dtype (an int mask would promote float32 to float64)
+    return xp.multiply(dy, cache.mask, out=out)
+
+
+# -- Sigmoid ---------------------------------------------------------------------------------
+
+def sigmoid(xp, x, out=None):
+    """sigmoid(x) = 1 / (1 + exp(-x)), never overflowing.
 
     exp(-x) overflows float32 for x < -88 (and warns). The identity
         sigmoid(x) = (1 + tanh(x / 2)) / 2
@@ -115,60 +110,122 @@ def sigmoid(xp, x, out):
     -17 in float32) gives exactly 0 where the true value is tiny but positive. That is
     all the losses need: sigmoid(l) - x and p (1 - p) care about absolute error.
     """
-    xp.multiply(x, 0.5, out=out)
+    out = xp.multiply(x, 0.5, out=out)
     xp.tanh(out, out=out)
     out += 1
     out *= 0.5
     return out
 
 
-class Sigmoid(Layer):
-    """y = sigmoid(x); dy/dx = y * (1 - y), so forward keeps y and nothing else."""
-
-    def forward(self, x):
-        y = sigmoid(self.xp, x, out=self._buffer("y", x.shape))
-        self._saved = y
-        return y
-
-    def backward(self, dy):
-        y = self._take_saved()
-        dx = self._buffer("dx", y.shape)
-        self.xp.subtract(1, y, out=dx)      # 1 - y
-        dx *= y                             # y (1 - y)
-        dx *= dy
-        return dx
+class SigmoidCache(NamedTuple):
+    y: object          # the output: dy/dx = y (1 - y) needs nothing else
 
 
-class Reparameterize(Layer):
+def sigmoid_forward(xp, x, out=None):
+    y = sigmoid(xp, x, out=out)
+    return y, SigmoidCache(y)
+
+
+def sigmoid_backward(xp, dy, cache, out=None):
+    """dx = dy * y * (1 - y)."""
+    y = cache.y
+    dx = xp.subtract(1, y, out=out)     # 1 - y
+    dx *= y                             # y (1 - y)
+    dx *= dy
+    return dx
+
+
+# -- the reparameterization trick ------------------------------------------------------------
+
+class ReparameterizeCache(NamedTuple):
+    eps: object        # (B, Z) the noise
+    std: object        # (B, Z) exp(logvar / 2)
+
+
+def reparameterize_forward(xp, mu, logvar, eps, std=None, z=None):
     """z = mu + eps * std with std = exp(logvar / 2): a sample of N(mu, diag(exp(logvar))).
 
     `logvar` is the log of the variance, so the standard deviation is exp(0.5 * logvar),
     not exp(logvar) (the seed blog post's bug: its KL reads the same number as a
     log-variance). eps ~ N(0, I) is drawn outside, so z is a deterministic,
-    differentiable function of mu and logvar -- the reparameterization trick.
+    differentiable function of mu and logvar: the reparameterization trick.
+    Broadcasts: mu, logvar (C, Z) with eps (S, C, Z) gives S samples per row.
+    """
+    std = xp.multiply(logvar, 0.5, out=std)
+    xp.exp(std, out=std)
+    z = xp.multiply(eps, std, out=z)
+    z += mu
+    return z, ReparameterizeCache(eps, std)
 
-    Backward, from z = mu + eps * exp(logvar / 2):
+
+def reparameterize_backward(xp, dz, cache, dmu=None, dlogvar=None):
+    """(dmu, dlogvar) from dz, all (B, Z).
+
+    From z = mu + eps * exp(logvar / 2):
         dz/dmu     = 1                         ->  dmu     = dz
         dz/dlogvar = eps * exp(logvar / 2) / 2 ->  dlogvar = dz * eps * std / 2
-    Forward keeps eps and std.                               shapes: all (B, Z)
     """
+    if dmu is None:
+        dmu = dz.copy()                 # its own array: the model adds the KL's share into it
+    else:
+        xp.copyto(dmu, dz)
+    dlogvar = xp.multiply(dz, cache.eps, out=dlogvar)
+    dlogvar *= cache.std
+    dlogvar *= 0.5
+    return dmu, dlogvar
 
-    def forward(self, mu, logvar, eps):
-        std = self._buffer("std", mu.shape)
-        self.xp.multiply(logvar, 0.5, out=std)
-        self.xp.exp(std, out=std)
-        z = self._buffer("z", mu.shape)
-        self.xp.multiply(eps, std, out=z)
-        z += mu
-        self._saved = (eps, std)
-        return z
 
-    def backward(self, dz):
-        eps, std = self._take_saved()
-        dmu = self._buffer("dmu", dz.shape)
-        self.xp.copyto(dmu, dz)
-        dlogvar = self._buffer("dlogvar", dz.shape)
-        self.xp.multiply(dz, eps, out=dlogvar)
-        dlogvar *= std
-        dlogvar *= 0.5
-        return dmu, dlogvar
+# -- the entries of a model's layer lists --------------------------------------------------------
+
+class Linear:
+    """A Linear layer named `name`: it owns `name.W` (fan_in, fan_out) and `name.b` (fan_out,)."""
+
+    def __init__(self, name, fan_in, fan_out):
+        self.name, self.fan_in, self.fan_out = name, fan_in, fan_out
+
+    def parameters(self):
+        """Name -> shape of what this layer owns, in flat-buffer order."""
+        return {f"{self.name}.W": (self.fan_in, self.fan_out), f"{self.name}.b": (self.fan_out,)}
+
+    def forward(self, xp, params, x, ws=None):
+        out = buffer(ws, f"{self.name}.y", (x.shape[0], self.fan_out))
+        return linear_forward(xp, x, params[f"{self.name}.W"], params[f"{self.name}.b"], out=out)
+
+    def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
+        dx = buffer(ws, f"{self.name}.dx", cache.x.shape) if need_dx else None
+        return linear_backward(xp, dy, cache, params[f"{self.name}.W"], grads[f"{self.name}.W"],
+                               grads[f"{self.name}.b"], dx=dx, need_dx=need_dx)
+
+
+class ReLU:
+    """A ReLU named `name` (the name only labels its buffers; it owns no parameters)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def parameters(self):
+        return {}
+
+    def forward(self, xp, params, x, ws=None):
+        return relu_forward(xp, x, out=buffer(ws, f"{self.name}.y", x.shape),
+                            mask=buffer(ws, f"{self.name}.mask", x.shape, bool))
+
+    def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
+        return relu_backward(xp, dy, cache, out=buffer(ws, f"{self.name}.dx", dy.shape))
+
+
+def sequence_forward(xp, layers, params, x, ws=None):
+    """Run `layers` in order: (output, one cache per layer)."""
+    caches = []
+    for layer in layers:
+        x, cache = layer.forward(xp, params, x, ws)
+        caches.append(cache)
+    return x, caches
+
+
+def sequence_backward(xp, layers, params, grads, dy, caches, ws=None, need_dx=True):
+    """Backward through `layers` in exactly the reverse order of sequence_forward; returns dx."""
+    for index in reversed(range(len(layers))):
+        first = index == 0
+        dy = layers[index].backward(xp, params, grads, dy, caches[index], ws, need_dx=need_dx or not first)
+    return dy

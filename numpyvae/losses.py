@@ -1,133 +1,221 @@
-"""The two halves of the negative ELBO: a reconstruction term and the KL term.
+"""The two halves of the negative ELBO: the reconstruction term (a likelihood) and the KL term.
 
-Each loss sums over pixels (or latents) and over the batch; divide by the batch
-size for the per-image numbers that get reported. Like the layers, a loss is a
-forward/backward pair that keeps only what backward needs, in reused buffers.
+A likelihood p(x | logits) is one class here and one line in LIKELIHOODS; everything else
+(the model, evaluation, the CLI's choices, the gradient-check rows) reads the registry.
+Each likelihood knows:
+
+    forward(xp, logits, x, ws)  -> (loss, cache)   loss = -sum log p(x | logits), over batch and pixels
+    backward(xp, cache, ws)     -> dlogits          d loss / d logits
+    log_prob(xp, x, logits)     -> log p(x | logits) summed over pixels, for any leading axes
+    mean(xp, logits)            -> E[x | logits]: what the decoder's pictures show
+    normalized                  True when p(x | logits) is a density over pixels in [0, 1], so the
+                                negative ELBO is an upper bound on -log p(x) (is_density(binary)
+                                also counts a probability mass over binarized pixels)
+
+forward/backward are a pair like the layers' (layers.py): no state, the cache is returned,
+and buffers come from the workspace `ws` when one is given (training) or are allocated.
+Losses are summed over the batch; divide by the batch size for the per-image numbers.
 
 Shapes: B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
-from numpyvae.layers import Layer, is_cupy, sigmoid
+import functools
+from typing import NamedTuple
+
+from numpyvae.layers import buffer, sigmoid
 
 
-class BernoulliLoss(Layer):
+def is_cupy(xp):
+    """True when `xp` is the cupy module: there, fused kernels replace some chains of ufuncs."""
+    return getattr(xp, "__name__", None) == "cupy"
+
+
+def softplus(xp, logits, out=None, work=None):
+    """softplus(l) = log(1 + exp(l)), computed as max(l, 0) + log1p(exp(-|l|)) so it never overflows."""
+    work = xp.abs(logits, out=work)
+    xp.negative(work, out=work)
+    xp.exp(work, out=work)                # exp(-|l|) <= 1 always
+    xp.log1p(work, out=work)
+    out = xp.maximum(logits, 0, out=out)
+    out += work
+    return out
+
+
+class Likelihood:
+    """The interface every reconstruction term implements (see the module docstring)."""
+    name = ""              # the key in LIKELIHOODS and the value of --likelihood
+    description = ""       # one line for --help and the README
+    normalized = False     # is p(x | logits) a density over pixels in [0, 1] (it integrates to 1)?
+
+    def forward(self, xp, logits, x, ws=None):
+        raise NotImplementedError
+
+    def backward(self, xp, cache, ws=None):
+        raise NotImplementedError
+
+    def log_prob(self, xp, x, logits):
+        raise NotImplementedError
+
+    def is_density(self, binary):
+        """True when p(x | logits) sums or integrates to 1 over the values the pixels can take, so
+        the negative ELBO and the IWAE bound are upper bounds on -log p(x). binary: pixels are 0 or 1."""
+        return self.normalized
+
+    def mean(self, xp, logits, out=None):
+        """Every likelihood here reads its mean through the sigmoid: pixel means in [0, 1]."""
+        return sigmoid(xp, logits, out=out)
+
+
+class BernoulliCache(NamedTuple):
+    logits: object     # (B, D)
+    x: object          # (B, D)
+
+
+class Bernoulli(Likelihood):
     """-log p(x | logits) for pixels x in [0, 1] under independent Bernoullis, from logits.
 
     With p = sigmoid(l), binary cross-entropy per pixel is
         -[x log p + (1 - x) log(1 - p)] = softplus(l) - x * l,
     using log p = -softplus(-l), log(1 - p) = -softplus(l) and softplus(-l) = softplus(l) - l.
-    softplus(l) = log(1 + exp(l)) overflows for large l, so it is computed as
-        softplus(l) = max(l, 0) + log1p(exp(-|l|)),
-    where exp(-|l|) <= 1 always. The gradient is the famous clean one:
+    The gradient is the famous clean one:
         d/dl [softplus(l) - x l] = sigmoid(l) - x.
-    Forward keeps the logits and x.
+    For x in {0, 1} this is a probability mass, and the negative ELBO bounds -log p(x).
+    For grey pixels it is not a density on [0, 1] (it does not integrate to 1 over x), so
+    its numbers are not log-likelihoods of grey images: a known abuse, kept because it
+    trains well and is what the seed and every peer report.
     """
+    name = "bernoulli"
+    description = "binary cross-entropy from logits (a true likelihood only for binarized pixels)"
+    normalized = False
 
-    def __init__(self, xp, dtype):
-        super().__init__(xp, dtype)
-        self._fused_backward = _fused_bernoulli_grad(xp) if is_cupy(xp) else None
+    def is_density(self, binary):
+        return binary                     # a probability mass over {0, 1}^D
 
-    def forward(self, logits, x):                     # (B, D), (B, D) -> scalar
-        xp = self.xp
-        softplus = self._buffer("softplus", logits.shape)
-        work = self._buffer("work", logits.shape)
-        xp.abs(logits, out=work)
-        xp.negative(work, out=work)
-        xp.exp(work, out=work)
-        xp.log1p(work, out=work)                      # log1p(exp(-|l|))
-        xp.maximum(logits, 0, out=softplus)
-        softplus += work                              # softplus(l)
-        self._saved = (logits, x)
+    def forward(self, xp, logits, x, ws=None):                       # (B, D), (B, D) -> scalar
+        terms = softplus(xp, logits, out=buffer(ws, "bernoulli.softplus", logits.shape),
+                         work=buffer(ws, "bernoulli.work", logits.shape))
         # sum(softplus(l) - x l) = sum(softplus(l)) - x . l: the dot product needs no (B, D) pass of its own
-        return softplus.sum() - xp.vdot(x, logits)
+        return terms.sum() - xp.vdot(x, logits), BernoulliCache(logits, x)
 
-    def backward(self):
-        logits, x = self._take_saved()
-        dlogits = self._buffer("dlogits", logits.shape)   # (B, D)
-        if self._fused_backward is not None:
-            return self._fused_backward(logits, x, dlogits)
-        sigmoid(self.xp, logits, out=dlogits)
-        dlogits -= x                                  # sigmoid(l) - x
+    def backward(self, xp, cache, ws=None):
+        dlogits = buffer(ws, "bernoulli.dlogits", cache.logits.shape)
+        if is_cupy(xp):
+            return _fused_bernoulli_grad(xp)(cache.logits, cache.x, dlogits)
+        return self.plain_backward(xp, cache, dlogits)
+
+    def plain_backward(self, xp, cache, dlogits=None):
+        """backward in ufuncs (what the fused CuPy kernel must equal)."""
+        dlogits = sigmoid(xp, cache.logits, out=dlogits)
+        dlogits -= cache.x                                           # sigmoid(l) - x
         return dlogits
 
+    def log_prob(self, xp, x, logits):                               # (..., D) -> (...)
+        return (x * logits - softplus(xp, logits)).sum(axis=-1)
 
+
+@functools.cache
 def _fused_bernoulli_grad(cupy):
-    """CuPy only: BernoulliLoss.backward as one kernel (the plain code makes five passes over (B, D))."""
+    """CuPy only: Bernoulli.backward as one kernel (the plain code makes five passes over (B, D))."""
     return cupy.ElementwiseKernel(
         "T logits, T x", "T dlogits",
         "dlogits = (1 + tanh(logits / 2)) / 2 - x",   # sigmoid(l) - x, sigmoid written as in layers.sigmoid
         "numpyvae_bernoulli_grad")
 
 
-class GaussianLoss(Layer):
+class GaussianCache(NamedTuple):
+    p: object          # (B, D) sigmoid(logits)
+    error: object      # (B, D) p - x
+
+
+class Gaussian(Likelihood):
     """The seed blog post's reconstruction term: sum of squared errors of sigmoid(logits) against x.
 
     This is -log N(x | p, variance 1/2) less the constant (D/2) log(pi) per image, with p = sigmoid(l):
         loss = sum (p - x)^2,   dloss/dl = 2 (p - x) * p (1 - p)   (chain rule through the sigmoid).
-    Forward keeps p and the error p - x.
+    Without that constant it is no normalized density, so its bounds are not on -log p(x).
     """
+    name = "gaussian"
+    description = "the seed's sum of squared errors on sigmoid outputs (no normalizing constant)"
+    normalized = False
 
-    def __init__(self, xp, dtype):
-        super().__init__(xp, dtype)
-        self._fused_backward = _fused_gaussian_grad(xp) if is_cupy(xp) else None
+    def forward(self, xp, logits, x, ws=None):
+        p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
+        error = xp.subtract(p, x, out=buffer(ws, "gaussian.error", logits.shape))   # p - x
+        return xp.vdot(error, error), GaussianCache(p, error)     # sum of squares, no (B, D) temporary
 
-    def forward(self, logits, x):
-        p = sigmoid(self.xp, logits, out=self._buffer("p", logits.shape))
-        error = self._buffer("error", logits.shape)
-        self.xp.subtract(p, x, out=error)             # p - x
-        self._saved = (p, error)
-        return self.xp.vdot(error, error)             # sum of squares, without a (B, D) temporary
+    def backward(self, xp, cache, ws=None):
+        dlogits = buffer(ws, "gaussian.dlogits", cache.p.shape)
+        if is_cupy(xp):
+            return _fused_gaussian_grad(xp)(cache.p, cache.error, dlogits)
+        return self.plain_backward(xp, cache, dlogits)
 
-    def backward(self):
-        p, error = self._take_saved()
-        dlogits = self._buffer("dlogits", p.shape)
-        if self._fused_backward is not None:
-            return self._fused_backward(p, error, dlogits)
-        self.xp.subtract(1, p, out=dlogits)           # 1 - p
-        dlogits *= p                                  # p (1 - p)
-        dlogits *= error
-        dlogits *= 2                                  # 2 (p - x) p (1 - p)
+    def plain_backward(self, xp, cache, dlogits=None):
+        p = cache.p
+        dlogits = xp.subtract(1, p, out=dlogits)                     # 1 - p
+        dlogits *= p                                                 # p (1 - p)
+        dlogits *= cache.error
+        dlogits *= 2                                                 # 2 (p - x) p (1 - p)
         return dlogits
 
+    def log_prob(self, xp, x, logits):                               # (..., D) -> (...)
+        return -((sigmoid(xp, logits) - x) ** 2).sum(axis=-1)
 
+
+@functools.cache
 def _fused_gaussian_grad(cupy):
-    """CuPy only: GaussianLoss.backward as one kernel (the plain code makes four passes over (B, D))."""
+    """CuPy only: Gaussian.backward as one kernel (the plain code makes four passes over (B, D))."""
     return cupy.ElementwiseKernel(
         "T p, T error", "T dlogits",
         "dlogits = 2 * error * p * (1 - p)",
         "numpyvae_gaussian_grad")
 
 
-class GaussianKL(Layer):
-    """KL(q(z|x) || N(0, I)) for q = N(mu, diag(exp(logvar))), in closed form.
+# Adding a likelihood: write its class above, then add it here. Nothing else changes.
+LIKELIHOODS = {likelihood.name: likelihood for likelihood in (Bernoulli(), Gaussian())}
+
+
+def get_likelihood(name):
+    """The registered likelihood called `name`; ValueError naming the choices otherwise."""
+    if not isinstance(name, str) or name not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, not {name!r}")
+    return LIKELIHOODS[name]
+
+
+# -- the KL term -----------------------------------------------------------------------------
+
+class KLCache(NamedTuple):
+    mu: object             # (B, Z)
+    var_minus_1: object    # (B, Z) exp(logvar) - 1
+
+
+def gaussian_kl_forward(xp, mu, logvar, ws=None):
+    """KL(q(z|x) || N(0, I)) for q = N(mu, diag(exp(logvar))), summed over the batch: (kl, cache).
 
     Kingma & Welling (2014), Appendix B: for one example,
-        KL = -1/2 * sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)),
-    and its gradients are
-        dKL/dmu     = mu
-        dKL/dlogvar = (exp(logvar) - 1) / 2.
-    Both need exp(logvar) - 1, which is computed as expm1(logvar): when a latent
-    dimension is unused its logvar sits near 0, and exp(logvar) - 1 in float32 would
-    cancel down to a few correct digits. Forward keeps mu and expm1(logvar).
+        KL = -1/2 * sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j))
+           =  1/2 * sum_j (mu_j^2 + (exp(logvar_j) - 1) - logvar_j).
+    exp(logvar) - 1 is computed as expm1(logvar): when a latent dimension is unused its
+    logvar sits near 0, and exp(logvar) - 1 in float32 would cancel down to a few digits.
     """
+    var_minus_1 = xp.expm1(logvar, out=buffer(ws, "kl.var_minus_1", mu.shape))
+    per_latent = xp.multiply(mu, mu, out=buffer(ws, "kl.per_latent", mu.shape))
+    per_latent += var_minus_1
+    per_latent -= logvar                          # mu^2 + (exp(logvar) - 1) - logvar
+    return 0.5 * per_latent.sum(), KLCache(mu, var_minus_1)
 
-    def forward(self, mu, logvar):                    # (B, Z), (B, Z) -> scalar
-        xp = self.xp
-        var_minus_1 = self._buffer("var_minus_1", mu.shape)
-        xp.expm1(logvar, out=var_minus_1)             # exp(logvar) - 1, accurate near logvar = 0
-        per_latent = self._buffer("per_latent", mu.shape)
-        xp.multiply(mu, mu, out=per_latent)
-        per_latent += var_minus_1
-        per_latent -= logvar                          # mu^2 + (exp(logvar) - 1) - logvar
-        self._saved = (mu, var_minus_1)
-        return 0.5 * per_latent.sum()
 
-    def backward(self, scale=1.0):
-        """Return (scale * dKL/dmu, scale * dKL/dlogvar); `scale` is the KL weight beta."""
-        mu, var_minus_1 = self._take_saved()
-        dmu = self._buffer("dmu", mu.shape)
-        self.xp.multiply(mu, scale, out=dmu)
-        dlogvar = self._buffer("dlogvar", mu.shape)
-        self.xp.multiply(var_minus_1, 0.5 * scale, out=dlogvar)
-        return dmu, dlogvar
+def gaussian_kl_per_latent(xp, mu, logvar):
+    """The KL of each latent dimension of each example, (B, Z): the terms gaussian_kl_forward sums."""
+    return 0.5 * (mu * mu + xp.expm1(logvar) - logvar)
+
+
+def gaussian_kl_backward(xp, cache, scale=1.0, ws=None):
+    """(scale * dKL/dmu, scale * dKL/dlogvar), each (B, Z); `scale` is the KL weight beta.
+
+        dKL/dmu     = mu
+        dKL/dlogvar = (exp(logvar) - 1) / 2
+    """
+    dmu = xp.multiply(cache.mu, scale, out=buffer(ws, "kl.dmu", cache.mu.shape))
+    dlogvar = xp.multiply(cache.var_minus_1, 0.5 * scale, out=buffer(ws, "kl.dlogvar", cache.mu.shape))
+    return dmu, dlogvar

@@ -25,6 +25,7 @@ import numpy as np
 
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datasets import CLASS_NAMES
+from numpyvae.losses import gaussian_kl_per_latent
 
 DPI = 100
 SEED = 0                 # the prior draws in samples.png
@@ -192,7 +193,7 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
 def latent_usage(model, images):
     """Mean KL per latent coordinate over `images`, (Z,): how much each coordinate is used."""
     mu, logvar = (a.astype(np.float64) for a in _encode(model, images))
-    return (0.5 * (mu ** 2 + np.exp(logvar) - logvar - 1)).mean(axis=0)      # Kingma & Welling, App. B
+    return gaussian_kl_per_latent(np, mu, logvar).mean(axis=0)
 
 
 def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED):

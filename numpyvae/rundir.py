@@ -25,7 +25,7 @@ import numpy as np
 from numpyvae import checkpoint
 from numpyvae.atomicfile import atomic_write
 from numpyvae.backend import BACKEND_NAMES
-from numpyvae.vae import LIKELIHOODS, VAE
+from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
 LOCK_FILE = ".lock"     # held by the process training in the directory
@@ -42,7 +42,7 @@ class TrainConfig:
     input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
     hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
     latent_dim: int = 20              # Z: size of the latent code
-    likelihood: str = "bernoulli"     # "bernoulli" (cross-entropy) or "gaussian" (the seed's squared error)
+    likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli" (cross-entropy) or "gaussian"
     beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
     warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
     binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
@@ -56,18 +56,21 @@ class TrainConfig:
         def need(ok, message):
             if not ok:
                 raise ConfigError(message)
-        for name in ("epochs", "batch_size", "input_dim", "hidden_dim", "latent_dim", "seed"):
+        try:                          # the network's own settings: the model says what it accepts
+            check_settings(**self.model_settings())
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
         need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
-        for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
-            need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
         for name in ("lr", "beta", "warmup_epochs"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool),
                  f"{name} must be a number, not {value!r}")
-        for name in ("likelihood", "backend", "dtype"):
+        for name in ("backend", "dtype"):
             need(isinstance(getattr(self, name), str), f"{name} must be a name, not {getattr(self, name)!r}")
         need(self.data_dir is None or isinstance(self.data_dir, str),
              f"data_dir must be a directory name or null, not {self.data_dir!r}")
@@ -75,13 +78,15 @@ class TrainConfig:
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be 0 or more, not {self.beta}")
         need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
              f"warmup_epochs must be 0 or more, not {self.warmup_epochs}")
-        need(self.likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}, "
-                                             f"not {self.likelihood!r}")
         need(self.backend in BACKEND_NAMES, f"backend must be one of {', '.join(BACKEND_NAMES)}, "
                                             f"not {self.backend!r}")
         need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
         return self
+
+    def model_settings(self):
+        """The settings that define the network, as VAE(**settings) takes them."""
+        return {name: getattr(self, name) for name in MODEL_SETTINGS}
 
     @classmethod
     def from_dict(cls, values, source="config"):
@@ -169,8 +174,8 @@ def check_same_run(saved, other, what):
 
 def build_model(config, backend=None):
     """A fresh VAE for `config` (on `backend` if given, else the config's)."""
-    return VAE(config.input_dim, config.hidden_dim, config.latent_dim, config.likelihood,
-               backend=backend or config.backend, dtype=np.dtype(config.dtype), seed=config.seed)
+    return VAE(**config.model_settings(), backend=backend or config.backend, dtype=np.dtype(config.dtype),
+               seed=config.seed)
 
 
 def open_run(run_dir):

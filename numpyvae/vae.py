@@ -4,14 +4,18 @@
     sample   z = mu + eps * exp(logvar / 2), eps ~ N(0, I)          (B, Z)
     decoder  z -> g = relu(z @ dec.W + dec.b) (B, H) -> logits (B, D) -> sigmoid = pixel means
 
-The loss is the negative ELBO, summed over the batch,
+The network is declared once, as three ordered layer lists (`encoder`, `heads`,
+`decoder`); the parameter shapes, the forward order and the reverse backward order all
+follow from them. The loss is the negative ELBO, summed over the batch,
     loss = reconstruction(x, logits) + beta * KL(N(mu, exp(logvar)) || N(0, I)),
-with beta = 1 for the plain VAE. `loss_and_grads` runs forward and then backward
-through the same layers in exactly the reverse order, filling `model.grads`.
+with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHOODS.
 
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
 them, so the optimizer can update everything in a few passes over flat memory.
+
+A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
+and `check_settings` is the one place those settings are validated.
 
 Shapes: B = batch, D = input (pixels), H = hidden, Z = latent.
 """
@@ -22,22 +26,42 @@ import math
 import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
-from numpyvae.layers import Linear, ReLU, Reparameterize, sigmoid
-from numpyvae.losses import BernoulliLoss, GaussianKL, GaussianLoss
+from numpyvae import layers, losses
+from numpyvae.layers import Linear, ReLU, Workspace, buffer, sequence_backward, sequence_forward
 
-LIKELIHOODS = {"bernoulli": BernoulliLoss, "gaussian": GaussianLoss}
+SIZES = ("input_dim", "hidden_dim", "latent_dim")
+MODEL_SETTINGS = SIZES + ("likelihood",)    # what VAE.config holds: the network, not where or how it runs
+MAX_PARAMETERS = 2 ** 31    # 8 GiB of float32 per flat buffer: far past any model this code can train
 
 
-def parameter_shapes(input_dim, hidden_dim, latent_dim):
-    """Name -> shape of every parameter, in flat-buffer order. Every W is (fan_in, fan_out)."""
+def check_settings(input_dim, hidden_dim, latent_dim, likelihood):
+    """Raise ValueError naming the first model setting that cannot work."""
+    losses.get_likelihood(likelihood)
+    for name, size in zip(SIZES, (input_dim, hidden_dim, latent_dim)):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, not {size!r}")
+    count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim)))
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE would have {count:,} parameters; "
+                         f"the limit is {MAX_PARAMETERS:,}")
+
+
+def build_layers(input_dim, hidden_dim, latent_dim):
+    """(encoder, heads, decoder): the whole network, as the layer lists everything else reads."""
     D, H, Z = input_dim, hidden_dim, latent_dim
-    return {
-        "enc.W": (D, H), "enc.b": (H,),
-        "mu.W": (H, Z), "mu.b": (Z,),
-        "logvar.W": (H, Z), "logvar.b": (Z,),
-        "dec.W": (Z, H), "dec.b": (H,),
-        "out.W": (H, D), "out.b": (D,),
-    }
+    encoder = [Linear("enc", D, H), ReLU("enc.relu")]            # x (B, D) -> h (B, H)
+    heads = [Linear("mu", H, Z), Linear("logvar", H, Z)]          # h -> mu, logvar (B, Z) each
+    decoder = [Linear("dec", Z, H), ReLU("dec.relu"), Linear("out", H, D)]   # z (B, Z) -> logits (B, D)
+    return encoder, heads, decoder
+
+
+def parameter_shapes(layers):
+    """Name -> shape of every parameter of `layers`, in flat-buffer order."""
+    return {name: shape for layer in layers for name, shape in layer.parameters().items()}
+
+
+def num_parameters(layer_lists):
+    return sum(math.prod(shape) for layers in layer_lists for shape in parameter_shapes(layers).values())
 
 
 def flat_views(flat, shapes):
@@ -55,8 +79,8 @@ class VAE:
 
     Args:
         input_dim, hidden_dim, latent_dim: D, H, Z (the seed's 784, 400, 20).
-        likelihood: "bernoulli" (binary cross-entropy from logits, the default) or
-                    "gaussian" (the seed's sum of squared errors on sigmoid outputs).
+        likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
+                    logits, the default) or "gaussian" (the seed's squared error).
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
         dtype: float32 to train (the default), float64 to check gradients.
         seed: seeds the initial weights (drawn on the host, so every backend starts
@@ -65,42 +89,29 @@ class VAE:
 
     def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, likelihood="bernoulli",
                  backend="numpy", dtype=TRAIN_DTYPE, seed=0):
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, not {likelihood!r}")
-        for name, size in (("input_dim", input_dim), ("hidden_dim", hidden_dim), ("latent_dim", latent_dim)):
-            if not isinstance(size, (int, np.integer)) or size < 1:
-                raise ValueError(f"{name} must be a positive integer, not {size!r}")
+        check_settings(input_dim, hidden_dim, latent_dim, likelihood)
         self.input_dim, self.hidden_dim, self.latent_dim = int(input_dim), int(hidden_dim), int(latent_dim)
         self.likelihood = likelihood
+        self.recon_term = losses.LIKELIHOODS[likelihood]
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
         xp = self.xp = self.backend.xp
 
-        self.shapes = parameter_shapes(self.input_dim, self.hidden_dim, self.latent_dim)
+        self.encoder, self.heads, self.decoder = build_layers(self.input_dim, self.hidden_dim, self.latent_dim)
+        self.layers = self.encoder + self.heads + self.decoder
+        self.shapes = parameter_shapes(self.layers)
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
-        self.flat_params = self.backend.to_device(init_params(self.shapes, seed), dtype=self.dtype)
+        self.flat_params = self.backend.to_device(init_params(self.layers, seed), dtype=self.dtype)
         self.flat_grads = xp.zeros(self.num_params, dtype=self.dtype)
         self.params = flat_views(self.flat_params, self.shapes)
         self.grads = flat_views(self.flat_grads, self.shapes)
         self.rng = self.backend.rng(seed)
-
-        def linear(name):
-            return Linear(xp, self.dtype, self.params[name + ".W"], self.params[name + ".b"],
-                          self.grads[name + ".W"], self.grads[name + ".b"])
-
-        self.enc, self.enc_relu = linear("enc"), ReLU(xp, self.dtype)
-        self.mu_head, self.logvar_head = linear("mu"), linear("logvar")
-        self.reparameterize = Reparameterize(xp, self.dtype)
-        self.dec, self.dec_relu = linear("dec"), ReLU(xp, self.dtype)
-        self.out = linear("out")
-        self.recon_loss = LIKELIHOODS[likelihood](xp, self.dtype)
-        self.kl_loss = GaussianKL(xp, self.dtype)
-        self._eps = {}   # batch size -> reused eps buffer
+        self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
 
     @property
     def config(self):
-        return {"input_dim": self.input_dim, "hidden_dim": self.hidden_dim,
-                "latent_dim": self.latent_dim, "likelihood": self.likelihood}
+        """The settings that define the network: VAE(**model.config) builds another like it."""
+        return {name: getattr(self, name) for name in MODEL_SETTINGS}
 
     # -- the training step ----------------------------------------------------
     def loss_and_grads(self, x, eps=None, beta=1.0, rng=None):
@@ -109,60 +120,68 @@ class VAE:
         x: (B, D) pixels in [0, 1]. eps: (B, Z) standard normal noise, drawn from
         `rng` (default: the model's own) when not given. The three losses are summed
         over the batch and returned as 0-d backend arrays, so reading them is up to
-        the caller (on a GPU each read waits for the device).
+        the caller (on a GPU each read waits for the device). Every intermediate array
+        lives in the model's workspace: after the first step of a batch size, a step
+        allocates nothing.
         """
+        ws = self.workspace
         x = self._input(x)
-        eps = self._noise(x.shape[0], eps, rng)
-        total, recon, kl = self._forward(x, eps, beta)
-        self._backward(beta)
-        return total, recon, kl
+        eps = self._noise(x.shape[0], eps, rng, ws)
+        totals, caches = self._forward(x, eps, beta, ws)
+        self._backward(caches, beta, ws)
+        return totals
 
     def loss(self, x, eps=None, beta=1.0, rng=None):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
         x = self._input(x)
-        losses = self._forward(x, self._noise(x.shape[0], eps, rng), beta)
-        self._forget()
-        return losses
+        totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta)
+        return totals
 
-    def _forward(self, x, eps, beta):
-        h = self.enc_relu.forward(self.enc.forward(x))                      # (B, H)
-        mu = self.mu_head.forward(h)                                        # (B, Z)
-        logvar = self.logvar_head.forward(h)                                # (B, Z)
-        z = self.reparameterize.forward(mu, logvar, eps)                    # (B, Z)
-        g = self.dec_relu.forward(self.dec.forward(z))                      # (B, H)
-        logits = self.out.forward(g)                                        # (B, D)
-        recon = self.recon_loss.forward(logits, x)
-        kl = self.kl_loss.forward(mu, logvar)
-        return recon + beta * kl, recon, kl
+    def _forward(self, x, eps, beta, ws=None):
+        xp, p = self.xp, self.params
+        h, enc_caches = sequence_forward(xp, self.encoder, p, x, ws)            # (B, H)
+        (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
+        z, z_cache = layers.reparameterize_forward(xp, mu, logvar, eps, std=buffer(ws, "z.std", mu.shape),
+                                            z=buffer(ws, "z", mu.shape))        # (B, Z)
+        logits, dec_caches = sequence_forward(xp, self.decoder, p, z, ws)       # (B, D)
+        recon, recon_cache = self.recon_term.forward(xp, logits, x, ws)
+        kl, kl_cache = losses.gaussian_kl_forward(xp, mu, logvar, ws)
+        caches = (enc_caches, (mu_cache, logvar_cache), z_cache, dec_caches, recon_cache, kl_cache)
+        return (recon + beta * kl, recon, kl), caches
 
-    def _backward(self, beta):
-        """Backward through _forward's layers in exactly the reverse order."""
-        dmu_kl, dlogvar_kl = self.kl_loss.backward(scale=beta)              # (B, Z) each
-        dlogits = self.recon_loss.backward()                                # (B, D)
-        dg = self.out.backward(dlogits)                                     # (B, H)
-        dz = self.dec.backward(self.dec_relu.backward(dg))                  # (B, Z)
-        dmu, dlogvar = self.reparameterize.backward(dz)                     # (B, Z) each
+    def _backward(self, caches, beta, ws=None):
+        """Backward through _forward's steps in exactly the reverse order; fills self.grads."""
+        xp, p, g = self.xp, self.params, self.grads
+        enc_caches, head_caches, z_cache, dec_caches, recon_cache, kl_cache = caches
+        dmu_kl, dlogvar_kl = losses.gaussian_kl_backward(xp, kl_cache, scale=beta, ws=ws)   # (B, Z) each
+        dlogits = self.recon_term.backward(xp, recon_cache, ws)                          # (B, D)
+        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)      # (B, Z)
+        dmu, dlogvar = layers.reparameterize_backward(xp, dz, z_cache, dmu=buffer(ws, "z.dmu", dz.shape),
+                                               dlogvar=buffer(ws, "z.dlogvar", dz.shape))
         # mu and logvar feed both the decoder (through z) and the KL: their gradients add
         dmu += dmu_kl
         dlogvar += dlogvar_kl
         # h feeds both heads: its gradient is the sum of what each head sends back
-        dh = self.mu_head.backward(dmu)                                     # (B, H)
-        dh += self.logvar_head.backward(dlogvar)
-        self.enc.backward(self.enc_relu.backward(dh), need_dx=False)        # x is data: no dx
+        mu_head, logvar_head = self.heads
+        dh = mu_head.backward(xp, p, g, dmu, head_caches[0], ws)                     # (B, H)
+        dh += logvar_head.backward(xp, p, g, dlogvar, head_caches[1], ws)
+        sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=False)   # x is data: no dx
 
-    # -- using the model ----------------------------------------------------------
+    # -- using the model: fresh arrays, any number of rows, nothing kept ----------
     def encode(self, x):
-        """x (B, D) -> (mu, logvar), each (B, Z), as new arrays."""
-        h = self.enc_relu.forward(self.enc.forward(self._input(x)))
-        mu, logvar = self.mu_head.forward(h).copy(), self.logvar_head.forward(h).copy()
-        self._forget()
+        """x (B, D) -> (mu, logvar), each (B, Z)."""
+        h, _ = sequence_forward(self.xp, self.encoder, self.params, self._input(x))
+        mu, logvar = (head.forward(self.xp, self.params, h)[0] for head in self.heads)
         return mu, logvar
 
+    def decode_logits(self, z):
+        """z (B, Z) -> logits (B, D): the decoder, before the likelihood's mean."""
+        return sequence_forward(self.xp, self.decoder, self.params, self._input(z))[0]
+
     def decode(self, z):
-        """z (B, Z) -> pixel means sigmoid(logits) in [0, 1], (B, D), as a new array."""
-        logits = self.out.forward(self.dec_relu.forward(self.dec.forward(self._input(z))))
-        self._forget()
-        return sigmoid(self.xp, logits, out=self.xp.empty_like(logits))
+        """z (B, Z) -> the likelihood's mean given z, sigmoid(logits) in [0, 1], (B, D)."""
+        logits = self.decode_logits(z)
+        return self.recon_term.mean(self.xp, logits, out=logits)
 
     def reconstruct(self, x, sample=False, rng=None):
         """Decode the posterior mean (or, with sample=True, a posterior sample) of each x."""
@@ -170,13 +189,11 @@ class VAE:
         if not sample:
             return self.decode(mu)
         eps = self._noise(mu.shape[0], None, rng)
-        return self.decode(mu + eps * self.xp.exp(0.5 * logvar))
+        return self.decode(layers.reparameterize_forward(self.xp, mu, logvar, eps)[0])
 
     def sample(self, n, rng=None):
         """n new images from the prior: decode z ~ N(0, I). Returns (n, D) pixel means."""
-        z = self.xp.empty((n, self.latent_dim), dtype=self.dtype)
-        self.backend.standard_normal(rng if rng is not None else self.rng, z)
-        return self.decode(z)
+        return self.decode(self._noise(n, None, rng))
 
     # -- helpers ------------------------------------------------------------------
     def _input(self, x):
@@ -186,34 +203,29 @@ class VAE:
             raise ValueError(f"expected a (batch, features) array, got shape {tuple(x.shape)}")
         return x
 
-    def _noise(self, batch, eps, rng):
+    def _noise(self, batch, eps, rng, ws=None):
+        """The given eps, checked, or fresh N(0, I) noise (batch, Z) from `rng` (default: the model's)."""
         if eps is not None:
             eps = self._input(eps)
             if eps.shape != (batch, self.latent_dim):
                 raise ValueError(f"eps must have shape {(batch, self.latent_dim)}, got {tuple(eps.shape)}")
             return eps
-        buffer = self._eps.get(batch)
-        if buffer is None:
-            buffer = self._eps[batch] = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
-        return self.backend.standard_normal(rng if rng is not None else self.rng, buffer)
-
-    def _forget(self):
-        # inference calls forward without backward; drop what forward saved
-        for layer in (self.enc, self.enc_relu, self.mu_head, self.logvar_head, self.reparameterize,
-                      self.dec, self.dec_relu, self.out, self.recon_loss, self.kl_loss):
-            layer._saved = None
+        out = buffer(ws, "eps", (batch, self.latent_dim))
+        if out is None:
+            out = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
+        return self.backend.standard_normal(rng if rng is not None else self.rng, out)
 
 
-def init_params(shapes, seed):
+def init_params(layers, seed):
     """Initial weights as PyTorch's nn.Linear draws them: W and b uniform in +-1/sqrt(fan_in).
 
     (PyTorch's kaiming_uniform_ with a = sqrt(5) works out to the same bound for W.)
-    Drawn in float64 on the host from a seeded generator; returns one flat array.
+    Drawn in float64 on the host from a seeded generator, in flat-buffer order; returns one flat array.
     """
     rng = np.random.default_rng(seed)
     pieces = []
-    for name, shape in shapes.items():
-        fan_in = shapes[name[:-1] + "W"][0]
-        bound = 1.0 / math.sqrt(fan_in)
-        pieces.append(rng.uniform(-bound, bound, size=math.prod(shape)))
+    for layer in layers:
+        for shape in layer.parameters().values():
+            bound = 1.0 / math.sqrt(layer.fan_in)
+            pieces.append(rng.uniform(-bound, bound, size=math.prod(shape)))
     return np.concatenate(pieces)

@@ -13,7 +13,7 @@ from numpyvae.vae import VAE
 def exact_log_likelihood(model, x):
     """log p(x) = log of the integral of p(x|z) N(z; 0, 1) over z, by quadrature (Z = 1 only), float64."""
     z = np.linspace(-12, 12, 48001)[:, None]                                      # (G, 1)
-    logits = evaluate.decoder_logits(model, z)                                    # (G, D)
+    logits = model.decode_logits(z)                                               # (G, D)
     log_px_z = (x * logits - np.logaddexp(0, logits)).sum(axis=1)                 # (G,)
     log_joint = log_px_z - 0.5 * z[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
     top = log_joint.max()
@@ -51,10 +51,10 @@ def test_chunks_stay_within_the_memory_budget(k, dim, budget):
     assert samples == k or images == 1                          # split samples only when one image needs it
 
 
-def test_decoder_logits_are_the_models_decoder():
+def test_decode_is_the_sigmoid_of_the_decoders_logits():
     model = VAE(784, 32, 3, seed=0)
     z = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    probabilities = 1 / (1 + np.exp(-evaluate.decoder_logits(model, z).astype(np.float64)))
+    probabilities = 1 / (1 + np.exp(-model.decode_logits(z).astype(np.float64)))
     np.testing.assert_allclose(probabilities, model.decode(z), rtol=1e-5, atol=1e-6)
 
 
@@ -66,8 +66,8 @@ def test_log_likelihood_is_minus_the_models_reconstruction_term(likelihood):
     _, recon, _ = model.loss(x, eps=eps)
     mu, logvar = model.encode(x)
     z = mu + eps * np.exp(0.5 * logvar)
-    logits = evaluate.decoder_logits(model, z)[None]                              # (1, 4, D)
-    assert -evaluate.log_likelihood(model, x, logits).sum() == pytest.approx(float(recon), rel=1e-12)
+    logits = model.decode_logits(z)[None]                                         # (1, 4, D)
+    assert -model.recon_term.log_prob(np, x, logits).sum() == pytest.approx(float(recon), rel=1e-12)
 
 
 def test_log_weights_are_log_joint_minus_log_posterior():
@@ -79,8 +79,8 @@ def test_log_weights_are_log_joint_minus_log_posterior():
 
     def log_normal(v, mean, var):
         return (-0.5 * (v - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)).sum(axis=-1)
-    logits = evaluate.decoder_logits(model, z.reshape(8, 3)).reshape(2, 4, 784)
-    expected = (evaluate.log_likelihood(model, x, logits) + log_normal(z, 0, 1)
+    logits = model.decode_logits(z.reshape(8, 3)).reshape(2, 4, 784)
+    expected = (model.recon_term.log_prob(np, x, logits) + log_normal(z, 0, 1)
                 - log_normal(z, mu, np.exp(logvar)))
     np.testing.assert_allclose(evaluate.log_weights(model, x, mu, logvar, eps), expected, rtol=1e-12)
 

@@ -91,11 +91,11 @@ def test_adam_steps_match_torch_optim_adam(likelihood):
 def test_parity_would_notice_the_seed_blog_post_bug(monkeypatch):
     """Sampling with std = exp(logvar), as the seed does, must break agreement with the reference."""
     from numpyvae import layers
-    original = layers.Reparameterize.forward
+    original = layers.reparameterize_forward
 
-    def seed_bug(self, mu, logvar, eps):
-        return original(self, mu, 2 * logvar, eps)   # exp(0.5 * 2 logvar) = exp(logvar)
-    monkeypatch.setattr(layers.Reparameterize, "forward", seed_bug)
+    def seed_bug(xp, mu, logvar, eps, std=None, z=None):
+        return original(xp, mu, 2 * logvar, eps, std, z)   # exp(0.5 * 2 logvar) = exp(logvar)
+    monkeypatch.setattr(layers, "reparameterize_forward", seed_bug)
     model = VAE(20, 8, 3, dtype=np.float64, seed=0)
     x, eps = data(model, 8, seed=2)
     ours = model.loss_and_grads(x, eps=eps)[0]

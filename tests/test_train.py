@@ -232,7 +232,7 @@ def test_binarize_trains_on_zeros_and_ones(tiny_config, tmp_path, monkeypatch):
     ({"likelihood": "poisson"}, "likelihood must be one of bernoulli, gaussian"),
     ({"backend": "tpu"}, "backend must be one of"),
     ({"dtype": "float16"}, "dtype must be one of"),
-    ({"hidden_dim": 2.5}, "hidden_dim must be an integer"),
+    ({"hidden_dim": 2.5}, "hidden_dim must be a positive integer"),
 ])
 def test_bad_settings_are_refused(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -427,7 +427,7 @@ def test_ctrl_c_during_the_last_test_pass_still_completes_the_run(tiny_config, t
 @pytest.mark.parametrize("change, message", [
     ({"lr": "0.001"}, "lr must be a number"),
     ({"beta": None}, "beta must be a number"),
-    ({"likelihood": []}, "likelihood must be a name"),
+    ({"likelihood": []}, "likelihood must be one of"),
     ({"data_dir": 5}, "data_dir must be a directory name or null"),
 ])
 def test_config_json_with_wrong_types_is_refused_in_one_line(tiny_config, tmp_path, change, message):

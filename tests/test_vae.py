@@ -73,8 +73,8 @@ def test_float32_stays_float32():
     model = VAE()
     model.loss_and_grads(batch())
     assert model.flat_params.dtype == model.flat_grads.dtype == np.float32
-    for layer in (model.enc, model.enc_relu, model.out, model.recon_loss, model.reparameterize):
-        assert all(b.dtype in (np.float32, np.bool_) for b in layer._buffers.values())
+    buffers = model.workspace._buffers.values()
+    assert len(buffers) > 20 and all(b.dtype in (np.float32, np.bool_) for b in buffers)
 
 
 def test_extreme_logits_do_not_overflow_in_float32():
@@ -83,29 +83,45 @@ def test_extreme_logits_do_not_overflow_in_float32():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         probs = layers.sigmoid(np, logits, out=np.empty_like(logits))
-        from numpyvae.losses import BernoulliLoss, GaussianLoss
-        bce = BernoulliLoss(np, np.float32)
-        loss = bce.forward(logits, x)
-        grad = bce.backward()
-        gauss = GaussianLoss(np, np.float32)
-        gauss.forward(logits, x)
-        gauss_grad = gauss.backward()
+        from numpyvae.losses import LIKELIHOODS
+        bce, gauss = LIKELIHOODS["bernoulli"], LIKELIHOODS["gaussian"]
+        loss, cache = bce.forward(np, logits, x)
+        grad = bce.backward(np, cache)
+        gauss_grad = gauss.backward(np, gauss.forward(np, logits, x)[1])
+        log_probs = [term.log_prob(np, x, logits) for term in (bce, gauss)]
     assert np.array_equal(probs, [[0, 1, 0.5, 1, 0]])
     assert np.isfinite(loss) and float(loss) == pytest.approx(2000 + np.log(2), rel=1e-6)
     assert np.array_equal(grad, [[0, 0, 0, 1, -1]])
     assert np.isfinite(gauss_grad).all()
+    assert float(log_probs[0][0]) == pytest.approx(-float(loss), rel=1e-6) and np.isfinite(log_probs[1]).all()
 
 
-def test_backward_without_forward_is_refused():
-    model = VAE(6, 5, 3)
-    for layer in (model.enc, model.enc_relu, model.reparameterize, model.kl_loss, model.recon_loss):
-        with pytest.raises(RuntimeError, match="without a forward"):
-            layer.backward(np.ones((2, 5), np.float32)) if layer in (model.enc, model.enc_relu) \
-                else layer.backward() if layer is not model.reparameterize else layer.backward(np.ones((2, 3)))
-    model.enc.forward(np.ones((2, 6), np.float32))
-    model.enc.backward(np.ones((2, 5), np.float32))
-    with pytest.raises(RuntimeError):
-        model.enc.backward(np.ones((2, 5), np.float32))   # a forward serves one backward
+def test_backward_needs_the_cache_of_its_forward_and_layers_keep_nothing():
+    """Backward cannot run without a forward: the cache forward returns is a required argument.
+    And nothing is kept between calls: a second forward does not disturb the first one's backward."""
+    import inspect
+    for backward in (layers.linear_backward, layers.relu_backward, layers.sigmoid_backward,
+                     layers.reparameterize_backward):
+        assert inspect.signature(backward).parameters["cache"].default is inspect.Parameter.empty
+    rng = np.random.default_rng(0)
+    x1, x2, dy = rng.standard_normal((2, 4)), rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    _, cache1 = layers.relu_forward(np, x1)
+    layers.relu_forward(np, x2)
+    np.testing.assert_array_equal(layers.relu_backward(np, dy, cache1), dy * (x1 > 0))
+
+
+def test_the_buffered_training_step_equals_the_allocating_one():
+    """The workspace only decides where results are written, never what they are."""
+    model = VAE(784, 32, 3, seed=4)
+    x, eps = batch(6), np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+    buffered = [float(v) for v in model.loss_and_grads(x, eps=eps)]
+    buffered_grads = model.flat_grads.copy()
+    model.flat_grads[...] = np.nan
+    totals, caches = model._forward(model._input(x), model._input(eps), 1.0)    # no workspace: fresh arrays
+    model._backward(caches, 1.0)
+    assert [float(v) for v in totals] == buffered
+    np.testing.assert_array_equal(model.flat_grads, buffered_grads)
+    assert len(model.workspace._buffers) > 20               # the first call did use the workspace
 
 
 def test_encode_decode_reconstruct_sample():
@@ -151,11 +167,10 @@ def test_bad_batch_shapes():
 
 def test_kl_gradient_stays_accurate_in_float32_for_unused_latents():
     """logvar near 0 (an unused latent): exp(logvar) - 1 would cancel to ~3 digits in float32; expm1 keeps 7."""
-    from numpyvae.losses import GaussianKL
+    from numpyvae.losses import gaussian_kl_backward, gaussian_kl_forward
     logvar = np.array([[1e-4, -3e-4, 2e-5, 0.7]], np.float32)
     mu = np.zeros_like(logvar)
-    kl = GaussianKL(np, np.float32)
-    kl.forward(mu, logvar)
-    _, dlogvar = kl.backward()
+    _, dlogvar = gaussian_kl_backward(np, gaussian_kl_forward(np, mu, logvar)[1])
+    assert dlogvar.dtype == np.float32
     exact = 0.5 * np.expm1(logvar.astype(np.float64))
     np.testing.assert_allclose(dlogvar, exact, rtol=1e-6)
