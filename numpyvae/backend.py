@@ -13,9 +13,11 @@ with, so two models on two backends can live in one process.
 Dtype policy: float32 for training (fast, and what the GPU wants), float64 for
 gradient checks (finite differences need the extra digits).
 
-The third backend, "fakegpu", is NumPy dressed as a separate device (see
-`fakegpu.py`): its arrays refuse to mix with host arrays exactly where CuPy's
-would, so a forgotten transfer fails on a machine with no GPU too.
+The third backend, "fakegpu", is a supported tool for people changing numpyvae: NumPy
+dressed as a separate device (see `fakegpu.py`). Its arrays refuse to mix with host arrays
+exactly where CuPy's would and it counts every transfer, so code that would copy data
+between host and GPU behind your back fails on a machine with no GPU too
+(`numpyvae train --backend fakegpu` trains that way; it is as slow as NumPy, no faster).
 """
 from __future__ import annotations
 

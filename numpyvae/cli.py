@@ -88,7 +88,9 @@ def build_parser():
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
     train.add_argument("--seed", type=natural, help="seed for weights, shuffling and noise (default 0)")
-    train.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default numpy; auto = CuPy if usable)")
+    train.add_argument("--backend", choices=BACKEND_NAMES,
+                       help="array backend (default numpy; auto = CuPy if usable; fakegpu = NumPy posing as a GPU, "
+                            "to check on any machine that code makes no hidden host-device copies)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--data-dir", help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR or ./data, "
                                           "then the system's)")
@@ -269,7 +271,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit:                 # --help, or a bad command line (already reported)
         return exit.code
-    from numpyvae.train import Interrupted
+    from numpyvae.rundir import Interrupted     # not train: only `train` needs tqdm and the loop
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:

@@ -1,75 +1,31 @@
-"""Fashion-MNIST: which files make it, what they must hash to, where to find them, and loading a split.
+"""Fashion-MNIST: finding one split's files, verifying them, and loading them.
 
 Where `load_fashion_mnist` looks, in order:
   1. `data_dir` (default: $NUMPYVAE_DATA_DIR, else ./data);
-  2. SYSTEM_DIR, where Debian's and Ubuntu's `apt-get install dataset-fashion-mnist` puts the files;
+  2. `system_dir` (default DEBIAN_DIR), where Debian's and Ubuntu's
+     `apt-get install dataset-fashion-mnist` puts the files;
   3. the upstream server, downloading into `data_dir` (only if download=True).
 Each file may be gzipped (NAME.gz) or not (NAME). Every file is checked against the SHA-256
 of its decompressed contents before it is used; a file that fails is reported, never used.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from numpyvae.datafiles import (ALL_FILES, CLASS_NAMES, DATA_DIR_ENV, DEBIAN_DIR, DEFAULT_DATA_DIR,  # noqa: F401
+                                FILES, IMAGE_SHAPE, SHA256, DataError, default_data_dir, find_file,
+                                how_to_get_data)
+from numpyvae.download import UPSTREAM, download_fashion_mnist
 from numpyvae.idx import IDXError, read_idx
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-IMAGE_SHAPE = (28, 28)
-
-# split -> (images file, labels file), names without ".gz"
-FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-ALL_FILES = FILES["train"] + FILES["test"]
-
-# SHA-256 of each DECOMPRESSED file (shared/DATA.md). Debian re-compressed the .gz files,
-# so their bytes differ from upstream's; the decompressed contents are the dataset itself.
-SHA256 = {
-    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # 47,040,016 B
-    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # 60,008 B
-    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",   # 7,840,016 B
-    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",   # 10,008 B
-}
-
-DATA_DIR_ENV = "NUMPYVAE_DATA_DIR"
-DEFAULT_DATA_DIR = "data"
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")   # where the Debian package installs the files
-SYSTEM_DIR = DEBIAN_DIR                                   # where the loader looks (tests point it elsewhere)
-
-
-class DataError(ValueError):
-    """The dataset cannot be had or is not what it should be; the one-line message says what to do."""
-
-
-def default_data_dir():
-    """$NUMPYVAE_DATA_DIR if set, else ./data (relative to the working directory)."""
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def how_to_get_data(data_dir):
-    """One sentence listing every way to get the files into place."""
-    return (f"To get Fashion-MNIST: connect to the internet and run `numpyvae download --data-dir {data_dir}`; "
-            f"or `apt-get install dataset-fashion-mnist` (installs it in {DEBIAN_DIR}); "
-            f"or put the four files ({', '.join(n + '.gz' for n in ALL_FILES)}, gzipped or not) "
-            f"in the data directory {data_dir}.")
-
-
-def find_file(directory, name):
-    """The path of `name` in `directory`, gzipped (NAME.gz) or not (NAME), or None if neither is there."""
-    for candidate in (Path(directory) / f"{name}.gz", Path(directory) / name):
-        if candidate.is_file():
-            return candidate
-    return None
+SYSTEM_DIR = DEBIAN_DIR   # where train.load_images looks (tests point it elsewhere)
 
 
 def load_fashion_mnist(split="train", data_dir=None, download=True, *,
-                       checksums=SHA256, system_dir=SYSTEM_DIR, base_url=None):
+                       checksums=SHA256, system_dir=DEBIAN_DIR, base_url=None):
     """Load one split of Fashion-MNIST, verified.
 
     Args:
@@ -113,8 +69,6 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, *,
     if not download:
         raise DataError(f"{summary}; downloading is off. {how_to_get_data(data_dir)}")
 
-    # imported here, not at the top: download.py reads this module's tables
-    from numpyvae.download import UPSTREAM, download_fashion_mnist
     try:
         download_fashion_mnist(data_dir, base_url=base_url or UPSTREAM, names=FILES[split], checksums=checksums)
     except DataError as error:

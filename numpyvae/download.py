@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from numpyvae.atomicfile import atomic_write
-from numpyvae.datasets import ALL_FILES, SHA256, DataError, find_file, how_to_get_data
+from numpyvae.datafiles import ALL_FILES, SHA256, DataError, find_file, how_to_get_data
 from numpyvae.idx import IDXError, read_idx
 
 UPSTREAM = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

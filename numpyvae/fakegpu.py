@@ -12,7 +12,12 @@ NumPy array, compute with NumPy, and:
   which on a GPU waits for all queued work), in `namespace.counters`.
 
 Only the explicit doors (`asarray`/`array` in, `asnumpy`/`.get()` out) cross over.
-It is a test double, not a faithful CuPy: it checks *where* arrays live, not CUDA.
+It checks *where* arrays live, not CUDA: it is no faithful CuPy and no faster than NumPy.
+
+A supported backend, for anyone changing numpyvae without a GPU at hand: run
+`numpyvae train --backend fakegpu` (or `VAE(..., backend="fakegpu")`), and a host array
+that would have crept into the device path raises here as it would on a GPU; read
+`namespace.counters` to see how many transfers and sync points a piece of code makes.
 """
 from __future__ import annotations
 

@@ -201,7 +201,7 @@ def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
 
 
 def relu_pattern(model, x, eps):
-    """Which ReLU inputs are positive, for every ReLU in the model's layer lists.
+    """Which ReLU inputs are positive, for every layer of the model that declares `kink_at_zero`.
 
     Read from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a
     broken ReLU cannot hide its own mistakes behind the kink detector.
@@ -210,7 +210,7 @@ def relu_pattern(model, x, eps):
 
     def run(layer_list, a):
         for layer in layer_list:
-            if isinstance(layer, layers.ReLU):
+            if getattr(layer, "kink_at_zero", False):
                 signs.append((a > 0).ravel())
             a, _ = layer.forward(np, model.params, a)
         return a

@@ -115,6 +115,18 @@ class ConfigError(RunError, ValueError):
     """A setting out of range, or one that disagrees with the run being resumed."""
 
 
+class Interrupted(RunError):
+    """Ctrl-C stopped training; the state is saved (the message says where and how to go on)."""
+
+
+class Diverged(RunError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class NothingToDo(RunError):
+    """--resume of a run that already has the epochs asked for."""
+
+
 def read_config(run_dir):
     """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
     run_dir = Path(run_dir)

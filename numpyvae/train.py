@@ -37,25 +37,14 @@ from numpyvae import checkpoint, datasets, evaluate
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.rundir import (RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model, check_same_run,
-                             exclusive, open_run, read_metrics, write_config, write_metrics)
+from numpyvae.rundir import (RESUMABLE_CHANGES, ConfigError, Diverged, Interrupted, NothingToDo, RunError,  # noqa: F401
+                             TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
+                             write_config, write_metrics)
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
-
-
-class Interrupted(RunError):
-    """Ctrl-C stopped training; the state is saved (the message says where and how to go on)."""
-
-
-class Diverged(RunError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
-
-
-class NothingToDo(RunError):
-    """--resume of a run that already has the epochs asked for."""
 
 
 class TrainResult(NamedTuple):

@@ -1,6 +1,8 @@
 """README.md's promises: its Python example runs, and its commands are the ones CI and users run."""
 import re
 import subprocess
+
+import pytest
 from pathlib import Path
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -33,3 +35,53 @@ def test_main_command_is_a_real_subcommand():
     args = command.split("&&")[1].split()
     assert args[0] == "numpyvae"
     cli.build_parser().parse_args(args[1:])        # raises SystemExit on an unknown command or flag
+
+
+def example_after(marker):
+    """The Python code in the fenced block right after <!-- marker -->."""
+    block = README.split(f"<!-- {marker} -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_new_likelihood_is_one_class_and_one_line(monkeypatch):
+    """README's worked example: after the class and its registry line, the model trains with it and
+    every gradient check covers it; and the check would catch it if its gradient were wrong."""
+    import numpy as np
+    from numpyvae import gradcheck, losses
+    from numpyvae.vae import VAE
+    monkeypatch.setattr(losses, "LIKELIHOODS", dict(losses.LIKELIHOODS))   # the registration is undone after
+    monkeypatch.setattr(gradcheck, "LIKELIHOODS", losses.LIKELIHOODS)
+    namespace = {}
+    exec(compile(example_after("extend-likelihood"), "README.md likelihood example", "exec"), namespace)
+    assert "sharp-gaussian" in losses.LIKELIHOODS
+    rows = {r.name: r for r in gradcheck.check_layers()}
+    assert rows["SharpGaussian dlogits"].passed
+    model = VAE(6, 5, 3, likelihood="sharp-gaussian", dtype=np.float64, seed=1)
+    assert all(r.passed for r in gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1)))
+    # its log_prob is minus its loss, as evaluation needs
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6))
+    logits = np.random.default_rng(1).standard_normal((4, 6))
+    term = losses.LIKELIHOODS["sharp-gaussian"]
+    assert float(term.forward(np, logits, x)[0]) == pytest.approx(-term.log_prob(np, x, logits).sum(), rel=1e-12)
+    broken = namespace["SharpGaussian"]
+    monkeypatch.setattr(broken, "backward", lambda self, xp, cache, ws=None: cache[1] * cache[0] / self.sigma ** 2)
+    assert not all(r.passed for r in gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1)))
+
+
+def test_a_new_layer_is_a_class_and_an_entry_in_the_list(monkeypatch):
+    import numpy as np
+    from numpyvae import gradcheck, vae
+    namespace = {}
+    exec(compile(example_after("extend-layer"), "README.md layer example", "exec"), namespace)
+    monkeypatch.setattr(vae, "build_layers", namespace["build_layers"])
+    model = vae.VAE(6, 5, 3, dtype=np.float64, seed=1)
+    assert type(model.encoder[1]).__name__ == "LeakyReLU"
+    rows = gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1))
+    assert all(r.passed for r in rows), gradcheck.format_table([("leaky", rows)])
+    # the slope really reaches the gradient: a ReLU's gradients differ
+    leaky = model.flat_grads.copy()
+    monkeypatch.undo()
+    relu = vae.VAE(6, 5, 3, dtype=np.float64, seed=1)
+    x, eps = gradcheck.check_batch(relu, seed=1)
+    relu.loss_and_grads(x, eps=eps)
+    assert not np.allclose(relu.flat_grads, leaky)
