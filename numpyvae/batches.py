@@ -21,10 +21,12 @@ class DeviceDataset:
         data = DeviceDataset(images, backend)          # images: (N, 28, 28) uint8 on the host
         for x in data.batches(128, shuffle=True, seed=(seed, epoch)):
             ...                                        # x: (B, 784) float32 on the device
+
+    With labels (for a conditional VAE), `labeled_batches` yields (x, y), y (B,) int64 on the device.
     """
 
-    def __init__(self, images, backend, dtype=TRAIN_DTYPE):
-        """images: (N, ...) uint8 host array; each image is flattened to D values."""
+    def __init__(self, images, backend, dtype=TRAIN_DTYPE, labels=None):
+        """images: (N, ...) uint8 host array; each image is flattened to D values. labels: (N,) or None."""
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise TypeError(f"DeviceDataset holds uint8 pixels; got {images.dtype}")
@@ -32,6 +34,12 @@ class DeviceDataset:
         self.dtype = np.dtype(dtype)
         self.images = backend.to_device(np.ascontiguousarray(images).reshape(len(images), -1))  # (N, D) uint8
         self.num_images, self.dim = self.images.shape
+        self.labels = None
+        if labels is not None:
+            if np.shape(labels) != (self.num_images,):
+                raise ValueError(f"{self.num_images} images need {self.num_images} labels, got shape "
+                                 f"{np.shape(labels)}")
+            self.labels = backend.to_device(np.asarray(labels, dtype=np.int64))           # (N,) one transfer
 
     def __len__(self):
         return self.num_images
@@ -43,7 +51,12 @@ class DeviceDataset:
         return -(-self.num_images // batch_size)  # ceiling division
 
     def batches(self, batch_size, *, shuffle=False, seed=None, drop_last=False):
-        """Yield one pass over the images as (B, D) arrays of self.dtype in [0, 1], on the device.
+        """Yield one pass over the images as (B, D) arrays; see labeled_batches for the arguments."""
+        for x, _ in self.labeled_batches(batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last):
+            yield x
+
+    def labeled_batches(self, batch_size, *, shuffle=False, seed=None, drop_last=False):
+        """Yield one pass as (x, y): x (B, D) of self.dtype in [0, 1] and y (B,) labels (None without), on the device.
 
         Args:
             batch_size: B; the last batch is smaller when B does not divide N...
@@ -51,7 +64,7 @@ class DeviceDataset:
             shuffle:    visit the images in a random order drawn from `seed`.
             seed:       int or tuple of ints; pass (seed, epoch) for a new order each epoch
                         that is still the same on every run (and after resuming).
-        The yielded array is a buffer that the next batch overwrites: use it (or copy it)
+        The yielded arrays are buffers that the next batch overwrites: use them (or copy them)
         before asking for the next one.
         """
         if batch_size < 1:
@@ -67,6 +80,7 @@ class DeviceDataset:
         # Allocated per pass, not kept on self: two passes running at once must not share them.
         gathered = xp.empty((batch_size, self.dim), dtype=np.uint8)  # (B, D) uint8
         batch = xp.empty((batch_size, self.dim), dtype=self.dtype)   # (B, D) float
+        labels = None if self.labels is None else xp.empty(batch_size, dtype=np.int64)   # (B,)
         # NumPy's take copies through a hidden temporary unless told the indices are valid
         # (any mode but "raise"); CuPy's take has no mode argument and always wraps.
         take_options = {} if self.backend.name == "cupy" else {"mode": "wrap"}
@@ -78,4 +92,6 @@ class DeviceDataset:
             # Cast, then scale in place: a mixed-type divide would cast through a hidden buffer.
             xp.copyto(batch[:rows], gathered[:rows])
             xp.divide(batch[:rows], 255, out=batch[:rows])
-            yield batch[:rows]
+            if labels is not None:
+                xp.take(self.labels, index, axis=0, out=labels[:rows], **take_options)
+            yield batch[:rows], None if labels is None else labels[:rows]

@@ -46,9 +46,10 @@ def binarize_fixed(images, seed=BINARIZE_SEED):
     return on.astype(np.uint8) * np.uint8(255)
 
 
-def test_dataset(images, backend, dtype, binarize=False):
-    """The test images as a DeviceDataset, binarized once when the run trained on binary pixels."""
-    return DeviceDataset(binarize_fixed(images) if binarize else images, backend, dtype)
+def test_dataset(images, backend, dtype, binarize=False, labels=None):
+    """The test images (and labels, for a conditional model) as a DeviceDataset, binarized once
+    when the run trained on binary pixels."""
+    return DeviceDataset(binarize_fixed(images) if binarize else images, backend, dtype, labels=labels)
 
 
 def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED):
@@ -63,9 +64,9 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED)
     xp = model.xp
     rng = model.backend.rng((seed, 1))
     sums = xp.zeros(3, dtype=np.float64)          # loss, recon, KL summed over images and samples
-    for x in data.batches(batch_size):
+    for x, y in data.labeled_batches(batch_size):
         for _ in range(samples):
-            total, recon, kl = model.loss(x, rng=rng)
+            total, recon, kl = model.loss(x, rng=rng, y=y)
             sums[0] += total
             sums[1] += recon
             sums[2] += kl
@@ -73,16 +74,18 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED)
     return {"loss": float(loss), "recon": float(recon), "kl": float(kl)}
 
 
-def log_weights(model, x, mu, logvar, eps):
+def log_weights(model, x, mu, logvar, eps, y=None):
     """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + eps * exp(logvar / 2).
 
-    x (C, D); mu, logvar (C, Z); eps (S, C, Z) -> (S, C). With log N(z; 0, I) and
+    x (C, D); mu, logvar (C, Z); eps (S, C, Z); labels y (C,) for a conditional model -> (S, C).
+    (For a conditional model every term is conditioned on y, and the bound is on -log p(x | y).) With log N(z; 0, I) and
     log N(z; mu, sigma^2) written out, the 2 pi terms cancel and (z - mu) / sigma = eps:
         log p(z) - log q(z|x) = sum_j (eps_j^2 / 2 + logvar_j / 2 - z_j^2 / 2).
     """
     S, C, Z = eps.shape
     z, _ = reparameterize_forward(model.xp, mu, logvar, eps)              # (S, C, Z)
-    logits = model.decode_logits(z.reshape(S * C, Z)).reshape(S, C, -1)   # (S, C, D)
+    y_rows = None if y is None else model.xp.tile(y, S)                   # (S * C,) the label of each row
+    logits = model.decode_logits(z.reshape(S * C, Z), y_rows).reshape(S, C, -1)   # (S, C, D)
     log_prior_ratio = 0.5 * (eps * eps + logvar - z * z).sum(axis=-1)     # (S, C)
     return model.recon_term.log_prob(model.xp, x, logits) + log_prior_ratio
 
@@ -132,13 +135,13 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
     rng = backend.rng((seed, 2))
     images_per_chunk, samples_per_block = chunk_sizes(k, model.input_dim, max_elements)
     total = xp.zeros((), dtype=np.float64)
-    for x in data.batches(images_per_chunk):
-        mu, logvar = model.encode(x)                                        # (C, Z) each
+    for x, y in data.labeled_batches(images_per_chunk):
+        mu, logvar = model.encode(x, y)                                     # (C, Z) each
         lse = RunningLogSumExp(xp, (x.shape[0],))
         for start in range(0, k, samples_per_block):
             S = min(samples_per_block, k - start)
             eps = backend.standard_normal(rng, xp.empty((S, x.shape[0], model.latent_dim), dtype=model.dtype))
-            lse.add(log_weights(model, x, mu, logvar, eps))                # (S, C)
+            lse.add(log_weights(model, x, mu, logvar, eps, y))             # (S, C)
         total += (lse.value() - math.log(k)).sum()
     return backend.scalar(total) / len(data)
 

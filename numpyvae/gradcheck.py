@@ -150,12 +150,13 @@ def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
     return rows
 
 
-def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
+def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
     """One row per parameter tensor: analytic gradient of the negative ELBO against finite differences.
 
     model: a VAE in any dtype on any backend. Finite differences always run on a
     float64 NumPy copy with the same weights, so a float32 model is checked against
     the exact gradient, with float32's looser tolerance.
+    y: integer labels (B,), for a conditional model.
     entries: how many entries of each tensor to check (default: all), chosen at random.
     """
     # the reference sees the same numbers the model sees (rounded to its dtype, then widened)
@@ -164,11 +165,11 @@ def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
     reference = VAE(**model.config, backend="numpy", dtype=CHECK_DTYPE)
     reference.flat_params[...] = model.backend.to_host(model.flat_params)
     model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
-                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta)
+                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y)
 
     def loss_and_relu_pattern():
-        total = float(reference.loss(x, eps=eps, beta=beta)[0])
-        return total, relu_pattern(reference, x, eps)
+        total = float(reference.loss(x, eps=eps, beta=beta, y=y)[0])
+        return total, relu_pattern(reference, x, eps, y)
 
     _, base_pattern = loss_and_relu_pattern()
     rng = np.random.default_rng(seed)
@@ -200,7 +201,7 @@ def check_model(model, x, eps, entries=None, beta=1.0, seed=0):
     return rows
 
 
-def relu_pattern(model, x, eps):
+def relu_pattern(model, x, eps, y=None):
     """Which ReLU inputs are positive, for every layer of the model that declares `kink_at_zero`.
 
     Read from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a
@@ -214,16 +215,21 @@ def relu_pattern(model, x, eps):
                 signs.append((a > 0).ravel())
             a, _ = layer.forward(np, model.params, a)
         return a
-    h = run(model.encoder, x)                                              # (B, H)
+    y_hot = model._one_hot(y, x.shape[0])
+    h = run(model.encoder, model._with_labels(x, y_hot)[0])                  # (B, H)
     mu, logvar = (head.forward(np, model.params, h)[0] for head in model.heads)
-    run(model.decoder, layers.reparameterize_forward(np, mu, logvar, eps)[0])
+    z = layers.reparameterize_forward(np, mu, logvar, eps)[0]                # (B, Z)
+    run(model.decoder, model._with_labels(z, y_hot)[0])
     return np.concatenate(signs)
 
 
 def check_batch(model, batch=4, seed=0):
-    """A reproducible batch of pixels in [0, 1] and eps ~ N(0, I) for check_model."""
+    """A reproducible batch for check_model: pixels in [0, 1], eps ~ N(0, I), and labels if conditional."""
     rng = np.random.default_rng(seed)
-    return rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal((batch, model.latent_dim))
+    x, eps = rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal((batch, model.latent_dim))
+    if not model.conditional:
+        return x, eps
+    return x, eps, rng.integers(0, model.num_classes, batch)
 
 
 def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0):
@@ -236,6 +242,10 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
             model = VAE(6, 5, 3, likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
             sections.append((f"small 6-5-3 VAE, {likelihood}, every entry ({dtype.name}, {backend.name})", rows))
+            model = VAE(6, 5, 3, likelihood, num_classes=4, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
+            sections.append((f"small 6-5-3 conditional VAE (4 classes), {likelihood}, every entry "
+                             f"({dtype.name}, {backend.name})", rows))
         if full:
             model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)

@@ -175,6 +175,35 @@ def reparameterize_backward(xp, dz, cache, dmu=None, dlogvar=None):
     return dmu, dlogvar
 
 
+# -- side by side: how a conditional VAE reads its label ---------------------------------------
+
+class ConcatCache(NamedTuple):
+    split: int         # columns of the first input
+
+
+def concat_forward(xp, a, b, out=None):
+    """[a, b]: a (B, I) and b (B, J) side by side -> (B, I + J)."""
+    out = xp.concatenate((a, b), axis=1, out=out)
+    return out, ConcatCache(a.shape[1])
+
+
+def concat_backward(xp, dout, cache):
+    """(da, db): each output column came from exactly one input column, so the gradient just splits.
+
+    From out = [a, b], d out_bk / d a_bi = 1 where k = i (and 0 elsewhere), so da = dout[:, :I]
+    and db = dout[:, I:]. The returned arrays are views of dout, no copies.
+    """
+    return dout[:, :cache.split], dout[:, cache.split:]
+
+
+def one_hot(xp, labels, classes, out=None):
+    """labels (B,) integers -> (B, C) rows of 0 and 1, a 1 in column labels[b].
+
+    classes: xp.arange(C), made once by the caller, so that no step allocates it anew.
+    """
+    return xp.equal(labels[:, None], classes[None, :], out=out)
+
+
 # -- the entries of a model's layer lists --------------------------------------------------------
 
 class Linear:

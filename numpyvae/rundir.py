@@ -43,6 +43,7 @@ class TrainConfig:
     hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
     latent_dim: int = 20              # Z: size of the latent code
     likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli" (cross-entropy) or "gaussian"
+    num_classes: int = 0              # C: 0 for a plain VAE; a conditional one (--conditional) reads 10 labels
     beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
     warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
     binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
@@ -93,6 +94,8 @@ class TrainConfig:
         """A validated TrainConfig from a dict (e.g. config.json); unknown keys are refused."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source} is not a JSON object")
+        # a run written before a setting existed was made with the value that reproduces it
+        values = {**ADDED_LATER, **values}
         names = {f.name for f in fields(cls)}
         unknown, missing = set(values) - names, names - set(values)
         if unknown:
@@ -101,6 +104,9 @@ class TrainConfig:
             raise ConfigError(f"{source} lacks setting(s): {', '.join(sorted(missing))}")
         return cls(**values).validate()
 
+
+# Settings added after runs were first written, with the value every older run had.
+ADDED_LATER = {"num_classes": 0}
 
 # Settings a resumed run may change: how long to go on, where to compute, where the data is.
 # Everything else defines the run, and changing it would make the resumed run a different one.

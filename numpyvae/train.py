@@ -111,12 +111,16 @@ class Trainer:
     """One run: its config, model, optimizer and data, and the position it has reached."""
 
     def __init__(self, config, run_dir, model, optimizer, train_images, test_images,
-                 metrics, log=print, on_step=None, progress=None):
+                 metrics, log=print, on_step=None, progress=None, train_labels=None, test_labels=None):
         self.config, self.run_dir = config, Path(run_dir)
         self.model, self.optimizer = model, optimizer
         self.backend, self.xp = model.backend, model.xp
-        self.train_data = DeviceDataset(train_images, model.backend, model.dtype)
-        self.test_data = evaluate.test_dataset(test_images, model.backend, model.dtype, config.binarize)
+        # labels go to the device only for a conditional model, which reads them every step
+        if not model.conditional:
+            train_labels = test_labels = None
+        self.train_data = DeviceDataset(train_images, model.backend, model.dtype, labels=train_labels)
+        self.test_data = evaluate.test_dataset(test_images, model.backend, model.dtype, config.binarize,
+                                               labels=test_labels)
         self.steps = self.train_data.num_batches(config.batch_size)
         self.metrics = metrics
         self.log, self.on_step = log, on_step
@@ -174,8 +178,8 @@ class Trainer:
                    leave=False, disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         started = time.perf_counter()
         try:
-            batches = self.train_data.batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
-            for step, x in enumerate(batches):
+            batches = self.train_data.labeled_batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
+            for step, (x, y) in enumerate(batches):     # y: (B,) labels, or None for a plain VAE
                 eps = self._buffer("eps", (x.shape[0], model.latent_dim))                          # (B, Z)
                 self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
@@ -184,7 +188,7 @@ class Trainer:
                 if step < start_step:
                     continue                 # replaying a resumed epoch's streams up to where it stopped
                 step_finished = False
-                _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps))
+                _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
                 self.optimizer.step()
                 sums[0] += recon
                 sums[1] += kl
@@ -295,7 +299,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
         raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
 
     backend = get_backend(config.backend)
-    train_images, _ = load_images("train", config.data_dir, download)
+    train_images, train_labels = load_images("train", config.data_dir, download)
     test_images, test_labels = load_images("test", config.data_dir, download)
     input_dim = math.prod(train_images.shape[1:])
     if resume and input_dim != config.input_dim:
@@ -312,6 +316,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
         start_epoch, start_step, metrics = 1, 0, []
     write_config(run_dir, config)
     trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,
+                      train_labels=train_labels, test_labels=test_labels,
                       log=log, on_step=on_step, progress=progress)
     about = describe(config, model.backend.name, len(train_images), trainer.steps)
     if resume:

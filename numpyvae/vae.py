@@ -4,6 +4,14 @@
     sample   z = mu + eps * exp(logvar / 2), eps ~ N(0, I)          (B, Z)
     decoder  z -> g = relu(z @ dec.W + dec.b) (B, H) -> logits (B, D) -> sigmoid = pixel means
 
+A conditional VAE (Sohn, Lee & Yan 2015; num_classes = C > 0) also reads each image's
+label y: the encoder sees [x, onehot(y)] (B, D + C) and the decoder [z, onehot(y)]
+(B, Z + C), so enc.W is (D + C, H) and dec.W is (Z + C, H). The one-hot columns are data,
+so the gradient through each concatenation keeps only the columns of x and z: the
+decoder's input gradient (B, Z + C) is cut to its first Z columns to give dL/dz, and the
+encoder's input needs no gradient at all. p(x | z, y) is then a model of each class, and
+decoding z ~ N(0, I) with a chosen y draws new clothes of that class.
+
 The network is declared once, as three ordered layer lists (`encoder`, `heads`,
 `decoder`); the parameter shapes, the forward order and the reverse backward order all
 follow from them. The loss is the negative ELBO, summed over the batch,
@@ -30,28 +38,33 @@ from numpyvae import layers, losses
 from numpyvae.layers import Linear, ReLU, Workspace, buffer, sequence_backward, sequence_forward
 
 SIZES = ("input_dim", "hidden_dim", "latent_dim")
-MODEL_SETTINGS = SIZES + ("likelihood",)    # what VAE.config holds: the network, not where or how it runs
+MODEL_SETTINGS = SIZES + ("likelihood", "num_classes")   # VAE.config: the network, not where or how it runs
 MAX_PARAMETERS = 2 ** 31    # 8 GiB of float32 per flat buffer: far past any model this code can train
 
 
-def check_settings(input_dim, hidden_dim, latent_dim, likelihood):
+def check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes=0):
     """Raise ValueError naming the first model setting that cannot work."""
     losses.get_likelihood(likelihood)
     for name, size in zip(SIZES, (input_dim, hidden_dim, latent_dim)):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"{name} must be a positive integer, not {size!r}")
-    count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim)))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 0:
+        raise ValueError(f"num_classes must be 0 (no labels) or a positive integer, not {num_classes!r}")
+    count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim), int(num_classes)))
     if count > MAX_PARAMETERS:
         raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE would have {count:,} parameters; "
                          f"the limit is {MAX_PARAMETERS:,}")
 
 
-def build_layers(input_dim, hidden_dim, latent_dim):
-    """(encoder, heads, decoder): the whole network, as the layer lists everything else reads."""
-    D, H, Z = input_dim, hidden_dim, latent_dim
-    encoder = [Linear("enc", D, H), ReLU("enc.relu")]            # x (B, D) -> h (B, H)
+def build_layers(input_dim, hidden_dim, latent_dim, num_classes=0):
+    """(encoder, heads, decoder): the whole network, as the layer lists everything else reads.
+
+    C = num_classes one-hot columns join the encoder's and the decoder's input (0: no labels).
+    """
+    D, H, Z, C = input_dim, hidden_dim, latent_dim, num_classes
+    encoder = [Linear("enc", D + C, H), ReLU("enc.relu")]        # [x, y] (B, D + C) -> h (B, H)
     heads = [Linear("mu", H, Z), Linear("logvar", H, Z)]          # h -> mu, logvar (B, Z) each
-    decoder = [Linear("dec", Z, H), ReLU("dec.relu"), Linear("out", H, D)]   # z (B, Z) -> logits (B, D)
+    decoder = [Linear("dec", Z + C, H), ReLU("dec.relu"), Linear("out", H, D)]   # [z, y] (B, Z + C) -> logits
     return encoder, heads, decoder
 
 
@@ -81,6 +94,8 @@ class VAE:
         input_dim, hidden_dim, latent_dim: D, H, Z (the seed's 784, 400, 20).
         likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
                     logits, the default) or "gaussian" (the seed's squared error).
+        num_classes: C > 0 makes a conditional VAE whose every call takes labels y (B,)
+                    in 0..C-1; 0 (the default) is the plain VAE.
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
         dtype: float32 to train (the default), float64 to check gradients.
         seed: seeds the initial weights (drawn on the host, so every backend starts
@@ -88,16 +103,18 @@ class VAE:
     """
 
     def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, likelihood="bernoulli",
-                 backend="numpy", dtype=TRAIN_DTYPE, seed=0):
-        check_settings(input_dim, hidden_dim, latent_dim, likelihood)
+                 num_classes=0, backend="numpy", dtype=TRAIN_DTYPE, seed=0):
+        check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes)
         self.input_dim, self.hidden_dim, self.latent_dim = int(input_dim), int(hidden_dim), int(latent_dim)
+        self.num_classes = int(num_classes)
         self.likelihood = likelihood
         self.recon_term = losses.LIKELIHOODS[likelihood]
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
         xp = self.xp = self.backend.xp
 
-        self.encoder, self.heads, self.decoder = build_layers(self.input_dim, self.hidden_dim, self.latent_dim)
+        self.encoder, self.heads, self.decoder = build_layers(self.input_dim, self.hidden_dim, self.latent_dim,
+                                                              self.num_classes)
         self.layers = self.encoder + self.heads + self.decoder
         self.shapes = parameter_shapes(self.layers)
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
@@ -107,57 +124,68 @@ class VAE:
         self.grads = flat_views(self.flat_grads, self.shapes)
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
+        self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
 
     @property
     def config(self):
         """The settings that define the network: VAE(**model.config) builds another like it."""
         return {name: getattr(self, name) for name in MODEL_SETTINGS}
 
+    @property
+    def conditional(self):
+        return self.num_classes > 0
+
     # -- the training step ----------------------------------------------------
-    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None):
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, y=None):
         """Forward and backward on a batch; fills self.grads and returns (total, recon, kl).
 
         x: (B, D) pixels in [0, 1]. eps: (B, Z) standard normal noise, drawn from
-        `rng` (default: the model's own) when not given. The three losses are summed
-        over the batch and returned as 0-d backend arrays, so reading them is up to
-        the caller (on a GPU each read waits for the device). Every intermediate array
-        lives in the model's workspace: after the first step of a batch size, a step
-        allocates nothing.
+        `rng` (default: the model's own) when not given. y: (B,) integer labels, for a
+        conditional model only. The three losses are summed over the batch and returned
+        as 0-d backend arrays, so reading them is up to the caller (on a GPU each read
+        waits for the device). Every intermediate array lives in the model's workspace:
+        after the first step of a batch size, a step allocates nothing.
         """
         ws = self.workspace
         x = self._input(x)
+        y_hot = self._one_hot(y, x.shape[0], ws)
         eps = self._noise(x.shape[0], eps, rng, ws)
-        totals, caches = self._forward(x, eps, beta, ws)
+        totals, caches = self._forward(x, eps, beta, y_hot, ws)
         self._backward(caches, beta, ws)
         return totals
 
-    def loss(self, x, eps=None, beta=1.0, rng=None):
+    def loss(self, x, eps=None, beta=1.0, rng=None, y=None):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
         x = self._input(x)
-        totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta)
+        y_hot = self._one_hot(y, x.shape[0])
+        totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
         return totals
 
-    def _forward(self, x, eps, beta, ws=None):
+    def _forward(self, x, eps, beta, y_hot=None, ws=None):
         xp, p = self.xp, self.params
-        h, enc_caches = sequence_forward(xp, self.encoder, p, x, ws)            # (B, H)
+        x_in, _ = self._with_labels(x, y_hot, "enc.in", ws)                      # (B, D + C)
+        h, enc_caches = sequence_forward(xp, self.encoder, p, x_in, ws)          # (B, H)
         (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
         z, z_cache = layers.reparameterize_forward(xp, mu, logvar, eps, std=buffer(ws, "z.std", mu.shape),
-                                            z=buffer(ws, "z", mu.shape))        # (B, Z)
-        logits, dec_caches = sequence_forward(xp, self.decoder, p, z, ws)       # (B, D)
+                                                   z=buffer(ws, "z", mu.shape))  # (B, Z)
+        z_in, z_in_cache = self._with_labels(z, y_hot, "dec.in", ws)             # (B, Z + C)
+        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws)     # (B, D)
         recon, recon_cache = self.recon_term.forward(xp, logits, x, ws)
         kl, kl_cache = losses.gaussian_kl_forward(xp, mu, logvar, ws)
-        caches = (enc_caches, (mu_cache, logvar_cache), z_cache, dec_caches, recon_cache, kl_cache)
+        caches = (enc_caches, (mu_cache, logvar_cache), z_cache, z_in_cache, dec_caches, recon_cache, kl_cache)
         return (recon + beta * kl, recon, kl), caches
 
     def _backward(self, caches, beta, ws=None):
         """Backward through _forward's steps in exactly the reverse order; fills self.grads."""
         xp, p, g = self.xp, self.params, self.grads
-        enc_caches, head_caches, z_cache, dec_caches, recon_cache, kl_cache = caches
+        enc_caches, head_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache = caches
         dmu_kl, dlogvar_kl = losses.gaussian_kl_backward(xp, kl_cache, scale=beta, ws=ws)   # (B, Z) each
-        dlogits = self.recon_term.backward(xp, recon_cache, ws)                          # (B, D)
-        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)      # (B, Z)
+        dlogits = self.recon_term.backward(xp, recon_cache, ws)                             # (B, D)
+        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)             # (B, Z + C)
+        if z_in_cache is not None:
+            dz, _ = layers.concat_backward(xp, dz, z_in_cache)   # (B, Z): the label columns are data
         dmu, dlogvar = layers.reparameterize_backward(xp, dz, z_cache, dmu=buffer(ws, "z.dmu", dz.shape),
-                                               dlogvar=buffer(ws, "z.dlogvar", dz.shape))
+                                                      dlogvar=buffer(ws, "z.dlogvar", dz.shape))
         # mu and logvar feed both the decoder (through z) and the KL: their gradients add
         dmu += dmu_kl
         dlogvar += dlogvar_kl
@@ -168,32 +196,36 @@ class VAE:
         sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=False)   # x is data: no dx
 
     # -- using the model: fresh arrays, any number of rows, nothing kept ----------
-    def encode(self, x):
-        """x (B, D) -> (mu, logvar), each (B, Z)."""
-        h, _ = sequence_forward(self.xp, self.encoder, self.params, self._input(x))
+    def encode(self, x, y=None):
+        """x (B, D) (and labels y (B,) if conditional) -> (mu, logvar), each (B, Z)."""
+        x = self._input(x)
+        x_in, _ = self._with_labels(x, self._one_hot(y, x.shape[0]))
+        h, _ = sequence_forward(self.xp, self.encoder, self.params, x_in)
         mu, logvar = (head.forward(self.xp, self.params, h)[0] for head in self.heads)
         return mu, logvar
 
-    def decode_logits(self, z):
-        """z (B, Z) -> logits (B, D): the decoder, before the likelihood's mean."""
-        return sequence_forward(self.xp, self.decoder, self.params, self._input(z))[0]
+    def decode_logits(self, z, y=None):
+        """z (B, Z) (and labels y (B,) if conditional) -> logits (B, D), before the likelihood's mean."""
+        z = self._input(z)
+        z_in, _ = self._with_labels(z, self._one_hot(y, z.shape[0]))
+        return sequence_forward(self.xp, self.decoder, self.params, z_in)[0]
 
-    def decode(self, z):
+    def decode(self, z, y=None):
         """z (B, Z) -> the likelihood's mean given z, sigmoid(logits) in [0, 1], (B, D)."""
-        logits = self.decode_logits(z)
+        logits = self.decode_logits(z, y)
         return self.recon_term.mean(self.xp, logits, out=logits)
 
-    def reconstruct(self, x, sample=False, rng=None):
+    def reconstruct(self, x, sample=False, rng=None, y=None):
         """Decode the posterior mean (or, with sample=True, a posterior sample) of each x."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, y)
         if not sample:
-            return self.decode(mu)
+            return self.decode(mu, y)
         eps = self._noise(mu.shape[0], None, rng)
-        return self.decode(layers.reparameterize_forward(self.xp, mu, logvar, eps)[0])
+        return self.decode(layers.reparameterize_forward(self.xp, mu, logvar, eps)[0], y)
 
-    def sample(self, n, rng=None):
-        """n new images from the prior: decode z ~ N(0, I). Returns (n, D) pixel means."""
-        return self.decode(self._noise(n, None, rng))
+    def sample(self, n, rng=None, y=None):
+        """n new images from the prior: decode z ~ N(0, I) (with labels y (n,) if conditional). (n, D)."""
+        return self.decode(self._noise(n, None, rng), y)
 
     # -- helpers ------------------------------------------------------------------
     def _input(self, x):
@@ -202,6 +234,32 @@ class VAE:
         if x.ndim != 2:
             raise ValueError(f"expected a (batch, features) array, got shape {tuple(x.shape)}")
         return x
+
+    def _one_hot(self, y, batch, ws=None):
+        """Labels y (batch,) -> (batch, C) one-hot rows, or None for an unconditional model."""
+        if not self.conditional:
+            if y is not None:
+                raise ValueError("this VAE is not conditional (num_classes = 0): it takes no labels y")
+            return None
+        if y is None:
+            raise ValueError(f"a conditional VAE (num_classes = {self.num_classes}) needs labels y")
+        if not (self.backend.is_device and not isinstance(y, np.ndarray)):
+            # labels on the host are checked; labels already on a device are trusted, since
+            # reading them there would make the step wait for the device
+            y = np.asarray(y)
+            in_range = y.size == 0 or (y.min() >= 0 and y.max() < self.num_classes)
+            if y.shape != (batch,) or y.dtype.kind not in "iu" or not in_range:
+                raise ValueError(f"labels y must be {batch} integers in 0..{self.num_classes - 1}, "
+                                 f"got {y.dtype} of shape {y.shape}")
+        y = self.backend.to_device(y)
+        return layers.one_hot(self.xp, y, self._classes, out=buffer(ws, "y.onehot", (batch, self.num_classes), bool))
+
+    def _with_labels(self, a, y_hot, name=None, ws=None):
+        """[a, onehot(y)] and its cache for a conditional model; (a, None) for a plain one."""
+        if y_hot is None:
+            return a, None
+        out = buffer(ws, name, (a.shape[0], a.shape[1] + self.num_classes))
+        return layers.concat_forward(self.xp, a, y_hot, out=out)
 
     def _noise(self, batch, eps, rng, ws=None):
         """The given eps, checked, or fresh N(0, I) noise (batch, Z) from `rng` (default: the model's)."""

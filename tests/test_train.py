@@ -59,7 +59,8 @@ def test_two_epochs_write_a_complete_run_directory(tiny_config, tmp_path):
     assert sorted(os.listdir(run_dir)) == [".lock", "checkpoint.npz", "config.json", "metrics.csv"]
     assert json.loads((run_dir / "config.json").read_text()) == {
         "epochs": 2, "batch_size": 16, "lr": 0.001, "input_dim": 784, "hidden_dim": 32, "latent_dim": 2,
-        "likelihood": "bernoulli", "beta": 1.0, "warmup_epochs": 0.0, "binarize": False, "seed": 0,
+        "likelihood": "bernoulli", "num_classes": 0, "beta": 1.0, "warmup_epochs": 0.0, "binarize": False,
+        "seed": 0,
         "backend": "numpy", "dtype": "float32", "data_dir": tiny_config().data_dir}
     with open(run_dir / "metrics.csv", newline="") as file:
         rows = list(csv.reader(file))
