@@ -21,7 +21,6 @@ Shapes: N = training images, B = batch, D = pixels, Z = latent.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -37,13 +36,17 @@ from numpyvae import checkpoint, datasets, evaluate
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.rundir import (RESUMABLE_CHANGES, ConfigError, RunError, TrainConfig, build_model, check_same_run,
-                             exclusive, open_run, read_metrics, write_config, write_metrics)
+from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError, RunError,
+                             TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
+                             write_config, write_metrics)
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
+# What a new run writes into a directory it made, before its first checkpoint (the lock last:
+# it is removed while still held, so no other process can have begun writing in between).
+NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
 
 
 class Interrupted(RunError):
@@ -285,18 +288,62 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"no run directory {run_dir}")
-    created = run_dir                # the outermost directory this call creates, if any
-    while not created.parent.exists():
-        created = created.parent
-    created = None if run_dir.exists() else created
-    run_dir.mkdir(parents=True, exist_ok=True)
+    made = _make_dirs(run_dir)       # the directories this call created, innermost first
     try:
         with exclusive(run_dir):     # checking for a run and then writing one must not interleave with another process
-            return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+            try:
+                return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+            except BaseException:
+                if made and not (run_dir / checkpoint.FILENAME).exists():
+                    _remove_files(run_dir, NEW_RUN_FILES)     # written by this call, under its lock
+                raise
     except BaseException:
-        if created is not None and not (run_dir / checkpoint.FILENAME).exists():
-            shutil.rmtree(created, ignore_errors=True)   # made by this call, and no run began in it: leave no trace
+        if not (run_dir / checkpoint.FILENAME).exists():
+            _remove_empty_dirs(made)
         raise
+
+
+def _make_dirs(run_dir):
+    """Create run_dir and its missing parents; return those this call created, innermost first.
+
+    One mkdir at a time, so a directory another process made meanwhile is never counted as ours.
+    """
+    missing = []
+    while not run_dir.exists():
+        missing.append(run_dir)
+        run_dir = run_dir.parent
+    made = []
+    try:
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue                 # made by someone else: not ours to remove
+            made.insert(0, directory)
+    except BaseException:
+        _remove_empty_dirs(made)
+        raise
+    return made
+
+
+def _remove_files(directory, names):
+    for name in names:
+        try:
+            (directory / name).unlink()
+        except OSError:
+            pass                         # never written (the run failed before it), or not ours to remove
+
+
+def _remove_empty_dirs(made):
+    """Remove the directories this call made, innermost first, stopping at the first that holds anything.
+
+    rmdir, never rmtree: a directory made by this call may since hold another run's files.
+    """
+    for directory in made:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _train_locked(config, run_dir, resume, download, log, on_step, progress):

@@ -479,3 +479,35 @@ def test_a_state_that_could_not_be_resumed_is_never_saved(tiny_config, tmp_path,
     assert_same_state(state(run_dir), before)
     monkeypatch.setattr(Adam, "step", real_step)
     run(tiny_config(epochs=2), run_dir, resume=True)            # and it goes on from the good one
+
+
+def test_a_failed_new_run_removes_only_what_it_made(tiny_config, tmp_path, monkeypatch):
+    """Run B creates exp/ for exp/big; run A finishes in exp/small; B then fails: A's run must survive."""
+    real_load, calls = train.load_images, []
+
+    def sibling_finishes_then_b_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:                        # B, before its first checkpoint
+            monkeypatch.setattr(train, "load_images", real_load)
+            run(tiny_config(epochs=1), tmp_path / "exp" / "small")     # A, to the end
+            raise KeyboardInterrupt
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(train, "load_images", sibling_finishes_then_b_fails)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(epochs=1), tmp_path / "exp" / "big")
+    assert not (tmp_path / "exp" / "big").exists()                  # B leaves no trace of its own
+    assert checkpoint.load(tmp_path / "exp" / "small" / checkpoint.FILENAME).epoch == 1
+    assert sorted(os.listdir(tmp_path / "exp")) == ["small"]
+
+
+def test_a_failed_new_run_keeps_files_others_put_in_its_directory(tiny_config, tmp_path, monkeypatch):
+    """Another program writes into the new run directory meanwhile: the directory and that file stay."""
+    target = tmp_path / "runs" / "new"
+
+    def someone_writes_then_fail(*args, **kwargs):
+        (target / "notes.txt").write_text("keep me")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "load_images", someone_writes_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(epochs=1), target)
+    assert sorted(os.listdir(target)) == ["notes.txt"]
