@@ -51,6 +51,14 @@ def natural(text):
     return _number(int, 0, True, text)
 
 
+def seed(text):
+    from numpyvae.rundir import MAX_SEED
+    value = natural(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    return value
+
+
 def positive_float(text):
     return _number(float, 0, False, text)
 
@@ -86,7 +94,7 @@ def build_parser():
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
-    train.add_argument("--seed", type=natural, help="seed for weights, shuffling and noise (default 0)")
+    train.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
     train.add_argument("--backend", choices=BACKEND_NAMES, help="array backend (default numpy; auto = CuPy if usable)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--data-dir", help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR or ./data, "
@@ -277,6 +285,10 @@ def main(argv=None):
             return 130
         except _known_errors() as error:
             print(f"numpyvae {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 1
+        except MemoryError:     # the last resort: settings are checked first, but memory is shared
+            print(f"numpyvae {args.command}: error: out of memory (try a smaller model, --batch-size "
+                  f"or number of samples)", file=sys.stderr)
             return 1
 
 

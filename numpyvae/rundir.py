@@ -25,13 +25,17 @@ import numpy as np
 from numpyvae import checkpoint
 from numpyvae.atomicfile import atomic_write
 from numpyvae.backend import BACKEND_NAMES
-from numpyvae.vae import LIKELIHOODS, VAE
+from numpyvae.vae import LIKELIHOODS, VAE, parameter_shapes
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
 LOCK_FILE = ".lock"     # held by the process training in the directory
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
 DTYPES = ("float32", "float64")
+MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
+# Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
+# 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
+MAX_PARAMS = 100_000_000
 
 @dataclass
 class TrainConfig:
@@ -63,6 +67,12 @@ class TrainConfig:
         for name in ("batch_size", "input_dim", "hidden_dim", "latent_dim"):
             need(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
+        need(self.seed <= MAX_SEED, f"seed must be at most 2**63-1, not {self.seed}")
+        size = sum(math.prod(shape) for shape in parameter_shapes(self.input_dim, self.hidden_dim,
+                                                                   self.latent_dim).values())
+        need(size <= MAX_PARAMS, f"a {self.input_dim}-{self.hidden_dim}-{self.latent_dim} VAE would have "
+                                 f"{size:,} parameters; numpyvae trains at most {MAX_PARAMS:,} "
+                                 f"(choose a smaller hidden_dim or latent_dim)")
         for name in ("lr", "beta", "warmup_epochs"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -135,15 +145,19 @@ def read_metrics(run_dir):
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
-            raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
-        try:
-            return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
-                    for row in reader]
-        except (TypeError, ValueError) as error:
-            raise RunError(f"{path} has a malformed row ({error})") from None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                       "it has been damaged") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+        raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+    try:
+        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+                for row in reader]
+    except (TypeError, ValueError) as error:
+        raise RunError(f"{path} has a malformed row ({error})") from None
 
 
 def write_metrics(run_dir, rows):

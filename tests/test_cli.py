@@ -265,3 +265,35 @@ def test_show_data_draws_a_grid(small_data, capsys, tmp_path):
     status, out, err = run_main(capsys, "show-data", "--data-dir", small_data.data_dir, "--out", out_path, "-n", 10)
     assert status == 0 and out.strip() == str(out_path)
     assert out_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_numbers_too_large_to_work_are_refused_in_one_line(small_data, capsys, tmp_path):
+    base = ["--data-dir", small_data.data_dir, "--run-dir", tmp_path / "run", "--no-figures"]
+    status, _, err = run_main(capsys, "train", "--seed", 2 ** 63, *TINY, *base)
+    assert status == 2
+    assert_one_line_error(err, "argument --seed: must be at most 9223372036854775807")
+    status, _, err = run_main(capsys, "train", "--hidden-dim", 99999999999, *base)
+    assert status == 1
+    assert_one_line_error(err, "numpyvae train: error: a 784-99999999999-20 VAE", "at most 100,000,000")
+    assert not (tmp_path / "run").exists()
+    status, out, _ = run_main(capsys, "train", "--help")
+    assert "0 to 2**63-1" in " ".join(out.split())
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
+    def huge(args):
+        raise MemoryError
+    monkeypatch.setattr(cli, "cmd_gradcheck", huge)
+    status, _, err = run_main(capsys, "gradcheck", "--quick")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae gradcheck: error: out of memory")
+
+
+def test_metrics_that_are_not_utf8_stop_figures_in_one_line(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir, "--run-dir", run_dir,
+             "--no-figures")
+    (run_dir / "metrics.csv").write_bytes(b"\xff\xfe" + (run_dir / "metrics.csv").read_bytes())
+    status, _, err = run_main(capsys, "figures", run_dir, "--out", tmp_path / "pictures")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae figures: error:", "metrics.csv is not UTF-8")

@@ -511,3 +511,24 @@ def test_a_failed_new_run_keeps_files_others_put_in_its_directory(tiny_config, t
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config(epochs=1), target)
     assert sorted(os.listdir(target)) == ["notes.txt"]
+
+
+def test_metrics_csv_that_is_not_utf8_is_refused_in_one_line(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / "metrics.csv"
+    path.write_bytes(path.read_bytes().replace(b"epoch,", b"epoch\xff,", 1))
+    with pytest.raises(RunError, match="metrics.csv is not UTF-8 text"):
+        read_metrics(tmp_path / "run")
+    with pytest.raises(RunError, match="not UTF-8"):
+        run(tiny_config(epochs=2), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seed": 2 ** 63}, "seed must be at most 2\\*\\*63-1"),
+    ({"hidden_dim": 99999999999}, "784-99999999999-20 VAE would have 162,999,999,999,194 parameters"),
+    ({"latent_dim": 10 ** 9}, "parameters; numpyvae trains at most"),
+])
+def test_settings_too_large_to_work_are_refused(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**changes).validate()
+    assert TrainConfig(seed=2 ** 63 - 1).validate().seed == 2 ** 63 - 1
