@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,11 @@ def command(small=None):
 
 
 def environment(small=None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the subprocess must import the numpyvae under test, not whichever one is installed (an editable
+    # install may point at another checkout): put this one's directory first on its path
+    here = str(Path(cli.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     if small:
         env["SMALL_CHECKSUMS"] = json.dumps(small.checksums)
     return env
