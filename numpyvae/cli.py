@@ -8,7 +8,8 @@
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
-2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C.
+2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after
+SIGTERM (128 + the signal's number, as shells report a process the signal ended).
 """
 from __future__ import annotations
 
@@ -279,7 +280,7 @@ def main(argv=None):
             return args.run(args)
         except Interrupted as stop:
             print(f"numpyvae {args.command}: {stop}", file=sys.stderr)
-            return 130
+            return 128 + stop.signum
         except KeyboardInterrupt:
             print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
             return 130

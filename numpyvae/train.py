@@ -11,9 +11,9 @@ re-creates the streams of the epoch it stopped in and replays them, drawing with
 training, up to the step it stopped at, so a resumed run is bit for bit the one that
 never stopped (on the NumPy backend; a GPU's sums may be ordered differently run to run).
 
-Ctrl-C sets a flag; the step in flight finishes, the state is saved mid-epoch, and
-train() raises Interrupted. A second Ctrl-C interrupts at once and saves nothing
-(the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
+Ctrl-C (SIGINT) or SIGTERM (`kill`, a batch system's preemption) sets a flag; the step in
+flight finishes, the state is saved mid-epoch, and train() raises Interrupted. A second
+signal acts at once and saves nothing (the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
 before anything of that epoch is saved.
 
 Shapes: N = training images, B = batch, D = pixels, Z = latent.
@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from numpyvae import checkpoint, datasets, evaluate
+from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
@@ -50,7 +51,14 @@ NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
 
 
 class Interrupted(RunError):
-    """Ctrl-C stopped training; the state is saved (the message says where and how to go on)."""
+    """Ctrl-C or SIGTERM stopped training (the message says what was saved and how to go on).
+
+    signum: the signal, so that the command can exit as the signal's convention says (128 + signum).
+    """
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Diverged(RunError):
@@ -88,34 +96,53 @@ def kl_weight(config, epoch, step, steps):
     return config.beta * min(1.0, (epoch - 1 + step / steps) / config.warmup_epochs)
 
 
-# -- Ctrl-C -----------------------------------------------------------------------------------
+# -- Ctrl-C and SIGTERM -----------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)     # Ctrl-C; `kill` and batch systems' preemption
+
+
+def stopped_by(signum):
+    """How a message names the signal that stopped training."""
+    return "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+
 
 class StopRequest:
-    """While active, the first Ctrl-C only sets `requested`; the loop stops at the next step boundary.
+    """While active, the first Ctrl-C or SIGTERM only sets `signum`; the loop stops at the next step boundary.
 
-    The handler then puts the previous one back, so a second Ctrl-C raises KeyboardInterrupt
-    at once. Signals can only be caught in the main thread; elsewhere this does nothing.
+    The handler then puts the previous ones back, so a second signal acts at once (Ctrl-C raises
+    KeyboardInterrupt, SIGTERM ends the process). Signals can only be caught in the main thread;
+    elsewhere this does nothing.
     """
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum = None                 # the signal received, if any
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            if self._previous is None:                     # set outside Python: we cannot put it back
-                self._previous = signal.default_int_handler
-            signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is None:       # set outside Python: we cannot put it back, so put the default
+                    previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+                self._previous[signum] = previous
+                signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        self.signum = signum
+        self._restore()
+
+    def _restore(self):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def __exit__(self, *exc_info):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
         return False
 
 
@@ -165,8 +192,8 @@ class Trainer:
                 self._epoch(epoch, start_step, running, seconds, stop)
                 start_step, running, seconds = 0, None, 0.0
                 if stop.requested and epoch < self.config.epochs:   # after the last epoch the run is simply done
-                    raise Interrupted(f"interrupted after epoch {epoch}; saved to {self.checkpoint_path}. "
-                                      f"{self._how_to_resume()}")
+                    raise Interrupted(f"{stopped_by(stop.signum)} after epoch {epoch}; saved to "
+                                      f"{self.checkpoint_path}. {self._how_to_resume()}", stop.signum)
 
     def _how_to_resume(self):
         return f"Continue with: numpyvae train --run-dir {self.run_dir} --resume"
@@ -214,23 +241,24 @@ class Trainer:
             self.backend.synchronize()
         except KeyboardInterrupt:
             bar.close()
+            signum = stop.signum or signal.SIGINT          # a KeyboardInterrupt with no flag: a second Ctrl-C
             if not step_finished:
-                raise Interrupted(f"interrupted in the middle of a step of epoch {epoch}; nothing saved, "
-                                  f"{self._kept()}") from None
-            self._save_interrupted(epoch, done, sums, images, seconds + time.perf_counter() - started)
+                raise Interrupted(f"{stopped_by(signum)} in the middle of a step of epoch {epoch}; nothing saved, "
+                                  f"{self._kept()}", signum) from None
+            self._save_interrupted(epoch, done, sums, images, seconds + time.perf_counter() - started, signum)
         bar.close()
         seconds += time.perf_counter() - started
         self._finish_epoch(epoch, self.backend.to_host(sums) / images, seconds)
 
-    def _save_interrupted(self, epoch, done, sums, images, seconds):
+    def _save_interrupted(self, epoch, done, sums, images, seconds, signum):
         """Save the state after `done` steps of `epoch` (unless it holds NaN or Inf), then raise Interrupted."""
         running = np.append(self.backend.to_host(sums), images)         # recon, KL, images so far
         if not (np.isfinite(running).all() and bool(self.xp.isfinite(self.model.flat_params).all())):
             raise Diverged(f"interrupted in epoch {epoch}, whose loss had become NaN or Inf; nothing saved, "
                            f"{self._kept()}")
         self.save(epoch - 1, done, running, seconds)
-        raise Interrupted(f"interrupted at step {done} of {self.steps} in epoch {epoch}; saved to "
-                          f"{self.checkpoint_path}. {self._how_to_resume()}")
+        raise Interrupted(f"{stopped_by(signum)} at step {done} of {self.steps} in epoch {epoch}; saved to "
+                          f"{self.checkpoint_path}. {self._how_to_resume()}", signum)
 
     def _kept(self):
         if self.checkpoint_path.is_file():
@@ -347,6 +375,9 @@ def _remove_empty_dirs(made):
 
 
 def _train_locked(config, run_dir, resume, download, log, on_step, progress):
+    # a save killed outright (kill -9, power cut) leaves its temporary file; only a process that
+    # holds the run's lock can know that no save is under way, so this is the place to clear them
+    remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
     if resume:
         saved, config = _resumable(run_dir, config)
     elif (run_dir / checkpoint.FILENAME).exists():

@@ -302,3 +302,25 @@ def test_metrics_that_are_not_utf8_stop_figures_in_one_line(small_data, capsys, 
     status, _, err = run_main(capsys, "figures", run_dir, "--out", tmp_path / "pictures")
     assert status == 1
     assert_one_line_error(err, "numpyvae figures: error:", "metrics.csv is not UTF-8")
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(small_data, tmp_path):
+    """A batch system's preemption (SIGTERM) saves the state mid-epoch, says how to go on, exits 128 + 15."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
+            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
+    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=tmp_path,
+                               env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:                      # wait until training is under way
+        if line.startswith("epoch"):
+            break
+    time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert_one_line_error(err, "numpyvae train: terminated (SIGTERM)", "saved to", "--resume")
+    saved = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert saved.epoch >= 1
+    status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(saved.epoch + 1),
+                       "--no-figures"])
+    assert status == 0 and checkpoint.load(run_dir / checkpoint.FILENAME).epoch == saved.epoch + 1

@@ -532,3 +532,45 @@ def test_settings_too_large_to_work_are_refused(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**changes).validate()
     assert TrainConfig(seed=2 ** 63 - 1).validate().seed == 2 ** 63 - 1
+
+
+class Unhandled(Exception):
+    """What a SIGTERM raises in these tests unless training handles it (instead of killing pytest)."""
+
+
+@pytest.fixture
+def sigterm_raises():
+    import signal
+
+    def unhandled(signum, frame):
+        raise Unhandled("SIGTERM reached the handler outside training")
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, sigterm_raises):
+    import signal
+    run(tiny_config(), tmp_path / "straight")
+
+    def terminate(epoch, step):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)    # arrives at once, as a scheduler's would
+    with pytest.raises(Interrupted, match="terminated \\(SIGTERM\\) at step 1 of 4 in epoch 2; saved") as stop:
+        run(tiny_config(), tmp_path / "stopped", on_step=terminate)
+    assert stop.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM).__name__ == "unhandled"      # the handler before training is back
+    run(tiny_config(), tmp_path / "stopped", resume=True)
+    assert_same_state(state(tmp_path / "straight"), state(tmp_path / "stopped"))
+
+
+def test_temp_files_of_a_killed_save_are_removed_at_the_next_start(tiny_config, tmp_path):
+    """kill -9 during a save leaves .checkpoint.npz.RANDOM.tmp: the next start, holding the lock, removes it."""
+    run_dir = tmp_path / "run"
+    run(tiny_config(epochs=1), run_dir)
+    stale = [".checkpoint.npz.0123456789ab.tmp", ".config.json.abcdefabcdef.tmp", ".metrics.csv.00ff00ff00ff.tmp"]
+    others = [".notes.txt.0123456789ab.tmp", ".checkpoint.npz.tmp", "checkpoint.npz.0123456789ab.tmp"]
+    for name in stale + others:
+        (run_dir / name).write_bytes(b"PK\x03\x04 half a zip file")
+    run(tiny_config(epochs=2), run_dir, resume=True)
+    assert sorted(os.listdir(run_dir)) == sorted(others + [".lock", "checkpoint.npz", "config.json", "metrics.csv"])
