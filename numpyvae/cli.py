@@ -22,6 +22,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 RUN_DIR = "runs/default"
+MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,6 +59,20 @@ def seed(text):
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
     return value
+
+
+def show_count(text):
+    value = positive_int(text)
+    if value > MAX_SHOW:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SHOW}, got {text}")
+    return value
+
+
+def directory(text):
+    """A directory name; "" would silently mean the working directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    return text
 
 
 def positive_float(text):
@@ -100,7 +115,7 @@ def build_parser():
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--data-dir", help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR or ./data, "
                                           "then the system's)")
-    train.add_argument("--run-dir", default=RUN_DIR, help=f"where the run's files go (default {RUN_DIR})")
+    train.add_argument("--run-dir", type=directory, default=RUN_DIR, help=f"where the run's files go (default {RUN_DIR})")
     train.add_argument("--resume", action="store_true", default=False,
                        help="continue the run in --run-dir up to --epochs epochs in total")
     train.add_argument("--download", action="store_true", default=False,
@@ -110,7 +125,7 @@ def build_parser():
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=directory)
     evaluate.add_argument("--samples", type=positive_int, default=ELBO_SAMPLES,
                           help=f"posterior samples per image for the negative ELBO (default {ELBO_SAMPLES})")
     evaluate.add_argument("--iw-samples", type=positive_int, default=IW_SAMPLES,
@@ -121,7 +136,7 @@ def build_parser():
     evaluate.set_defaults(run=cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw every figure of a run")
-    figures.add_argument("run_dir", metavar="RUN_DIR")
+    figures.add_argument("run_dir", metavar="RUN_DIR", type=directory)
     figures.add_argument("--out", help="directory for the PNG files (default RUN_DIR/figures)")
     _model_options(figures, BACKEND_NAMES)
     figures.set_defaults(run=cmd_figures)
@@ -143,7 +158,7 @@ def build_parser():
     show = commands.add_parser("show-data", help="save a grid of Fashion-MNIST images with their class names")
     show.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data, then the system's")
     show.add_argument("--split", choices=("train", "test"), default="train")
-    show.add_argument("-n", type=positive_int, default=40, help="how many images (default 40)")
+    show.add_argument("-n", type=show_count, default=40, help=f"how many images, 1 to {MAX_SHOW} (default 40)")
     show.add_argument("--out", default="fashion-mnist.png", help="PNG to write (default fashion-mnist.png)")
     show.set_defaults(run=cmd_show_data)
     return parser
@@ -159,7 +174,7 @@ def _model_options(parser, backend_names):
 def cmd_train(args):
     from numpyvae import plots
     from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
-    from numpyvae.train import NothingToDo, train
+    from numpyvae.train import Interrupted, NothingToDo, train
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     run_dir = Path(args.run_dir)
@@ -170,8 +185,12 @@ def cmd_train(args):
         print(done)
         return 0
     if args.figures:
-        paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
-                               run_dir / FIGURES_DIR)
+        try:
+            paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
+                                   run_dir / FIGURES_DIR)
+        except KeyboardInterrupt:      # the run itself is saved and finished: only pictures are missing
+            raise Interrupted(f"interrupted while drawing the figures; the run is complete. "
+                              f"Draw them with: numpyvae figures {run_dir}") from None
         print(f"figures: {len(paths)} PNG files in {run_dir / FIGURES_DIR}")
     return 0
 

@@ -45,6 +45,7 @@ from numpyvae.vae import VAE
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
+PLAIN_PROGRESS_SECONDS = 30   # without a terminal (batch jobs, log files): one plain line this often
 # What a new run writes into a directory it made, before its first checkpoint (the lock last:
 # it is removed while still held, so no other process can have begun writing in between).
 NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
@@ -161,7 +162,9 @@ class Trainer:
         self.steps = self.train_data.num_batches(config.batch_size)
         self.metrics = metrics
         self.log, self.on_step = log, on_step
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        terminal = sys.stderr.isatty()
+        self.progress = terminal if progress is None else progress
+        self.plain_progress = progress is None and not terminal   # lines, not a bar that redraws itself
         self._buffers = {}                       # (name, shape) -> reused device array
 
     @property
@@ -213,7 +216,7 @@ class Trainer:
         step_finished = True                 # False while a step is half done: no saving then
         bar = tqdm(total=self.steps, initial=start_step, desc=f"epoch {epoch}/{config.epochs}", unit="step",
                    leave=False, disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
-        started = time.perf_counter()
+        started = last_line = time.perf_counter()
         try:
             batches = self.train_data.batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, x in enumerate(batches):
@@ -234,6 +237,11 @@ class Trainer:
                 if self.progress and done % PROGRESS_EVERY == 0:
                     bar.set_postfix(loss=f"{self.backend.scalar(sums.sum()) / images:.2f}")
                 bar.update()
+                if self.plain_progress and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
+                    last_line = time.perf_counter()
+                    print(f"epoch {epoch}/{config.epochs}: step {done}/{self.steps}, loss "
+                          f"{self.backend.scalar(sums.sum()) / images:.2f}, {last_line - started:.0f} s",
+                          file=sys.stderr, flush=True)
                 if self.on_step is not None:
                     self.on_step(epoch, done)
                 if stop.requested:
@@ -313,6 +321,8 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     CheckpointError, DataError and BackendError, each with a one-line message.
     """
     config.validate()
+    if not str(run_dir).strip():      # Path("") is ".": the run would go into the working directory
+        raise RunError("the run directory must name a directory, not be empty")
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"no run directory {run_dir}")
@@ -403,6 +413,11 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,
                       log=log, on_step=on_step, progress=progress)
     about = describe(config, model.backend.name, len(train_images), trainer.steps)
+    if resume and saved.adam["t"] != saved.epoch * trainer.steps + start_step:
+        raise checkpoint.CheckpointError(
+            f"{run_dir / checkpoint.FILENAME} is corrupt: Adam has taken {saved.adam['t']} steps, but "
+            f"{saved.epoch} epochs of {trainer.steps} per epoch and {start_step} more make "
+            f"{saved.epoch * trainer.steps + start_step}")
     if resume:
         where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
         log(f"resuming {run_dir} {where}: {about}")

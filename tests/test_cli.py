@@ -324,3 +324,34 @@ def test_sigterm_saves_like_ctrl_c_and_exits_143(small_data, tmp_path):
     status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(saved.epoch + 1),
                        "--no-figures"])
     assert status == 0 and checkpoint.load(run_dir / checkpoint.FILENAME).epoch == saved.epoch + 1
+
+
+def test_show_data_has_a_bounded_n(capsys, tmp_path):
+    status, _, err = run_main(capsys, "show-data", "-n", 2000, "--out", tmp_path / "grid.png")
+    assert status == 2
+    assert_one_line_error(err, "argument -n: must be at most 100, got 2000")
+    status, out, _ = run_main(capsys, "show-data", "--help")
+    assert status == 0 and "1 to 100" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("args", [["train", "--run-dir", ""], ["evaluate", ""], ["figures", " "]])
+def test_an_empty_run_directory_name_is_refused(capsys, tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(capsys, *args)
+    assert status == 2
+    assert_one_line_error(err, "must name a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_drawing_says_the_run_is_complete(small_data, capsys, tmp_path, monkeypatch):
+    from numpyvae import plots
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plots, "make_all", interrupted)
+    run_dir = tmp_path / "run"
+    status, out, err = run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir,
+                                "--run-dir", run_dir)
+    assert status == 130 and "epoch 1/1" in out
+    assert_one_line_error(err, "interrupted while drawing the figures", "the run is complete",
+                          f"numpyvae figures {run_dir}")

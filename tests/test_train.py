@@ -574,3 +574,33 @@ def test_temp_files_of_a_killed_save_are_removed_at_the_next_start(tiny_config, 
         (run_dir / name).write_bytes(b"PK\x03\x04 half a zip file")
     run(tiny_config(epochs=2), run_dir, resume=True)
     assert sorted(os.listdir(run_dir)) == sorted(others + [".lock", "checkpoint.npz", "config.json", "metrics.csv"])
+
+
+def test_an_empty_run_directory_name_is_refused(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunError, match="must name a directory"):
+        train.train(tiny_config(epochs=1), "", log=lambda line: None, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["small-fashion-mnist"]       # nothing written here
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tiny_config, tmp_path, capsys, monkeypatch):
+    """Batch jobs and log files get a line every PLAIN_PROGRESS_SECONDS on stderr (here: every step)."""
+    monkeypatch.setattr(train, "PLAIN_PROGRESS_SECONDS", 0)
+    train.train(tiny_config(epochs=1), tmp_path / "run", log=print)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("epoch 1/1: step 1/4, loss ")
+    assert lines[3].startswith("epoch 1/1: step 4/4, loss ") and "\r" not in err
+    assert "step 1/4" not in out
+
+
+def test_a_checkpoint_whose_steps_disagree_with_the_data_is_refused(tiny_config, tmp_path):
+    """4 steps per epoch: after epoch 1 Adam has taken exactly 4 steps, not 5."""
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / checkpoint.FILENAME
+    arrays = state(tmp_path / "run")
+    arrays["adam_t"] = arrays["step"] = np.int64(5)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+    with pytest.raises(CheckpointError, match="Adam has taken 5 steps.*4 per epoch"):
+        run(tiny_config(), tmp_path / "run", resume=True)
