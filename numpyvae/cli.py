@@ -115,7 +115,8 @@ def build_parser():
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--data-dir", help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR or ./data, "
                                           "then the system's)")
-    train.add_argument("--run-dir", type=directory, default=RUN_DIR, help=f"where the run's files go (default {RUN_DIR})")
+    train.add_argument("--run-dir", type=directory, default=RUN_DIR,
+                       help=f"where the run's files go (default {RUN_DIR})")
     train.add_argument("--resume", action="store_true", default=False,
                        help="continue the run in --run-dir up to --epochs epochs in total")
     train.add_argument("--download", action="store_true", default=False,

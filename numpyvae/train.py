@@ -13,8 +13,8 @@ never stopped (on the NumPy backend; a GPU's sums may be ordered differently run
 
 Ctrl-C (SIGINT) or SIGTERM (`kill`, a batch system's preemption) sets a flag; the step in
 flight finishes, the state is saved mid-epoch, and train() raises Interrupted. A second
-signal acts at once and saves nothing (the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
-before anything of that epoch is saved.
+signal acts at once and saves nothing (the last checkpoint stays). A NaN or Inf loss raises
+Diverged at the end of the epoch, before anything of that epoch is saved.
 
 Shapes: N = training images, B = batch, D = pixels, Z = latent.
 """
@@ -249,7 +249,7 @@ class Trainer:
             self.backend.synchronize()
         except KeyboardInterrupt:
             bar.close()
-            signum = stop.signum or signal.SIGINT          # a KeyboardInterrupt with no flag: a second Ctrl-C
+            signum = stop.signum or signal.SIGINT          # no flag set: Ctrl-C's own KeyboardInterrupt
             if not step_finished:
                 raise Interrupted(f"{stopped_by(signum)} in the middle of a step of epoch {epoch}; nothing saved, "
                                   f"{self._kept()}", signum) from None

@@ -38,7 +38,8 @@ def same_contents(a, b):
     arrays = [(a.params, b.params), (a.running, b.running), (a.adam["m"], b.adam["m"]), (a.adam["v"], b.adam["v"])]
     return (a.config == b.config and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in arrays)
             and {k: v for k, v in a.adam.items() if k not in "mv"} == {k: v for k, v in b.adam.items() if k not in "mv"}
-            and (a.epoch, a.step_in_epoch, a.seed, a.epoch_seconds) == (b.epoch, b.step_in_epoch, b.seed, b.epoch_seconds))
+            and (a.epoch, a.step_in_epoch, a.seed, a.epoch_seconds)
+            == (b.epoch, b.step_in_epoch, b.seed, b.epoch_seconds))
 
 
 def structure_offsets(data):

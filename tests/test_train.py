@@ -574,6 +574,11 @@ def test_temp_files_of_a_killed_save_are_removed_at_the_next_start(tiny_config, 
         (run_dir / name).write_bytes(b"PK\x03\x04 half a zip file")
     run(tiny_config(epochs=2), run_dir, resume=True)
     assert sorted(os.listdir(run_dir)) == sorted(others + [".lock", "checkpoint.npz", "config.json", "metrics.csv"])
+    from numpyvae.atomicfile import atomic_write, temp_name_pattern
+    with atomic_write(run_dir / "checkpoint.npz") as file:      # the pattern is the one atomic_write uses
+        (temp,) = set(os.listdir(run_dir)) - set(others) - {".lock", "checkpoint.npz", "config.json", "metrics.csv"}
+        file.write((run_dir / "checkpoint.npz").read_bytes())
+    assert temp_name_pattern("checkpoint.npz").fullmatch(temp)
 
 
 def test_an_empty_run_directory_name_is_refused(tiny_config, tmp_path, monkeypatch):
