@@ -127,10 +127,12 @@ def _with_shape(npy, count):
 
 
 def test_a_header_promising_fewer_bytes_than_the_member_holds_is_refused(small_checkpoint):
+    """All three (P,) arrays one shorter: their shapes still agree, so only the byte count can tell."""
     path, _ = small_checkpoint
     contents = members(path)
     count = np.lib.format.read_array_header_1_0(_after_magic(contents["params.npy"]))[0][0]
-    contents["params.npy"] = _with_shape(contents["params.npy"], count - 1)
+    for name in ("params.npy", "adam_m.npy", "adam_v.npy"):
+        contents[name] = _with_shape(contents[name], count - 1)
     rewrite(path, contents)
     with pytest.raises(CheckpointError, match="corrupt"):
         checkpoint.load(path)
@@ -147,7 +149,7 @@ def _after_magic(npy):
     ("config.npy", npy_bytes(np.array([{"evil": True}], dtype=object))),
     ("epoch.npy", npy_bytes(np.complex128(1))),
     ("epoch.npy", npy_bytes(np.float64(1.0))),
-])
+], ids=["no .npy header", "pickled object", "complex epoch", "float epoch"])
 def test_a_member_that_is_not_a_plain_array_is_refused(small_checkpoint, name, payload):
     path, _ = small_checkpoint
     contents = members(path)
