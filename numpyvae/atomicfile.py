@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+
+TOKEN_BYTES = 6       # the random part of a temporary file's name: 12 hex digits
 
 
 @contextlib.contextmanager
@@ -18,7 +21,7 @@ def atomic_write(path, check=None):
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(TOKEN_BYTES)}.tmp")
     try:
         try:
             file = open(temp_path, "xb")  # "x": never clobber another writer's temporary file
@@ -36,3 +39,24 @@ def atomic_write(path, check=None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
         raise
+
+
+def temp_name_pattern(name):
+    """The names atomic_write gives its temporary files for `name`, as a compiled regex."""
+    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
+
+
+def remove_stale_temp_files(directory, names):
+    """Remove the temporary files that writes of `names` in `directory` left when killed; return their names.
+
+    A write killed outright (kill -9, power cut) cannot remove its temporary file. Only a caller
+    that knows no write is under way in `directory` may call this (train does, holding the run's lock).
+    """
+    patterns = [temp_name_pattern(name) for name in names]
+    removed = []
+    for entry in os.scandir(directory):
+        if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed

@@ -25,12 +25,18 @@ CheckpointError.
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import struct
+import tokenize
 import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from numpyvae.atomicfile import atomic_write
 
@@ -87,31 +93,100 @@ def save(path, config, model, optimizer, epoch, step_in_epoch=0, running=None, e
 
 
 def load(path):
-    """Read and check the checkpoint at `path`; raise CheckpointError (one line) if it is not sound."""
+    """Read and check the checkpoint at `path`; raise CheckpointError (one line) if it is not sound.
+
+    Every member is read to its end before any value is used, so zipfile checks the CRC-32
+    of every byte the arrays are made of; np.load would read only as many bytes as each .npy
+    header promises, and a damaged header would then go unnoticed.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in KEYS if key not in archive.files]
+        file = open(path, "rb")
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path} ({error.strerror or error})") from None
+    with file:
+        data = _read_members(path, file)
+    return _checked(path, data)
+
+
+# What a damaged zip can raise from zipfile: a flipped flag bit reads as "encrypted" (RuntimeError),
+# a flipped version as NotImplementedError, a flipped offset as a bad seek (OSError), ...
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError,
+              NotImplementedError, UnicodeDecodeError, OverflowError, struct.error, zlib.error)
+
+
+def _read_members(path, file):
+    """{key: array} of every member of the open checkpoint `file`, each read whole and CRC-checked."""
+    size = os.fstat(file.fileno()).st_size
+    try:
+        with zipfile.ZipFile(file) as archive:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            unknown = sorted(set(names) - {key + ".npy" for key in KEYS})
+            if unknown:
+                raise CheckpointError(f"{path} is not a numpyvae checkpoint (unexpected {', '.join(unknown)})")
+            missing = [key for key in KEYS if key + ".npy" not in names]
             if missing:
                 raise CheckpointError(f"{path} is not a numpyvae checkpoint (missing {', '.join(missing)})")
-            data = {key: archive[key] for key in KEYS}   # reading each member checks its CRC
+            if len(names) != len(set(names)):
+                raise CheckpointError(f"{path} is corrupt: it holds a member twice")
+            data = {}
+            for info in infos:
+                # np.savez stores members uncompressed, so none can be larger than the file:
+                # an absurd size is damage, refused before reading (or allocating) anything
+                if info.compress_type != zipfile.ZIP_STORED or not 0 <= info.file_size <= size:
+                    raise CheckpointError(f"{path} is corrupt: {info.filename} claims "
+                                          f"{info.file_size} bytes (compression {info.compress_type})")
+                data[info.filename[:-len(".npy")]] = _parse_npy(path, info.filename, archive.read(info))
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+    except ZIP_ERRORS as error:
         raise CheckpointError(f"{path} is corrupt or not a numpyvae checkpoint "
                               f"({type(error).__name__}: {error})") from None
+    return data
 
-    if str(data["format"]) != FORMAT:
+
+def _parse_npy(path, name, member):
+    """The array in the .npy bytes `member`, whose header must promise exactly the bytes that follow it."""
+    stream = io.BytesIO(member)
+    try:
+        version = npy_format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unknown .npy version {version}")
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as error:
+        raise CheckpointError(f"{path} is corrupt: {name} is not a .npy array ({error})") from None
+    if dtype.hasobject or dtype.kind not in "iufU":     # numbers and text only: nothing to unpickle
+        raise CheckpointError(f"{path} is corrupt or not a numpyvae checkpoint: {name} holds {dtype}")
+    count = math.prod(shape)
+    if count < 0 or stream.tell() + count * dtype.itemsize != len(member):
+        raise CheckpointError(f"{path} is corrupt: {name}'s header promises {count} x {dtype.itemsize} bytes "
+                              f"but it holds {len(member) - stream.tell()}")
+    array = np.frombuffer(member, dtype=dtype, count=count, offset=stream.tell())
+    return array.reshape(shape, order="F" if fortran_order else "C").copy()
+
+
+INTEGERS = ("adam_t", "step", "epoch", "step_in_epoch", "seed")
+
+
+def _checked(path, data):
+    """The Checkpoint in `data` ({key: array}), once every value is shown to make sense."""
+    if data["format"].dtype.kind != "U" or str(data["format"]) != FORMAT:
         raise CheckpointError(f"{path} has format {str(data['format'])!r}; this numpyvae reads {FORMAT!r}")
     try:
+        if data["config"].dtype.kind != "U" or data["config"].shape != ():
+            raise ValueError("not a single string")
         config = json.loads(str(data["config"]))
-    except json.JSONDecodeError as error:
+    except ValueError as error:
         raise CheckpointError(f"{path} is corrupt: its config is not valid JSON ({error})") from None
     for key in SCALARS:
-        if data[key].shape != () or not np.issubdtype(data[key].dtype, np.number):
-            raise CheckpointError(f"{path} is corrupt: {key} should be a single number, "
+        kind = "i" if key in INTEGERS else "fi"
+        if data[key].shape != () or data[key].dtype.kind not in kind:
+            raise CheckpointError(f"{path} is corrupt: {key} should be a single "
+                                  f"{'integer' if key in INTEGERS else 'number'}, "
                                   f"has {data[key].dtype} of shape {data[key].shape}")
     for key in ("adam_m", "adam_v", "running"):
         if not np.issubdtype(data[key].dtype, np.floating):
@@ -122,14 +197,12 @@ def load(path):
     for key in ("adam_m", "adam_v"):
         if data[key].shape != params.shape:
             raise CheckpointError(f"{path} is corrupt: {key} has shape {data[key].shape}, params {params.shape}")
-    if int(data["step"]) != int(data["adam_t"]):
-        raise CheckpointError(f"{path} is corrupt: step {int(data['step'])} but Adam has taken {int(data['adam_t'])}")
     if data["running"].shape != (3,):
         raise CheckpointError(f"{path} is corrupt: running sums have shape {data['running'].shape}")
-    if int(data["epoch"]) < 0 or int(data["step_in_epoch"]) < 0 or int(data["adam_t"]) < 0:
-        raise CheckpointError(f"{path} is corrupt: negative epoch, step or Adam step count")
     if not (np.isfinite(params).all() and np.isfinite(data["adam_m"]).all() and np.isfinite(data["adam_v"]).all()):
         raise CheckpointError(f"{path} holds NaN or Inf parameters; it cannot be resumed")
+    _check_progress(path, data)
+    _check_adam(path, data)
     return Checkpoint(
         config=config, params=params,
         adam={"t": int(data["adam_t"]), "lr": float(data["adam_lr"]), "beta1": float(data["adam_beta1"]),
@@ -137,6 +210,36 @@ def load(path):
               "m": data["adam_m"], "v": data["adam_v"]},
         epoch=int(data["epoch"]), step_in_epoch=int(data["step_in_epoch"]), seed=int(data["seed"]),
         running=data["running"].astype(np.float64), epoch_seconds=float(data["epoch_seconds"]))
+
+
+def _check_progress(path, data):
+    """Epoch, step and Adam's step count must tell one story: every finished epoch took at least one step."""
+    t, epoch, step_in_epoch = int(data["adam_t"]), int(data["epoch"]), int(data["step_in_epoch"])
+    if int(data["step"]) != t:
+        raise CheckpointError(f"{path} is corrupt: step {int(data['step'])} but Adam has taken {t}")
+    if epoch < 0 or step_in_epoch < 0 or t < 0:
+        raise CheckpointError(f"{path} is corrupt: negative epoch, step or Adam step count")
+    if t < epoch + step_in_epoch:
+        raise CheckpointError(f"{path} is corrupt: {epoch} epochs and step {step_in_epoch} of an epoch "
+                              f"but Adam has taken only {t} steps")
+    if not (np.isfinite(data["running"]).all() and math.isfinite(data["epoch_seconds"])):
+        raise CheckpointError(f"{path} is corrupt: the unfinished epoch's sums or seconds are NaN or Inf")
+
+
+def _check_adam(path, data):
+    """Adam's settings as optim.Adam allows them, and moments it could have reached."""
+    lr, beta1, beta2, eps = (float(data[key]) for key in ("adam_lr", "adam_beta1", "adam_beta2", "adam_eps"))
+    if not (math.isfinite(lr) and lr > 0):
+        raise CheckpointError(f"{path} is corrupt: Adam's learning rate is {lr}")
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not 0 <= beta < 1:
+            raise CheckpointError(f"{path} is corrupt: Adam's {name} is {beta}, outside [0, 1)")
+    if not (math.isfinite(eps) and eps > 0):
+        raise CheckpointError(f"{path} is corrupt: Adam's eps is {eps}")
+    if (data["adam_v"] < 0).any():
+        raise CheckpointError(f"{path} is corrupt: Adam's second moment v has negative entries")
+    if int(data["adam_t"]) == 0 and (data["adam_m"].any() or data["adam_v"].any()):
+        raise CheckpointError(f"{path} is corrupt: Adam has taken no step but its moments are not zero")
 
 
 def restore(checkpoint, model, optimizer=None, path="checkpoint"):

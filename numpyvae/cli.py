@@ -8,7 +8,8 @@
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
-2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C.
+2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after
+SIGTERM (128 + the signal's number, as shells report a process the signal ended).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 RUN_DIR = "runs/default"
+MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,6 +51,28 @@ def positive_int(text):
 
 def natural(text):
     return _number(int, 0, True, text)
+
+
+def seed(text):
+    from numpyvae.rundir import MAX_SEED
+    value = natural(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    return value
+
+
+def show_count(text):
+    value = positive_int(text)
+    if value > MAX_SHOW:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SHOW}, got {text}")
+    return value
+
+
+def directory(text):
+    """A directory name; "" would silently mean the working directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    return text
 
 
 def positive_float(text):
@@ -87,14 +111,15 @@ def build_parser():
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
-    train.add_argument("--seed", type=natural, help="seed for weights, shuffling and noise (default 0)")
+    train.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
     train.add_argument("--backend", choices=BACKEND_NAMES,
                        help="array backend (default numpy; auto = CuPy if usable; fakegpu = NumPy posing as a GPU, "
                             "to check on any machine that code makes no hidden host-device copies)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--data-dir", help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR or ./data, "
                                           "then the system's)")
-    train.add_argument("--run-dir", default=RUN_DIR, help=f"where the run's files go (default {RUN_DIR})")
+    train.add_argument("--run-dir", type=directory, default=RUN_DIR,
+                       help=f"where the run's files go (default {RUN_DIR})")
     train.add_argument("--resume", action="store_true", default=False,
                        help="continue the run in --run-dir up to --epochs epochs in total")
     train.add_argument("--download", action="store_true", default=False,
@@ -104,7 +129,7 @@ def build_parser():
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=directory)
     evaluate.add_argument("--samples", type=positive_int, default=ELBO_SAMPLES,
                           help=f"posterior samples per image for the negative ELBO (default {ELBO_SAMPLES})")
     evaluate.add_argument("--iw-samples", type=positive_int, default=IW_SAMPLES,
@@ -115,7 +140,7 @@ def build_parser():
     evaluate.set_defaults(run=cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw every figure of a run")
-    figures.add_argument("run_dir", metavar="RUN_DIR")
+    figures.add_argument("run_dir", metavar="RUN_DIR", type=directory)
     figures.add_argument("--out", help="directory for the PNG files (default RUN_DIR/figures)")
     _model_options(figures, BACKEND_NAMES)
     figures.set_defaults(run=cmd_figures)
@@ -137,7 +162,7 @@ def build_parser():
     show = commands.add_parser("show-data", help="save a grid of Fashion-MNIST images with their class names")
     show.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data, then the system's")
     show.add_argument("--split", choices=("train", "test"), default="train")
-    show.add_argument("-n", type=positive_int, default=40, help="how many images (default 40)")
+    show.add_argument("-n", type=show_count, default=40, help=f"how many images, 1 to {MAX_SHOW} (default 40)")
     show.add_argument("--out", default="fashion-mnist.png", help="PNG to write (default fashion-mnist.png)")
     show.set_defaults(run=cmd_show_data)
     return parser
@@ -153,7 +178,7 @@ def _model_options(parser, backend_names):
 def cmd_train(args):
     from numpyvae import plots
     from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
-    from numpyvae.train import NothingToDo, train
+    from numpyvae.train import Interrupted, NothingToDo, train
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     run_dir = Path(args.run_dir)
@@ -164,8 +189,12 @@ def cmd_train(args):
         print(done)
         return 0
     if args.figures:
-        paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
-                               run_dir / FIGURES_DIR)
+        try:
+            paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
+                                   run_dir / FIGURES_DIR)
+        except KeyboardInterrupt:      # the run itself is saved and finished: only pictures are missing
+            raise Interrupted(f"interrupted while drawing the figures; the run is complete. "
+                              f"Draw them with: numpyvae figures {run_dir}") from None
         print(f"figures: {len(paths)} PNG files in {run_dir / FIGURES_DIR}")
     return 0
 
@@ -278,12 +307,16 @@ def main(argv=None):
             return args.run(args)
         except Interrupted as stop:
             print(f"numpyvae {args.command}: {stop}", file=sys.stderr)
-            return 130
+            return 128 + stop.signum
         except KeyboardInterrupt:
             print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
             return 130
         except _known_errors() as error:
             print(f"numpyvae {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 1
+        except MemoryError:     # the last resort: settings are checked first, but memory is shared
+            print(f"numpyvae {args.command}: error: out of memory (try a smaller model, --batch-size "
+                  f"or number of samples)", file=sys.stderr)
             return 1
 
 

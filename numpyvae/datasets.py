@@ -41,7 +41,7 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, *,
         labels: (N,) uint8, class indices 0..9 into CLASS_NAMES
     Raises:
         DataError when no location has good files and downloading is off or fails.
-        A bad file in one location is reported with a warning and the next location is tried.
+        A bad or unreadable file in one location is reported with a warning and the next location is tried.
     """
     if split not in FILES:
         raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
@@ -49,22 +49,30 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, *,
     if unknown:
         raise DataError(f"no SHA-256 known for {', '.join(unknown)}, so it cannot be verified")
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
+    try:
+        not_a_directory = data_dir.exists() and not data_dir.is_dir()
+    except OSError:                    # cannot even look: the search below says so and looks elsewhere
+        not_a_directory = False
+    if not_a_directory:
         raise DataError(f"the data directory {data_dir} is a file, not a directory")
     locations = [data_dir]
     if system_dir is not None and Path(system_dir) != data_dir:
         locations.append(Path(system_dir))
     problems = []
     for directory in locations:
-        paths = [find_file(directory, name) for name in FILES[split]]
-        if None in paths:
-            problems.append(f"not in {directory}")
-            continue
         try:
+            paths = [find_file(directory, name) for name in FILES[split]]
+            if None in paths:
+                problems.append(f"not in {directory}")
+                continue
             return _load_verified(split, *paths, checksums)
         except (IDXError, DataError) as error:
             warnings.warn(f"skipping a bad Fashion-MNIST file: {error}", stacklevel=2)
             problems.append(str(error))
+        except OSError as error:       # e.g. no permission: another place may still have good files
+            reason = f"cannot read {error.filename or directory} ({error.strerror or error})"
+            warnings.warn(f"{reason}; trying the next place", stacklevel=2)
+            problems.append(reason)
     summary = f"Fashion-MNIST {split} split unavailable: " + "; ".join(problems)
     if not download:
         raise DataError(f"{summary}; downloading is off. {how_to_get_data(data_dir)}")

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import signal
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -32,6 +33,8 @@ LOCK_FILE = ".lock"     # held by the process training in the directory
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
 DTYPES = ("float32", "float64")
+MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
+
 
 @dataclass
 class TrainConfig:
@@ -67,6 +70,7 @@ class TrainConfig:
         need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
+        need(self.seed <= MAX_SEED, f"seed must be at most 2**63-1, not {self.seed}")
         for name in ("lr", "beta", "warmup_epochs"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -122,7 +126,14 @@ class ConfigError(RunError, ValueError):
 
 
 class Interrupted(RunError):
-    """Ctrl-C stopped training; the state is saved (the message says where and how to go on)."""
+    """Ctrl-C or SIGTERM stopped training (the message says what was saved and how to go on).
+
+    signum: the signal, so that the command can exit as the signal's convention says (128 + signum).
+    """
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Diverged(RunError):
@@ -158,15 +169,19 @@ def read_metrics(run_dir):
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
-            raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
-        try:
-            return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
-                    for row in reader]
-        except (TypeError, ValueError) as error:
-            raise RunError(f"{path} has a malformed row ({error})") from None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                       "it has been damaged") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+        raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+    try:
+        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+                for row in reader]
+    except (TypeError, ValueError) as error:
+        raise RunError(f"{path} has a malformed row ({error})") from None
 
 
 def write_metrics(run_dir, rows):

@@ -11,17 +11,16 @@ re-creates the streams of the epoch it stopped in and replays them, drawing with
 training, up to the step it stopped at, so a resumed run is bit for bit the one that
 never stopped (on the NumPy backend; a GPU's sums may be ordered differently run to run).
 
-Ctrl-C sets a flag; the step in flight finishes, the state is saved mid-epoch, and
-train() raises Interrupted. A second Ctrl-C interrupts at once and saves nothing
-(the last checkpoint stays). A NaN or Inf loss raises Diverged at the end of the epoch,
-before anything of that epoch is saved.
+Ctrl-C (SIGINT) or SIGTERM (`kill`, a batch system's preemption) sets a flag; the step in
+flight finishes, the state is saved mid-epoch, and train() raises Interrupted. A second
+signal acts at once and saves nothing (the last checkpoint stays). A NaN or Inf loss raises
+Diverged at the end of the epoch, before anything of that epoch is saved.
 
 Shapes: N = training images, B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -34,10 +33,12 @@ import numpy as np
 from tqdm import tqdm
 
 from numpyvae import checkpoint, datasets, evaluate
+from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.rundir import (RESUMABLE_CHANGES, ConfigError, Diverged, Interrupted, NothingToDo, RunError,  # noqa: F401
+from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError,  # noqa: F401
+                             Diverged, Interrupted, NothingToDo, RunError,
                              TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
                              write_config, write_metrics)
 from numpyvae.vae import VAE
@@ -45,6 +46,10 @@ from numpyvae.vae import VAE
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
+PLAIN_PROGRESS_SECONDS = 30   # without a terminal (batch jobs, log files): one plain line this often
+# What a new run writes into a directory it made, before its first checkpoint (the lock last:
+# it is removed while still held, so no other process can have begun writing in between).
+NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
 
 
 class TrainResult(NamedTuple):
@@ -74,34 +79,53 @@ def kl_weight(config, epoch, step, steps):
     return config.beta * min(1.0, (epoch - 1 + step / steps) / config.warmup_epochs)
 
 
-# -- Ctrl-C -----------------------------------------------------------------------------------
+# -- Ctrl-C and SIGTERM -----------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)     # Ctrl-C; `kill` and batch systems' preemption
+
+
+def stopped_by(signum):
+    """How a message names the signal that stopped training."""
+    return "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+
 
 class StopRequest:
-    """While active, the first Ctrl-C only sets `requested`; the loop stops at the next step boundary.
+    """While active, the first Ctrl-C or SIGTERM only sets `signum`; the loop stops at the next step boundary.
 
-    The handler then puts the previous one back, so a second Ctrl-C raises KeyboardInterrupt
-    at once. Signals can only be caught in the main thread; elsewhere this does nothing.
+    The handler then puts the previous ones back, so a second signal acts at once (Ctrl-C raises
+    KeyboardInterrupt, SIGTERM ends the process). Signals can only be caught in the main thread;
+    elsewhere this does nothing.
     """
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum = None                 # the signal received, if any
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            if self._previous is None:                     # set outside Python: we cannot put it back
-                self._previous = signal.default_int_handler
-            signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is None:       # set outside Python: we cannot put it back, so put the default
+                    previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+                self._previous[signum] = previous
+                signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        self.signum = signum
+        self._restore()
+
+    def _restore(self):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def __exit__(self, *exc_info):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
         return False
 
 
@@ -124,7 +148,9 @@ class Trainer:
         self.steps = self.train_data.num_batches(config.batch_size)
         self.metrics = metrics
         self.log, self.on_step = log, on_step
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        terminal = sys.stderr.isatty()
+        self.progress = terminal if progress is None else progress
+        self.plain_progress = progress is None and not terminal   # lines, not a bar that redraws itself
         self._buffers = {}                       # (name, shape) -> reused device array
 
     @property
@@ -155,8 +181,8 @@ class Trainer:
                 self._epoch(epoch, start_step, running, seconds, stop)
                 start_step, running, seconds = 0, None, 0.0
                 if stop.requested and epoch < self.config.epochs:   # after the last epoch the run is simply done
-                    raise Interrupted(f"interrupted after epoch {epoch}; saved to {self.checkpoint_path}. "
-                                      f"{self._how_to_resume()}")
+                    raise Interrupted(f"{stopped_by(stop.signum)} after epoch {epoch}; saved to "
+                                      f"{self.checkpoint_path}. {self._how_to_resume()}", stop.signum)
 
     def _how_to_resume(self):
         return f"Continue with: numpyvae train --run-dir {self.run_dir} --resume"
@@ -176,7 +202,7 @@ class Trainer:
         step_finished = True                 # False while a step is half done: no saving then
         bar = tqdm(total=self.steps, initial=start_step, desc=f"epoch {epoch}/{config.epochs}", unit="step",
                    leave=False, disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
-        started = time.perf_counter()
+        started = last_line = time.perf_counter()
         try:
             batches = self.train_data.labeled_batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, (x, y) in enumerate(batches):     # y: (B,) labels, or None for a plain VAE
@@ -197,6 +223,11 @@ class Trainer:
                 if self.progress and done % PROGRESS_EVERY == 0:
                     bar.set_postfix(loss=f"{self.backend.scalar(sums.sum()) / images:.2f}")
                 bar.update()
+                if self.plain_progress and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
+                    last_line = time.perf_counter()
+                    print(f"epoch {epoch}/{config.epochs}: step {done}/{self.steps}, loss "
+                          f"{self.backend.scalar(sums.sum()) / images:.2f}, {last_line - started:.0f} s",
+                          file=sys.stderr, flush=True)
                 if self.on_step is not None:
                     self.on_step(epoch, done)
                 if stop.requested:
@@ -204,23 +235,24 @@ class Trainer:
             self.backend.synchronize()
         except KeyboardInterrupt:
             bar.close()
+            signum = stop.signum or signal.SIGINT          # no flag set: Ctrl-C's own KeyboardInterrupt
             if not step_finished:
-                raise Interrupted(f"interrupted in the middle of a step of epoch {epoch}; nothing saved, "
-                                  f"{self._kept()}") from None
-            self._save_interrupted(epoch, done, sums, images, seconds + time.perf_counter() - started)
+                raise Interrupted(f"{stopped_by(signum)} in the middle of a step of epoch {epoch}; nothing saved, "
+                                  f"{self._kept()}", signum) from None
+            self._save_interrupted(epoch, done, sums, images, seconds + time.perf_counter() - started, signum)
         bar.close()
         seconds += time.perf_counter() - started
         self._finish_epoch(epoch, self.backend.to_host(sums) / images, seconds)
 
-    def _save_interrupted(self, epoch, done, sums, images, seconds):
+    def _save_interrupted(self, epoch, done, sums, images, seconds, signum):
         """Save the state after `done` steps of `epoch` (unless it holds NaN or Inf), then raise Interrupted."""
         running = np.append(self.backend.to_host(sums), images)         # recon, KL, images so far
         if not (np.isfinite(running).all() and bool(self.xp.isfinite(self.model.flat_params).all())):
             raise Diverged(f"interrupted in epoch {epoch}, whose loss had become NaN or Inf; nothing saved, "
                            f"{self._kept()}")
         self.save(epoch - 1, done, running, seconds)
-        raise Interrupted(f"interrupted at step {done} of {self.steps} in epoch {epoch}; saved to "
-                          f"{self.checkpoint_path}. {self._how_to_resume()}")
+        raise Interrupted(f"{stopped_by(signum)} at step {done} of {self.steps} in epoch {epoch}; saved to "
+                          f"{self.checkpoint_path}. {self._how_to_resume()}", signum)
 
     def _kept(self):
         if self.checkpoint_path.is_file():
@@ -275,24 +307,73 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     CheckpointError, DataError and BackendError, each with a one-line message.
     """
     config.validate()
+    if not str(run_dir).strip():      # Path("") is ".": the run would go into the working directory
+        raise RunError("the run directory must name a directory, not be empty")
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"no run directory {run_dir}")
-    created = run_dir                # the outermost directory this call creates, if any
-    while not created.parent.exists():
-        created = created.parent
-    created = None if run_dir.exists() else created
-    run_dir.mkdir(parents=True, exist_ok=True)
+    made = _make_dirs(run_dir)       # the directories this call created, innermost first
     try:
         with exclusive(run_dir):     # checking for a run and then writing one must not interleave with another process
-            return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+            try:
+                return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+            except BaseException:
+                if made and not (run_dir / checkpoint.FILENAME).exists():
+                    _remove_files(run_dir, NEW_RUN_FILES)     # written by this call, under its lock
+                raise
     except BaseException:
-        if created is not None and not (run_dir / checkpoint.FILENAME).exists():
-            shutil.rmtree(created, ignore_errors=True)   # made by this call, and no run began in it: leave no trace
+        if not (run_dir / checkpoint.FILENAME).exists():
+            _remove_empty_dirs(made)
         raise
 
 
+def _make_dirs(run_dir):
+    """Create run_dir and its missing parents; return those this call created, innermost first.
+
+    One mkdir at a time, so a directory another process made meanwhile is never counted as ours.
+    """
+    missing = []
+    while not run_dir.exists():
+        missing.append(run_dir)
+        run_dir = run_dir.parent
+    made = []
+    try:
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue                 # made by someone else: not ours to remove
+            made.insert(0, directory)
+    except BaseException:
+        _remove_empty_dirs(made)
+        raise
+    return made
+
+
+def _remove_files(directory, names):
+    for name in names:
+        try:
+            (directory / name).unlink()
+        except OSError:
+            pass                         # never written (the run failed before it), or not ours to remove
+
+
+def _remove_empty_dirs(made):
+    """Remove the directories this call made, innermost first, stopping at the first that holds anything.
+
+    rmdir, never rmtree: a directory made by this call may since hold another run's files.
+    """
+    for directory in made:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
 def _train_locked(config, run_dir, resume, download, log, on_step, progress):
+    # a save killed outright (kill -9, power cut) leaves its temporary file; only a process that
+    # holds the run's lock can know that no save is under way, so this is the place to clear them
+    remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
     if resume:
         saved, config = _resumable(run_dir, config)
     elif (run_dir / checkpoint.FILENAME).exists():
@@ -319,6 +400,11 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
                       train_labels=train_labels, test_labels=test_labels,
                       log=log, on_step=on_step, progress=progress)
     about = describe(config, model.backend.name, len(train_images), trainer.steps)
+    if resume and saved.adam["t"] != saved.epoch * trainer.steps + start_step:
+        raise checkpoint.CheckpointError(
+            f"{run_dir / checkpoint.FILENAME} is corrupt: Adam has taken {saved.adam['t']} steps, but "
+            f"{saved.epoch} epochs of {trainer.steps} per epoch and {start_step} more make "
+            f"{saved.epoch * trainer.steps + start_step}")
     if resume:
         where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
         log(f"resuming {run_dir} {where}: {about}")

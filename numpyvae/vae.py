@@ -39,7 +39,9 @@ from numpyvae.layers import Linear, ReLU, Workspace, buffer, sequence_backward, 
 
 SIZES = ("input_dim", "hidden_dim", "latent_dim")
 MODEL_SETTINGS = SIZES + ("likelihood", "num_classes")   # VAE.config: the network, not where or how it runs
-MAX_PARAMETERS = 2 ** 31    # 8 GiB of float32 per flat buffer: far past any model this code can train
+# Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
+# 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
+MAX_PARAMETERS = 100_000_000
 
 
 def check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes=0):
@@ -53,7 +55,7 @@ def check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes=0)
     count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim), int(num_classes)))
     if count > MAX_PARAMETERS:
         raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE would have {count:,} parameters; "
-                         f"the limit is {MAX_PARAMETERS:,}")
+                         f"numpyvae trains at most {MAX_PARAMETERS:,} (choose a smaller hidden_dim or latent_dim)")
 
 
 def build_layers(input_dim, hidden_dim, latent_dim, num_classes=0):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,11 @@ def command(small=None):
 
 
 def environment(small=None):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the subprocess must import the numpyvae under test, not whichever one is installed (an editable
+    # install may point at another checkout): put this one's directory first on its path
+    here = str(Path(cli.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     if small:
         env["SMALL_CHECKSUMS"] = json.dumps(small.checksums)
     return env
@@ -277,3 +282,88 @@ def test_show_data_draws_a_grid(small_data, capsys, tmp_path):
     status, out, err = run_main(capsys, "show-data", "--data-dir", small_data.data_dir, "--out", out_path, "-n", 10)
     assert status == 0 and out.strip() == str(out_path)
     assert out_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_numbers_too_large_to_work_are_refused_in_one_line(small_data, capsys, tmp_path):
+    base = ["--data-dir", small_data.data_dir, "--run-dir", tmp_path / "run", "--no-figures"]
+    status, _, err = run_main(capsys, "train", "--seed", 2 ** 63, *TINY, *base)
+    assert status == 2
+    assert_one_line_error(err, "argument --seed: must be at most 9223372036854775807")
+    status, _, err = run_main(capsys, "train", "--hidden-dim", 99999999999, *base)
+    assert status == 1
+    assert_one_line_error(err, "numpyvae train: error: a 784-99999999999-20 VAE", "at most 100,000,000")
+    assert not (tmp_path / "run").exists()
+    status, out, _ = run_main(capsys, "train", "--help")
+    assert "0 to 2**63-1" in " ".join(out.split())
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
+    def huge(args):
+        raise MemoryError
+    monkeypatch.setattr(cli, "cmd_gradcheck", huge)
+    status, _, err = run_main(capsys, "gradcheck", "--quick")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae gradcheck: error: out of memory")
+
+
+def test_metrics_that_are_not_utf8_stop_figures_in_one_line(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir, "--run-dir", run_dir,
+             "--no-figures")
+    (run_dir / "metrics.csv").write_bytes(b"\xff\xfe" + (run_dir / "metrics.csv").read_bytes())
+    status, _, err = run_main(capsys, "figures", run_dir, "--out", tmp_path / "pictures")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae figures: error:", "metrics.csv is not UTF-8")
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(small_data, tmp_path):
+    """A batch system's preemption (SIGTERM) saves the state mid-epoch, says how to go on, exits 128 + 15."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
+            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
+    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=tmp_path,
+                               env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:                      # wait until training is under way
+        if line.startswith("epoch"):
+            break
+    time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert_one_line_error(err, "numpyvae train: terminated (SIGTERM)", "saved to", "--resume")
+    saved = checkpoint.load(run_dir / checkpoint.FILENAME)
+    assert saved.epoch >= 1
+    status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(saved.epoch + 1),
+                       "--no-figures"])
+    assert status == 0 and checkpoint.load(run_dir / checkpoint.FILENAME).epoch == saved.epoch + 1
+
+
+def test_show_data_has_a_bounded_n(capsys, tmp_path):
+    status, _, err = run_main(capsys, "show-data", "-n", 2000, "--out", tmp_path / "grid.png")
+    assert status == 2
+    assert_one_line_error(err, "argument -n: must be at most 100, got 2000")
+    status, out, _ = run_main(capsys, "show-data", "--help")
+    assert status == 0 and "1 to 100" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("args", [["train", "--run-dir", ""], ["evaluate", ""], ["figures", " "]])
+def test_an_empty_run_directory_name_is_refused(capsys, tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(capsys, *args)
+    assert status == 2
+    assert_one_line_error(err, "must name a directory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_drawing_says_the_run_is_complete(small_data, capsys, tmp_path, monkeypatch):
+    from numpyvae import plots
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plots, "make_all", interrupted)
+    run_dir = tmp_path / "run"
+    status, out, err = run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir,
+                                "--run-dir", run_dir)
+    assert status == 130 and "epoch 1/1" in out
+    assert_one_line_error(err, "interrupted while drawing the figures", "the run is complete",
+                          f"numpyvae figures {run_dir}")

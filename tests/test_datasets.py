@@ -191,3 +191,36 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     not_a_dir.write_text("oops")
     with pytest.raises(DataError, match="is a file, not a directory"):
         load_fashion_mnist("test", data_dir=not_a_dir, download=False, system_dir=None)
+
+
+def test_an_unreadable_file_falls_back_to_the_next_place_with_a_warning(tmp_path, small_fashion_mnist, monkeypatch):
+    """Tests run as root, which chmod cannot lock out: the refusal is simulated at open()."""
+    from numpyvae import idx
+    system = shutil.copytree(small_fashion_mnist.data_dir, tmp_path / "system")
+    locked = str(small_fashion_mnist.data_dir)
+
+    def open_unless_locked(path, *args, **kwargs):
+        if str(path).startswith(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+    monkeypatch.setattr(idx, "open", open_unless_locked, raising=False)
+    with pytest.warns(UserWarning, match="cannot read .*Permission denied.*trying the next place"):
+        images, labels = load("train", small_fashion_mnist, system_dir=system)
+    np.testing.assert_array_equal(labels, small_fashion_mnist.train[1])
+
+
+def test_an_unreadable_directory_falls_back_to_the_next_place_with_a_warning(tmp_path, small_fashion_mnist,
+                                                                             monkeypatch):
+    """A directory that cannot be searched makes is_file() raise PermissionError (simulated: tests run as root)."""
+    from pathlib import Path
+    system = shutil.copytree(small_fashion_mnist.data_dir, tmp_path / "system")
+    locked, real_stat = str(small_fashion_mnist.data_dir), Path.stat
+
+    def stat_unless_locked(self, *args, **kwargs):
+        if str(self).startswith(locked + "/"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "stat", stat_unless_locked)
+    with pytest.warns(UserWarning, match="cannot read .*trying the next place"):
+        images, labels = load("test", small_fashion_mnist, system_dir=system)
+    np.testing.assert_array_equal(labels, small_fashion_mnist.test[1])

@@ -480,3 +480,133 @@ def test_a_state_that_could_not_be_resumed_is_never_saved(tiny_config, tmp_path,
     assert_same_state(state(run_dir), before)
     monkeypatch.setattr(Adam, "step", real_step)
     run(tiny_config(epochs=2), run_dir, resume=True)            # and it goes on from the good one
+
+
+def test_a_failed_new_run_removes_only_what_it_made(tiny_config, tmp_path, monkeypatch):
+    """Run B creates exp/ for exp/big; run A finishes in exp/small; B then fails: A's run must survive."""
+    real_load, calls = train.load_images, []
+
+    def sibling_finishes_then_b_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:                        # B, before its first checkpoint
+            monkeypatch.setattr(train, "load_images", real_load)
+            run(tiny_config(epochs=1), tmp_path / "exp" / "small")     # A, to the end
+            raise KeyboardInterrupt
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(train, "load_images", sibling_finishes_then_b_fails)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(epochs=1), tmp_path / "exp" / "big")
+    assert not (tmp_path / "exp" / "big").exists()                  # B leaves no trace of its own
+    assert checkpoint.load(tmp_path / "exp" / "small" / checkpoint.FILENAME).epoch == 1
+    assert sorted(os.listdir(tmp_path / "exp")) == ["small"]
+
+
+def test_a_failed_new_run_keeps_files_others_put_in_its_directory(tiny_config, tmp_path, monkeypatch):
+    """Another program writes into the new run directory meanwhile: the directory and that file stay."""
+    target = tmp_path / "runs" / "new"
+
+    def someone_writes_then_fail(*args, **kwargs):
+        (target / "notes.txt").write_text("keep me")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "load_images", someone_writes_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(epochs=1), target)
+    assert sorted(os.listdir(target)) == ["notes.txt"]
+
+
+def test_metrics_csv_that_is_not_utf8_is_refused_in_one_line(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / "metrics.csv"
+    path.write_bytes(path.read_bytes().replace(b"epoch,", b"epoch\xff,", 1))
+    with pytest.raises(RunError, match="metrics.csv is not UTF-8 text"):
+        read_metrics(tmp_path / "run")
+    with pytest.raises(RunError, match="not UTF-8"):
+        run(tiny_config(epochs=2), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seed": 2 ** 63}, "seed must be at most 2\\*\\*63-1"),
+    ({"hidden_dim": 99999999999}, "784-99999999999-20 VAE would have 162,999,999,999,194 parameters"),
+    ({"latent_dim": 10 ** 9}, "parameters; numpyvae trains at most"),
+])
+def test_settings_too_large_to_work_are_refused(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**changes).validate()
+    assert TrainConfig(seed=2 ** 63 - 1).validate().seed == 2 ** 63 - 1
+
+
+class Unhandled(Exception):
+    """What a SIGTERM raises in these tests unless training handles it (instead of killing pytest)."""
+
+
+@pytest.fixture
+def sigterm_raises():
+    import signal
+
+    def unhandled(signum, frame):
+        raise Unhandled("SIGTERM reached the handler outside training")
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(tiny_config, tmp_path, sigterm_raises):
+    import signal
+    run(tiny_config(), tmp_path / "straight")
+
+    def terminate(epoch, step):
+        if (epoch, step) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)    # arrives at once, as a scheduler's would
+    with pytest.raises(Interrupted, match="terminated \\(SIGTERM\\) at step 1 of 4 in epoch 2; saved") as stop:
+        run(tiny_config(), tmp_path / "stopped", on_step=terminate)
+    assert stop.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM).__name__ == "unhandled"      # the handler before training is back
+    run(tiny_config(), tmp_path / "stopped", resume=True)
+    assert_same_state(state(tmp_path / "straight"), state(tmp_path / "stopped"))
+
+
+def test_temp_files_of_a_killed_save_are_removed_at_the_next_start(tiny_config, tmp_path):
+    """kill -9 during a save leaves .checkpoint.npz.RANDOM.tmp: the next start, holding the lock, removes it."""
+    run_dir = tmp_path / "run"
+    run(tiny_config(epochs=1), run_dir)
+    stale = [".checkpoint.npz.0123456789ab.tmp", ".config.json.abcdefabcdef.tmp", ".metrics.csv.00ff00ff00ff.tmp"]
+    others = [".notes.txt.0123456789ab.tmp", ".checkpoint.npz.tmp", "checkpoint.npz.0123456789ab.tmp"]
+    for name in stale + others:
+        (run_dir / name).write_bytes(b"PK\x03\x04 half a zip file")
+    run(tiny_config(epochs=2), run_dir, resume=True)
+    assert sorted(os.listdir(run_dir)) == sorted(others + [".lock", "checkpoint.npz", "config.json", "metrics.csv"])
+    from numpyvae.atomicfile import atomic_write, temp_name_pattern
+    with atomic_write(run_dir / "checkpoint.npz") as file:      # the pattern is the one atomic_write uses
+        (temp,) = set(os.listdir(run_dir)) - set(others) - {".lock", "checkpoint.npz", "config.json", "metrics.csv"}
+        file.write((run_dir / "checkpoint.npz").read_bytes())
+    assert temp_name_pattern("checkpoint.npz").fullmatch(temp)
+
+
+def test_an_empty_run_directory_name_is_refused(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunError, match="must name a directory"):
+        train.train(tiny_config(epochs=1), "", log=lambda line: None, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["small-fashion-mnist"]       # nothing written here
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tiny_config, tmp_path, capsys, monkeypatch):
+    """Batch jobs and log files get a line every PLAIN_PROGRESS_SECONDS on stderr (here: every step)."""
+    monkeypatch.setattr(train, "PLAIN_PROGRESS_SECONDS", 0)
+    train.train(tiny_config(epochs=1), tmp_path / "run", log=print)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("epoch 1/1: step 1/4, loss ")
+    assert lines[3].startswith("epoch 1/1: step 4/4, loss ") and "\r" not in err
+    assert "step 1/4" not in out
+
+
+def test_a_checkpoint_whose_steps_disagree_with_the_data_is_refused(tiny_config, tmp_path):
+    """4 steps per epoch: after epoch 1 Adam has taken exactly 4 steps, not 5."""
+    run(tiny_config(epochs=1), tmp_path / "run")
+    path = tmp_path / "run" / checkpoint.FILENAME
+    arrays = state(tmp_path / "run")
+    arrays["adam_t"] = arrays["step"] = np.int64(5)
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+    with pytest.raises(CheckpointError, match="Adam has taken 5 steps.*4 per epoch"):
+        run(tiny_config(), tmp_path / "run", resume=True)
