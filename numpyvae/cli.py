@@ -200,8 +200,8 @@ def cmd_train(args):
 
 
 def _test_set(config, data_dir):
-    from numpyvae.train import load_images
-    return load_images("test", data_dir if data_dir is not None else config.data_dir)
+    from numpyvae import datasets
+    return datasets.load_fashion_mnist("test", data_dir if data_dir is not None else config.data_dir, download=False)
 
 
 def cmd_evaluate(args):
@@ -269,9 +269,9 @@ def cmd_download(args):
 
 def cmd_show_data(args):
     from numpyvae.plots_data import save_data_grid
-    from numpyvae.train import load_images
+    from numpyvae import datasets
 
-    images, labels = load_images(args.split, args.data_dir)
+    images, labels = datasets.load_fashion_mnist(args.split, args.data_dir, download=False)
     save_data_grid(images, labels, args.out, n=args.n)
     print(args.out)
     return 0

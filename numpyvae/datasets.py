@@ -21,9 +21,6 @@ from numpyvae.datafiles import (ALL_FILES, CLASS_NAMES, DATA_DIR_ENV, DEBIAN_DIR
 from numpyvae.download import UPSTREAM, download_fashion_mnist
 from numpyvae.idx import IDXError, read_idx
 
-SYSTEM_DIR = DEBIAN_DIR   # where train.load_images looks (tests point it elsewhere)
-
-
 def load_fashion_mnist(split="train", data_dir=None, download=True, *,
                        checksums=SHA256, system_dir=DEBIAN_DIR, base_url=None):
     """Load one split of Fashion-MNIST, verified.

@@ -62,16 +62,6 @@ class TrainResult(NamedTuple):
 
 # -- data ---------------------------------------------------------------------------------
 
-def load_images(split, data_dir=None, download=False):
-    """(images (N, 28, 28) uint8, labels (N,) uint8) of one Fashion-MNIST split, verified.
-
-    The checksum table and the system directory are looked up when called, not when
-    defined, so tests can point them at a small generated dataset.
-    """
-    return datasets.load_fashion_mnist(split, data_dir, download,
-                                       checksums=datasets.SHA256, system_dir=datasets.SYSTEM_DIR)
-
-
 def kl_weight(config, epoch, step, steps):
     """beta for step `step` (0-based) of epoch `epoch` (1-based): ramped from 0 over warmup_epochs."""
     if config.warmup_epochs <= 0:
@@ -380,8 +370,8 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
         raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
 
     backend = get_backend(config.backend)
-    train_images, train_labels = load_images("train", config.data_dir, download)
-    test_images, test_labels = load_images("test", config.data_dir, download)
+    train_images, train_labels = datasets.load_fashion_mnist("train", config.data_dir, download)
+    test_images, test_labels = datasets.load_fashion_mnist("test", config.data_dir, download)
     input_dim = math.prod(train_images.shape[1:])
     if resume and input_dim != config.input_dim:
         raise ConfigError(f"the data has {input_dim} pixels per image but the run's model takes {config.input_dim}")

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from numpyvae.datasets import ALL_FILES, FILES, SYSTEM_DIR, find_file
+from numpyvae.datasets import ALL_FILES, DEBIAN_DIR, FILES, find_file
 from numpyvae.idx import write_idx
 
 # ---------------------------------------------------------------------------
@@ -77,9 +77,9 @@ def real_fashion_mnist_dir():
     Skips, saying why, where they are not installed, except under CI (CI=true), whose
     .ci/run installs them: there a missing file fails the test instead of hiding it.
     """
-    if all(find_file(SYSTEM_DIR, name) for name in ALL_FILES):
-        return SYSTEM_DIR
-    reason = f"the real Fashion-MNIST is not in {SYSTEM_DIR} (apt-get install dataset-fashion-mnist)"
+    if all(find_file(DEBIAN_DIR, name) for name in ALL_FILES):
+        return DEBIAN_DIR
+    reason = f"the real Fashion-MNIST is not in {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
@@ -94,12 +94,14 @@ def real_fashion_mnist_dir():
 def small_data(small_fashion_mnist, monkeypatch):
     """The small dataset, found by numpyvae's own loading (train, evaluate, cli) as if it were the real one.
 
-    train.load_images reads datasets.SHA256 and datasets.SYSTEM_DIR when called, so pointing them
-    at the small files' checksums and at no system directory is all it takes.
+    Everything in numpyvae loads through datasets.load_fashion_mnist, looked up when called; this
+    stands in the same function with the small files' checksums and no system directory to fall back on.
     """
+    import functools
+
     from numpyvae import datasets
-    monkeypatch.setattr(datasets, "SHA256", small_fashion_mnist.checksums)
-    monkeypatch.setattr(datasets, "SYSTEM_DIR", None)
+    monkeypatch.setattr(datasets, "load_fashion_mnist", functools.partial(
+        datasets.load_fashion_mnist, checksums=small_fashion_mnist.checksums, system_dir=None))
     return small_fashion_mnist
 
 

@@ -18,10 +18,10 @@ TINY = ["--batch-size", "16", "--hidden-dim", "32", "--latent-dim", "2"]
 # Runs the real `numpyvae` entry point, with the loader pointed at the small generated dataset
 # (its checksums come in through the environment; nothing else differs from `python -m numpyvae`).
 BOOTSTRAP = """\
-import json, os, sys
+import functools, json, os, sys
 from numpyvae import datasets
-datasets.SHA256 = json.loads(os.environ["SMALL_CHECKSUMS"])
-datasets.SYSTEM_DIR = None
+datasets.load_fashion_mnist = functools.partial(datasets.load_fashion_mnist, system_dir=None,
+                                                checksums=json.loads(os.environ["SMALL_CHECKSUMS"]))
 from numpyvae.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from numpyvae import evaluate, rundir, train
+from numpyvae import datasets, evaluate, rundir, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
 from numpyvae.vae import VAE
@@ -136,7 +136,7 @@ def test_evaluating_a_trained_run(tiny_config, tmp_path):
     result = train.train(config, tmp_path / "run", log=lambda line: None, progress=False)
     config, model, saved = rundir.load_run(tmp_path / "run")
     assert np.array_equal(model.flat_params, result.model.flat_params) and saved.epoch == 2
-    images, _ = train.load_images("test", config.data_dir)
+    images, _ = datasets.load_fashion_mnist("test", config.data_dir, download=False)
     data = evaluate.test_dataset(images, model.backend, model.dtype)
     numbers = evaluate.evaluate(model, data, elbo_samples=5, iw_samples=50)
     assert numbers["test_images"] == 20

@@ -17,3 +17,18 @@ def test_import_numpyvae_loads_no_requests_matplotlib_or_cupy():
 def test_data_functions_are_exported():
     assert {"read_idx", "write_idx", "load_fashion_mnist"} <= set(numpyvae.__all__)
     assert callable(numpyvae.read_idx) and callable(numpyvae.write_idx) and callable(numpyvae.load_fashion_mnist)
+
+
+def test_the_cli_imports_only_what_its_command_needs():
+    """`numpyvae gradcheck` needs no training loop, progress bar, plotting or HTTP client."""
+    program = ("import sys; from numpyvae.cli import main; status = main(['gradcheck', '--quick']); "
+               "print(status, sorted(m for m in ('numpyvae.train', 'tqdm', 'matplotlib', 'requests') "
+               "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_datasets_and_download_do_not_import_each_other_in_a_circle():
+    program = "import numpyvae.download, sys; print('numpyvae.datasets' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from numpyvae import checkpoint, fakegpu, rundir, train
+from numpyvae import checkpoint, datasets, fakegpu, rundir, train
 from numpyvae.checkpoint import CheckpointError
 from numpyvae.optim import Adam
 from numpyvae.train import (ConfigError, Diverged, Interrupted, NothingToDo, RunError, TrainConfig,
@@ -219,7 +219,7 @@ def test_binarize_trains_on_zeros_and_ones(tiny_config, tmp_path, monkeypatch):
     pixels = np.concatenate(seen)
     assert set(np.unique(pixels)) == {0.0, 1.0} and pixels.dtype == np.float32
     # x ~ Bernoulli(pixel): the share of ones is the mean pixel value (47,040 coin flips: +-0.002)
-    images, _ = train.load_images("train", tiny_config().data_dir)
+    images, _ = datasets.load_fashion_mnist("train", tiny_config().data_dir, download=False)
     assert pixels.mean() == pytest.approx(images.mean() / 255, abs=0.01)
 
 
@@ -484,16 +484,16 @@ def test_a_state_that_could_not_be_resumed_is_never_saved(tiny_config, tmp_path,
 
 def test_a_failed_new_run_removes_only_what_it_made(tiny_config, tmp_path, monkeypatch):
     """Run B creates exp/ for exp/big; run A finishes in exp/small; B then fails: A's run must survive."""
-    real_load, calls = train.load_images, []
+    real_load, calls = datasets.load_fashion_mnist, []
 
     def sibling_finishes_then_b_fails(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:                        # B, before its first checkpoint
-            monkeypatch.setattr(train, "load_images", real_load)
+            monkeypatch.setattr(datasets, "load_fashion_mnist", real_load)
             run(tiny_config(epochs=1), tmp_path / "exp" / "small")     # A, to the end
             raise KeyboardInterrupt
         return real_load(*args, **kwargs)
-    monkeypatch.setattr(train, "load_images", sibling_finishes_then_b_fails)
+    monkeypatch.setattr(datasets, "load_fashion_mnist", sibling_finishes_then_b_fails)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config(epochs=1), tmp_path / "exp" / "big")
     assert not (tmp_path / "exp" / "big").exists()                  # B leaves no trace of its own
@@ -508,7 +508,7 @@ def test_a_failed_new_run_keeps_files_others_put_in_its_directory(tiny_config, t
     def someone_writes_then_fail(*args, **kwargs):
         (target / "notes.txt").write_text("keep me")
         raise KeyboardInterrupt
-    monkeypatch.setattr(train, "load_images", someone_writes_then_fail)
+    monkeypatch.setattr(datasets, "load_fashion_mnist", someone_writes_then_fail)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config(epochs=1), target)
     assert sorted(os.listdir(target)) == ["notes.txt"]
