@@ -198,16 +198,19 @@ def gaussian_kl_forward(xp, mu, logvar, ws=None):
     exp(logvar) - 1 is computed as expm1(logvar): when a latent dimension is unused its
     logvar sits near 0, and exp(logvar) - 1 in float32 would cancel down to a few digits.
     """
-    var_minus_1 = xp.expm1(logvar, out=buffer(ws, "kl.var_minus_1", mu.shape))
-    per_latent = xp.multiply(mu, mu, out=buffer(ws, "kl.per_latent", mu.shape))
-    per_latent += var_minus_1
-    per_latent -= logvar                          # mu^2 + (exp(logvar) - 1) - logvar
-    return 0.5 * per_latent.sum(), KLCache(mu, var_minus_1)
+    per_latent, var_minus_1 = gaussian_kl_per_latent(xp, mu, logvar, out=buffer(ws, "kl.per_latent", mu.shape),
+                                                     var_minus_1=buffer(ws, "kl.var_minus_1", mu.shape))
+    return per_latent.sum(), KLCache(mu, var_minus_1)
 
 
-def gaussian_kl_per_latent(xp, mu, logvar):
-    """The KL of each latent dimension of each example, (B, Z): the terms gaussian_kl_forward sums."""
-    return 0.5 * (mu * mu + xp.expm1(logvar) - logvar)
+def gaussian_kl_per_latent(xp, mu, logvar, out=None, var_minus_1=None):
+    """(KL of each latent dimension of each example (B, Z), exp(logvar) - 1): the terms the KL sums."""
+    var_minus_1 = xp.expm1(logvar, out=var_minus_1)     # exp(logvar) - 1, accurate near logvar = 0
+    out = xp.multiply(mu, mu, out=out)
+    out += var_minus_1
+    out -= logvar                                       # mu^2 + (exp(logvar) - 1) - logvar
+    out *= 0.5
+    return out, var_minus_1
 
 
 def gaussian_kl_backward(xp, cache, scale=1.0, ws=None):

@@ -193,7 +193,7 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
 def latent_usage(model, images):
     """Mean KL per latent coordinate over `images`, (Z,): how much each coordinate is used."""
     mu, logvar = (a.astype(np.float64) for a in _encode(model, images))
-    return gaussian_kl_per_latent(np, mu, logvar).mean(axis=0)
+    return gaussian_kl_per_latent(np, mu, logvar)[0].mean(axis=0)
 
 
 def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED):
