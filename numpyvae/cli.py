@@ -3,6 +3,7 @@
     numpyvae train [--epochs 10] [--run-dir runs/default] [--resume] ...   train (or continue) a run
     numpyvae evaluate RUN_DIR [--samples 10] [--iw-samples 100] [--json]
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
+    numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
     numpyvae gradcheck [--quick] [--dtype float64] [--entries 20]     every gradient against finite differences
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
@@ -86,6 +87,7 @@ def nonnegative_float(text):
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
     from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
+    from numpyvae.datafiles import CLASS_NAMES
     from numpyvae.losses import LIKELIHOODS
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
@@ -106,6 +108,9 @@ def build_parser():
     train.add_argument("--latent-dim", type=positive_int, help="latent dimensions (default 20)")
     train.add_argument("--likelihood", choices=tuple(LIKELIHOODS), help="reconstruction term (default bernoulli): "
                        + "; ".join(f"{name}: {term.description}" for name, term in LIKELIHOODS.items()))
+    train.add_argument("--conditional", dest="num_classes", action="store_const", const=len(CLASS_NAMES),
+                       help="a conditional VAE: encoder and decoder also read each image's class, so "
+                            "`numpyvae generate --class` can ask for one (default off)")
     train.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
     train.add_argument("--warmup-epochs", type=nonnegative_float,
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
@@ -144,6 +149,21 @@ def build_parser():
     figures.add_argument("--out", help="directory for the PNG files (default RUN_DIR/figures)")
     _model_options(figures, BACKEND_NAMES)
     figures.set_defaults(run=cmd_figures)
+
+    generate = commands.add_parser("generate", help="new clothes from a run's prior, as a PNG grid or a .npy array",
+                                   description="Decode z ~ N(0, I) with a run's last checkpoint. For a conditional "
+                                               "run, --class picks the class; without it the classes take turns.")
+    generate.add_argument("run_dir", metavar="RUN_DIR")
+    generate.add_argument("-n", type=positive_int, default=16, help="how many images (default 16; at most 400 "
+                                                                    "in a .png, 100,000 in a .npy)")
+    generate.add_argument("--out", required=True, help="a .png file (a grid) or a .npy file (an (N, 28, 28) "
+                                                       "float32 array of pixel means in [0, 1])")
+    generate.add_argument("--class", dest="class_name", metavar="NAME_OR_INDEX",
+                          help="a class name (any case, e.g. sneaker or 'Ankle boot') or index 0-9; "
+                               "conditional runs only")
+    generate.add_argument("--seed", type=natural, default=0, help="seed of the draws of z (default 0)")
+    generate.add_argument("--backend", choices=BACKEND_NAMES, default="numpy", help="default numpy")
+    generate.set_defaults(run=cmd_generate)
 
     gradcheck = commands.add_parser("gradcheck", help="check every hand-written gradient against finite differences")
     gradcheck.add_argument("--dtype", choices=("float64", "float32"), default="float64",
@@ -209,13 +229,15 @@ def cmd_evaluate(args):
     from numpyvae.rundir import load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
-    images, _ = _test_set(config, args.data_dir)
-    data = evaluate.test_dataset(images, model.backend, model.dtype, config.binarize)
+    images, labels = _test_set(config, args.data_dir)
+    data = evaluate.test_dataset(images, model.backend, model.dtype, config.binarize,
+                                 labels=labels if model.conditional else None)
     started = time.perf_counter()
     results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples, seed=args.seed)
     is_bound = model.recon_term.is_density(binary=config.binarize)
     results = {"run_dir": str(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
-               "binarize": config.binarize, **results, "is_bound": is_bound, "seconds": round(time.perf_counter() - started, 2)}
+               "binarize": config.binarize, "conditional": model.conditional, **results, "is_bound": is_bound,
+               "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
         print(json.dumps(results))
         return 0
@@ -223,11 +245,14 @@ def cmd_evaluate(args):
     print(f"{args.run_dir} {where}, {results['test_images']} test images, nats per image:")
     print(f"  negative ELBO      {results['test_loss']:8.2f} = recon {results['test_recon']:.2f} + "
           f"KL {results['test_kl']:.2f}   (mean over {args.samples} posterior samples per image)")
-    # a bound on -log p(x) only where the likelihood is a density over these pixels (losses.py)
+    # a bound on -log p(x) only where the likelihood is a density over these pixels (losses.py);
+    # a conditional VAE models each class, so its bound is on -log p(x | y)
+    target = "-log p(x | y)" if model.conditional else "-log p(x)"
     if results["is_bound"]:
-        label = "IWAE bound, -log p(x) <="
+        label = f"IWAE bound, {target} <="
     else:
-        label = f"IWAE estimate ({config.likelihood} is no density over {'binary' if config.binarize else 'grey'} pixels, so no bound on -log p(x))"
+        pixels = "binary" if config.binarize else "grey"
+        label = f"IWAE estimate ({config.likelihood} is no density over {pixels} pixels, so no bound on {target})"
     print(f"  {label} {results['iwae_nll']:8.2f}   (k = {args.iw_samples} importance samples, "
           f"Burda et al. 2016)")
     return 0
@@ -242,6 +267,21 @@ def cmd_figures(args):
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
     for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out):
         print(path)
+    return 0
+
+
+def cmd_generate(args):
+    from numpyvae import generate
+    from numpyvae.rundir import load_run
+
+    config, model, saved = load_run(args.run_dir, backend=args.backend)
+    generate.check_request(model, args.n, args.out, wants_class=args.class_name is not None)
+    class_index = None if args.class_name is None else generate.parse_class(args.class_name, model.num_classes)
+    images, labels = generate.generate(model, args.n, seed=args.seed, class_index=class_index)
+    what = (f"{generate.CLASS_NAMES[class_index]}" if class_index is not None
+            else "every class in turn" if model.conditional else "the prior")
+    title = f"{args.n} new images from {args.run_dir} (epoch {saved.epoch}), {what}, seed {args.seed}"
+    print(generate.save(images, labels, args.out, title))
     return 0
 
 
@@ -284,9 +324,10 @@ def _known_errors():
     from numpyvae.backend import BackendError
     from numpyvae.checkpoint import CheckpointError
     from numpyvae.datasets import DataError
+    from numpyvae.generate import GenerateError
     from numpyvae.idx import IDXError
     from numpyvae.rundir import RunError
-    return (RunError, CheckpointError, DataError, IDXError, BackendError, OSError)
+    return (RunError, CheckpointError, DataError, IDXError, BackendError, GenerateError, OSError)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -1,7 +1,8 @@
 """Pictures of a trained VAE, written as PNG files with no display needed.
 
     reconstructions.png  test images above their reconstructions
-    samples.png          new clothes: decoded draws z ~ N(0, I) from the prior
+    samples.png          new clothes: decoded draws z ~ N(0, I) from the prior (a row per class
+                         for a conditional VAE)
     latent_offset.png    the seed's sweep: a test image's code with one offset added to every coordinate
     traversal.png        one latent coordinate at a time swept from -3 to 3, the rest held at 0
     interpolation.png    decoded straight lines in latent space between two test images
@@ -13,6 +14,9 @@ matplotlib is imported inside the functions and only its object-oriented API is 
 Figure rendered by Agg, no pyplot): nothing global changes, and `import numpyvae.plots`
 stays cheap. Every PNG is written atomically, at a fixed size (no "tight" cropping).
 Images of clothes are drawn dark on white, as `numpyvae show-data` draws the data.
+
+A conditional VAE is shown each image with its own label; where the figure decodes codes that
+belong to no test image (traversal, manifold) it decodes them as SHOWN_CLASS, named in the title.
 
 Shapes: N = images, D = pixels (side * side), Z = latent.
 """
@@ -36,6 +40,7 @@ MAX_TRAVERSED = 10                     # traversal.png shows the most used coord
 INTERPOLATION_STEPS = 9                # decoded points from one image's code to the other's, ends included
 MANIFOLD_GRID = 15                     # manifold.png: MANIFOLD_GRID x MANIFOLD_GRID decoded points
 SCATTER_POINTS = 5000                  # latent_space.png draws at most this many test images
+SHOWN_CLASS = 0                        # the class a conditional VAE's traversal and manifold are decoded as
 
 
 def figure_size(name, latent_dim):
@@ -87,24 +92,35 @@ def _to_images(model, pixels):
     return pixels.reshape(-1, side, side)
 
 
-def _decode(model, z):
-    """Host codes (N, Z) -> host images (N, side, side)."""
-    return _to_images(model, model.decode(model.backend.to_device(np.asarray(z), dtype=model.dtype)))
+def _conditioned(model, labels, n):
+    """The labels a model needs for n images: None for a plain VAE; `labels` (or SHOWN_CLASS) broadcast to n."""
+    if not model.conditional:
+        return None
+    labels = SHOWN_CLASS if labels is None else labels
+    return np.broadcast_to(np.asarray(labels, dtype=np.int64), (n,))
 
 
-def _encode(model, images):
-    """Host uint8 images -> (mu, logvar) on the host, each (N, Z), encoding CHUNK images at a time."""
+def _decode(model, z, labels=None):
+    """Host codes (N, Z) (and labels, for a conditional VAE) -> host images (N, side, side)."""
+    z = np.asarray(z)
+    images = model.decode(model.backend.to_device(z, dtype=model.dtype), _conditioned(model, labels, len(z)))
+    return _to_images(model, images)
+
+
+def _encode(model, images, labels=None):
+    """Host uint8 images (and labels) -> (mu, logvar) on the host, each (N, Z), CHUNK images at a time."""
     mus, logvars = [], []
+    labels = _conditioned(model, labels, len(images))
     for start in range(0, len(images), CHUNK):
         x = model.backend.to_device(_pixels(images[start:start + CHUNK]), dtype=model.dtype)  # (chunk, D)
-        mu, logvar = model.encode(x)
+        mu, logvar = model.encode(x, None if labels is None else labels[start:start + CHUNK])
         mus.append(model.backend.to_host(mu))
         logvars.append(model.backend.to_host(logvar))
     return np.concatenate(mus), np.concatenate(logvars)
 
 
-def _encode_means(model, images):
-    return _encode(model, images)[0]
+def _encode_means(model, images, labels=None):
+    return _encode(model, images, labels)[0]
 
 
 def mosaic(images, pad=2, fill=0.0):
@@ -145,12 +161,13 @@ def one_per_class(labels, count):
 
 # -- the figures --------------------------------------------------------------------------------
 
-def reconstructions(model, images, path, columns=8, pairs=3):
+def reconstructions(model, images, path, columns=8, pairs=3, labels=None):
     """Test images above their reconstructions, decoded from the posterior means: `pairs` pairs of rows."""
     n = min(len(images), columns * pairs) // columns * columns              # whole rows only
     images = np.asarray(images)[:n]
+    labels = None if labels is None else np.asarray(labels)[:n]
     shown = _pixels(images).reshape(-1, columns, *_side(model))                # (pairs, C, side, side)
-    rebuilt = _to_images(model, model.reconstruct(model.backend.to_device(_pixels(images), dtype=model.dtype)))
+    rebuilt = _decode(model, _encode_means(model, images, labels), labels)
     grid = np.stack([shown, rebuilt.reshape(shown.shape)], axis=1).reshape(-1, columns, *_side(model))
     figure = _figure("reconstructions", model.latent_dim)
     ax = figure.subplots()
@@ -161,23 +178,53 @@ def reconstructions(model, images, path, columns=8, pairs=3):
 
 
 def samples(model, path, rows=8, columns=8, seed=SEED):
-    """New images: decoded z ~ N(0, I)."""
+    """New images: decoded z ~ N(0, I); for a conditional VAE, a row per class."""
+    if model.conditional:
+        rows = model.num_classes
     z = np.random.default_rng(seed).standard_normal((rows * columns, model.latent_dim))
-    grid = _decode(model, z).reshape(rows, columns, *_side(model))
+    labels = np.repeat(np.arange(rows), columns) if model.conditional else None
+    grid = _decode(model, z, labels).reshape(rows, columns, *_side(model))
     figure = _figure("samples", model.latent_dim)
     ax = figure.subplots()
-    _show_grid(ax, grid)
-    ax.set_title("New clothes from the prior: decoder means for z ~ N(0, I)")
+    if model.conditional:
+        _show_grid(ax, grid, row_labels=[class_name(c) for c in range(rows)])
+        ax.set_title("New clothes of every class: z ~ N(0, I) decoded with the row's class")
+    else:
+        _show_grid(ax, grid)
+        ax.set_title("New clothes from the prior: decoder means for z ~ N(0, I)")
     ax.set_xlabel(f"{rows * columns} independent draws of z (seed {seed})")
+    return _save(figure, path)
+
+
+def class_name(index):
+    return CLASS_NAMES[index] if index < len(CLASS_NAMES) else f"class {index}"
+
+
+def image_grid(images, path, title, labels=None):
+    """Any number of (N, side, side) images in a grid (`numpyvae generate`); classes taking turns get a column each."""
+    n, side = len(images), images.shape[1]
+    turns = labels is not None and len(set(labels.tolist())) > 1
+    columns = min(n, len(set(labels.tolist()))) if turns else min(n, max(1, math.ceil(math.sqrt(n))))
+    rows = -(-n // columns)
+    padded = np.zeros((rows * columns, side, side), dtype=np.float32)          # blank cells are white
+    padded[:n] = images
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(1.0 + 0.75 * columns, 1.2 + 0.75 * rows), dpi=DPI, layout="constrained")
+    ax = figure.subplots()
+    _show_grid(ax, padded.reshape(rows, columns, side, side),
+               column_labels=[class_name(int(c)) for c in labels[:columns]] if turns else None)
+    ax.set_title(title, fontsize=9)
     return _save(figure, path)
 
 
 def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
     """The seed's sweep: decode mu(x) + t * (1, ..., 1) for offsets t, for one test image per row."""
     chosen = one_per_class(labels, count)
-    mu = _encode_means(model, np.asarray(images)[chosen])                        # (count, Z)
+    classes = np.asarray(labels)[chosen]
+    mu = _encode_means(model, np.asarray(images)[chosen], classes)               # (count, Z)
     z = mu[:, None, :] + np.asarray(offsets)[None, :, None]                      # (count, T, Z)
-    decoded = _decode(model, z.reshape(-1, model.latent_dim)).reshape(len(chosen), len(offsets), *_side(model))
+    decoded = _decode(model, z.reshape(-1, model.latent_dim), np.repeat(classes, len(offsets)))
+    decoded = decoded.reshape(len(chosen), len(offsets), *_side(model))
     originals = _pixels(np.asarray(images)[chosen]).reshape(len(chosen), 1, *_side(model))
     grid = np.concatenate([originals, decoded], axis=1)
     figure = _figure("latent_offset", model.latent_dim)
@@ -190,15 +237,15 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
     return _save(figure, path)
 
 
-def latent_usage(model, images):
+def latent_usage(model, images, labels=None):
     """Mean KL per latent coordinate over `images`, (Z,): how much each coordinate is used."""
-    mu, logvar = (a.astype(np.float64) for a in _encode(model, images))
+    mu, logvar = (a.astype(np.float64) for a in _encode(model, images, labels))
     return gaussian_kl_per_latent(np, mu, logvar)[0].mean(axis=0)
 
 
-def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED):
+def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED, labels=None):
     """One row per latent coordinate (the most used first): decode z = value * e_j, all others 0."""
-    usage = latent_usage(model, images)
+    usage = latent_usage(model, images, labels)
     dims = np.argsort(-usage, kind="stable")[:max_dims]
     z = np.zeros((len(dims), len(values), model.latent_dim))
     for row, j in enumerate(dims):
@@ -209,7 +256,8 @@ def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED):
     _show_grid(ax, grid, row_labels=[f"z{j + 1} (KL {usage[j]:.2f})" for j in dims],
                column_labels=[f"{v:+g}" for v in values])
     shown = "" if len(dims) == model.latent_dim else f" ({len(dims)} most used of {model.latent_dim})"
-    ax.set_title(f"Latent traversal: one coordinate swept, the others held at 0{shown}")
+    as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
+    ax.set_title(f"Latent traversal: one coordinate swept, the others held at 0{shown}{as_class}")
     ax.set_xlabel("value of the swept coordinate")
     ax.set_ylabel("coordinate (mean KL per test image, nats)")
     return _save(figure, path)
@@ -221,10 +269,14 @@ def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEP
     starts, ends = chosen[0::2], chosen[1::2]
     pairs = min(len(starts), len(ends))
     images = np.asarray(images)
-    mu_a, mu_b = _encode_means(model, images[starts[:pairs]]), _encode_means(model, images[ends[:pairs]])
+    labels = np.asarray(labels)
+    class_a, class_b = labels[starts[:pairs]], labels[ends[:pairs]]
+    mu_a, mu_b = _encode_means(model, images[starts[:pairs]], class_a), _encode_means(model, images[ends[:pairs]], class_b)
     t = np.linspace(0, 1, steps)[None, :, None]
     z = (1 - t) * mu_a[:, None, :] + t * mu_b[:, None, :]                        # (pairs, steps, Z)
-    decoded = _decode(model, z.reshape(-1, model.latent_dim)).reshape(pairs, steps, *_side(model))
+    # a conditional VAE decodes each row as image A's class: the line then moves only the style
+    decoded = _decode(model, z.reshape(-1, model.latent_dim), np.repeat(class_a, steps))
+    decoded = decoded.reshape(pairs, steps, *_side(model))
     first = _pixels(images[starts[:pairs]]).reshape(pairs, 1, *_side(model))
     last = _pixels(images[ends[:pairs]]).reshape(pairs, 1, *_side(model))
     grid = np.concatenate([first, decoded, last], axis=1)
@@ -250,7 +302,7 @@ def pca(points):
 def latent_space(model, images, labels, path, max_points=SCATTER_POINTS):
     """The test set's latent means as points, coloured by class; PCA to 2-D when Z > 2."""
     images, labels = np.asarray(images)[:max_points], np.asarray(labels)[:max_points]
-    mu = _encode_means(model, images).astype(np.float64)
+    mu = _encode_means(model, images, labels).astype(np.float64)
     if model.latent_dim == 1:
         points, axis_labels = np.column_stack([mu[:, 0], np.zeros(len(mu))]), ("z1", "(none: Z = 1)")
     elif model.latent_dim == 2:
@@ -279,13 +331,14 @@ def manifold(model, path, size=MANIFOLD_GRID, limit=3.0):
         raise ValueError(f"the manifold figure needs a 2-D latent space, not {model.latent_dim}-D")
     values = np.linspace(-limit, limit, size)
     z1, z2 = np.meshgrid(values, values[::-1])                                   # z2 grows upwards
-    grid = _decode(model, np.column_stack([z1.ravel(), z2.ravel()])).reshape(size, size, *_side(model))
+    grid = _decode(model, np.column_stack([z1.ravel(), z2.ravel()])).reshape(size, size, *_side(model))   # SHOWN_CLASS
     figure = _figure("manifold", model.latent_dim)
     ax = figure.subplots()
     every = max(1, size // 7)
     _show_grid(ax, grid, row_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values[::-1])],
                column_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values)])
-    ax.set_title("The learned manifold: decoder means over a grid of the 2-D latent space")
+    as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
+    ax.set_title(f"The learned manifold: decoder means over a grid of the 2-D latent space{as_class}")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     return _save(figure, path)
@@ -326,10 +379,10 @@ def make_all(model, images, labels, metrics, out_dir):
     if math.isqrt(model.input_dim) ** 2 != model.input_dim:
         raise ValueError(f"pictures need square images; this model takes {model.input_dim} pixels")
     paths = [
-        reconstructions(model, images, out_dir / "reconstructions.png"),
+        reconstructions(model, images, out_dir / "reconstructions.png", labels=labels),
         samples(model, out_dir / "samples.png"),
         latent_offset(model, images, labels, out_dir / "latent_offset.png"),
-        traversal(model, images, out_dir / "traversal.png"),
+        traversal(model, images, out_dir / "traversal.png", labels=labels),
         interpolation(model, images, labels, out_dir / "interpolation.png"),
         latent_space(model, images, labels, out_dir / "latent_space.png"),
     ]
