@@ -63,7 +63,7 @@ class Likelihood:
         return self.normalized
 
     def mean(self, xp, logits, out=None):
-        """Every likelihood here reads its mean through the sigmoid: pixel means in [0, 1]."""
+        """The pixel means in [0, 1]: the sigmoid of the logits, unless a likelihood says otherwise."""
         return sigmoid(xp, logits, out=out)
 
 

@@ -80,7 +80,8 @@ class VAE:
     Args:
         input_dim, hidden_dim, latent_dim: D, H, Z (the seed's 784, 400, 20).
         likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
-                    logits, the default) or "gaussian" (the seed's squared error).
+                    logits, the default), "gaussian" (the seed's squared error) or
+                    "continuous-bernoulli" (cross-entropy normalized into a density on [0, 1]).
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
         dtype: float32 to train (the default), float64 to check gradients.
         seed: seeds the initial weights (drawn on the host, so every backend starts
@@ -179,7 +180,7 @@ class VAE:
         return sequence_forward(self.xp, self.decoder, self.params, self._input(z))[0]
 
     def decode(self, z):
-        """z (B, Z) -> the likelihood's mean given z, sigmoid(logits) in [0, 1], (B, D)."""
+        """z (B, Z) -> the likelihood's mean given z, in [0, 1] (for most, sigmoid(logits)), (B, D)."""
         logits = self.decode_logits(z)
         return self.recon_term.mean(self.xp, logits, out=logits)
 
