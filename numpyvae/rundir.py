@@ -45,7 +45,7 @@ class TrainConfig:
     input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
     hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
     latent_dim: int = 20              # Z: size of the latent code
-    likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli" (cross-entropy) or "gaussian"
+    likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli", "gaussian", "continuous-bernoulli"
     num_classes: int = 0              # C: 0 for a plain VAE; a conditional one (--conditional) reads 10 labels
     beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
     warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs

@@ -95,7 +95,8 @@ class VAE:
     Args:
         input_dim, hidden_dim, latent_dim: D, H, Z (the seed's 784, 400, 20).
         likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
-                    logits, the default) or "gaussian" (the seed's squared error).
+                    logits, the default), "gaussian" (the seed's squared error) or
+                    "continuous-bernoulli" (cross-entropy normalized into a density on [0, 1]).
         num_classes: C > 0 makes a conditional VAE whose every call takes labels y (B,)
                     in 0..C-1; 0 (the default) is the plain VAE.
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
@@ -213,7 +214,7 @@ class VAE:
         return sequence_forward(self.xp, self.decoder, self.params, z_in)[0]
 
     def decode(self, z, y=None):
-        """z (B, Z) -> the likelihood's mean given z, sigmoid(logits) in [0, 1], (B, D)."""
+        """z (B, Z) -> the likelihood's mean given z, in [0, 1] (for most, sigmoid(logits)), (B, D)."""
         logits = self.decode_logits(z, y)
         return self.recon_term.mean(self.xp, logits, out=logits)
 

@@ -243,6 +243,17 @@ def test_evaluate_calls_the_iwae_number_a_bound_where_the_likelihood_is_a_densit
     assert "IWAE bound, -log p(x) <=" in out
 
 
+def test_continuous_bernoulli_trains_from_the_command_line_and_is_a_bound_on_grey_pixels(small_data, capsys,
+                                                                                          tmp_path):
+    run_dir = tmp_path / "run"
+    status, _, err = run_main(capsys, "train", "--epochs", 1, *TINY, "--likelihood", "continuous-bernoulli",
+                              "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures")
+    assert status == 0, err
+    status, out, err = run_main(capsys, "evaluate", run_dir, "--samples", 2, "--iw-samples", 10, "--json")
+    results = json.loads(out)
+    assert status == 0 and results["likelihood"] == "continuous-bernoulli" and results["is_bound"] is True
+
+
 def test_figures_command_redraws_everything(small_data, capsys, tmp_path):
     run_dir = tmp_path / "run"
     run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir, "--run-dir", run_dir,

@@ -7,6 +7,7 @@ import pytest
 from numpyvae import datasets, evaluate, rundir, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
+from numpyvae.losses import LIKELIHOODS
 from numpyvae.vae import VAE
 
 
@@ -58,7 +59,7 @@ def test_decode_is_the_sigmoid_of_the_decoders_logits():
     np.testing.assert_allclose(probabilities, model.decode(z), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
 def test_log_likelihood_is_minus_the_models_reconstruction_term(likelihood):
     model = VAE(784, 32, 3, likelihood, dtype=np.float64, seed=1)
     rng = np.random.default_rng(1)

@@ -35,7 +35,7 @@ def test_layers_and_losses():
     assert_all_pass(rows)
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_small_model_every_entry_float64(likelihood, beta):
     model = VAE(6, 5, 3, likelihood, dtype=np.float64, seed=1)
@@ -63,7 +63,7 @@ def test_a_row_whose_kept_entries_are_all_zero_fails():
     assert Row("w", (30,), 29, 1e-9, 1e-6, kinks=1).passed
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
 def test_full_size_model_every_tensor_float64(likelihood):
     model = VAE(likelihood=likelihood, dtype=np.float64, seed=0)
     rows = check_model(model, *check_batch(model, seed=0), entries=30)
@@ -74,7 +74,7 @@ def test_full_size_model_every_tensor_float64(likelihood):
     assert_all_pass(rows)
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
 def test_full_size_model_float32_within_stated_tolerance(likelihood):
     model = VAE(likelihood=likelihood, dtype=np.float32, seed=0)
     rows = check_model(model, *check_batch(model, seed=0), entries=15)
