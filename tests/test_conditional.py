@@ -104,13 +104,17 @@ class TorchCVAE(torch.nn.Module):
         logits = L["out"](torch.relu(L["dec"](torch.cat([z, onehot], dim=1))))
         if self.likelihood == "bernoulli":
             recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        else:
+        elif self.likelihood == "continuous-bernoulli":
+            recon = -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum()
+        elif self.likelihood == "gaussian":
             recon = ((torch.sigmoid(logits) - x) ** 2).sum()
+        else:
+            raise NotImplementedError(f"no PyTorch reference for the {self.likelihood} likelihood")
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         return recon + kl, recon, kl
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
 def test_losses_and_every_gradient_match_autograd(likelihood):
     model = VAE(784, 64, 8, likelihood, num_classes=10, dtype=np.float64, seed=0)
     reference = TorchCVAE(model)
