@@ -610,3 +610,22 @@ def test_a_checkpoint_whose_steps_disagree_with_the_data_is_refused(tiny_config,
         np.savez(file, **arrays)
     with pytest.raises(CheckpointError, match="Adam has taken 5 steps.*4 per epoch"):
         run(tiny_config(), tmp_path / "run", resume=True)
+
+
+def test_a_run_written_before_num_classes_existed_still_resumes(tiny_config, tmp_path):
+    """config.json (and the checkpoint's copy of it) from before the conditional VAE have no num_classes."""
+    run_dir = tmp_path / "run"
+    run(tiny_config(epochs=1), run_dir)
+    path = run_dir / "config.json"
+    values = json.loads(path.read_text())
+    del values["num_classes"]
+    path.write_text(json.dumps(values))
+    with np.load(run_dir / checkpoint.FILENAME, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    old = json.loads(str(arrays["config"]))
+    del old["num_classes"]
+    arrays["config"] = np.array(json.dumps(old, sort_keys=True))
+    np.savez(run_dir / checkpoint.FILENAME, **arrays)
+    assert rundir.read_config(run_dir).num_classes == 0
+    result, _ = run(tiny_config(epochs=2), run_dir, resume=True)
+    assert [row["epoch"] for row in result.metrics] == [1, 2] and not result.model.conditional
