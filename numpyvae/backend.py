@@ -122,7 +122,22 @@ def cuda_unavailable_reason():
         return f"no usable CUDA device ({text})"
     if count == 0:
         return "no CUDA device was found"
+    try:
+        _first_kernels(cupy)
+    except Exception as error:   # a driver alone, without the CUDA libraries CuPy loads lazily
+        return (f"CuPy sees a GPU but cannot run on it ({type(error).__name__}: {error}); the CUDA "
+                f"libraries it loads on first use (cuBLAS, cuRAND, NVRTC) may be missing")
     return None
+
+
+def _first_kernels(cupy):
+    """Run, tiny, each kind of GPU work numpyvae does: a compiled elementwise kernel, a matrix
+    product and random numbers. A device count alone says nothing about the libraries they need."""
+    a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+    b = cupy.ElementwiseKernel("T x", "T y", "y = x * 2 + 1", "numpyvae_probe")(a)
+    (b @ a).sum()
+    cupy.random.RandomState(0).standard_normal((2,), dtype=cupy.float32)
+    cupy.cuda.get_current_stream().synchronize()
 
 
 def check_cuda_available():

@@ -77,3 +77,24 @@ def test_rng_is_reproducible_per_seed(name):
         assert 0 <= uniform.min() and uniform.max() < 1 and backend.to_host(uniform).dtype == np.float32
     assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
     assert draws[0].dtype == np.float32
+
+
+def test_a_gpu_whose_libraries_cannot_load_is_reported_unusable(monkeypatch):
+    """A driver and a device, but no cuBLAS: CuPy's device count says yes; numpyvae's probe says why not."""
+    import sys
+    import types
+
+    class FailingCupy(types.SimpleNamespace):
+        pass
+    fake = FailingCupy(float32="float32")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+
+    def missing_library(*args, **kwargs):
+        raise RuntimeError("CuPy failed to load libcublas.so.12")
+    fake.arange = missing_library
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    reason = cuda_unavailable_reason()
+    assert reason is not None and "cannot run on it" in reason and "libcublas" in reason
+    assert get_backend("auto").name == "numpy"
+    with pytest.raises(BackendError, match="libcublas"):
+        get_backend("cupy")
