@@ -1,6 +1,6 @@
 """Benchmark: do independent matrix products of the model run faster side by side, one BLAS thread each?
 
-    python benchmarks/bench_matmul_overlap.py [--rounds 21] [--reps 200] [--out benchmarks/results/matmul_overlap.md]
+    python benchmarks/bench_matmul_overlap.py [--rounds 41] [--block 0.05] [--out benchmarks/results/matmul_overlap.md]
 
 At the model's shapes (B = 128 batch, D = 784 pixels, H = 400 hidden, Z = 20 latent, float32), each
 pair of products that a training step could compute at the same time is timed three ways:
@@ -13,7 +13,9 @@ pair of products that a training step could compute at the same time is timed th
 The pairs: a Linear's backward, dW = x^T dy and dx = dy W^T, for the D x H encoder and the H x D output
 layer; the mu and logvar heads, h W_mu and h W_logvar; and, for the heads, the fused alternative: one
 (B, H) @ (H, 2Z) product. Rounds alternate the order of the ways, so load from elsewhere on the machine
-hits them alike; the table gives medians over rounds and the median of per-round ratios. The script
+hits them alike, and each round records how much CPU the rest of the machine used meanwhile: the
+table gives medians over the quiet rounds (where the comparison means something) and, for the
+ratio, over all rounds too. The script
 then runs itself once more with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as a side note (CI sets
 them; they pick OpenBLAS's kernel and blocking), and writes both to --out.
 """
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # numpyvae from t
 from numpyvae.parallel import ChunkPool                           # noqa: E402
 
 B, D, H, Z = 128, 784, 400, 20
+QUIET = 0.25      # a round is quiet when the rest of the machine used less than this many cores
 SIDE_NOTE_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -69,8 +73,30 @@ def side_by_side(pool, products):
     pool.run(one, len(products), 1)
 
 
-def measure(rounds, reps):
-    """{case: {way: [seconds per rep, one per round]}}"""
+def machine_busy_seconds():
+    """CPU seconds all processes have used since boot (steal included: the hypervisor's other guests), or None.
+
+    From /proc/stat, in clock ticks (10 ms): good enough for rounds of a few hundred milliseconds.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(rounds, block_seconds):
+    """{case: {"seconds": {way: [seconds per pair, one per round]}, "others": [cores used by others, per round]}}
+
+    Each way runs as many repetitions as fill about block_seconds; "others" is the CPU the rest of
+    the machine used during the round, in cores (0: we had the machine to ourselves).
+    """
     pool = ChunkPool(2)
     ways = {"one after the other, BLAS 2 threads": (2, one_after_the_other),
             "one after the other, BLAS 1 thread": (1, one_after_the_other),
@@ -78,10 +104,15 @@ def measure(rounds, reps):
     results = {}
     for name, products in cases(np.random.default_rng(0)).items():
         usable = {w: v for w, v in ways.items() if len(products) > 1 or not w.startswith("side")}
-        results[name] = {way: [] for way in usable}
+        with threadpool_limits(1, user_api="blas"):
+            started = time.perf_counter()
+            one_after_the_other(products)
+            reps = max(5, int(block_seconds / max(time.perf_counter() - started, 1e-6)))
+        results[name] = {"seconds": {way: [] for way in usable}, "others": [], "reps": reps}
         for round_ in range(rounds + 1):                         # round 0 warms up and is dropped
             order = list(usable.items())
             order = order[round_ % len(order):] + order[:round_ % len(order)]
+            busy, own, wall = machine_busy_seconds(), own_seconds(), time.perf_counter()
             for way, (threads, run) in order:
                 with threadpool_limits(threads, user_api="blas"):
                     run(products)
@@ -90,7 +121,10 @@ def measure(rounds, reps):
                         run(products)
                     elapsed = (time.perf_counter() - started) / reps
                 if round_:
-                    results[name][way].append(elapsed)
+                    results[name]["seconds"][way].append(elapsed)
+            if round_ and busy is not None:
+                others = (machine_busy_seconds() - busy) - (own_seconds() - own)
+                results[name]["others"].append(max(0.0, others / (time.perf_counter() - wall)))
     pool.close()
     return results
 
@@ -107,9 +141,9 @@ def environment():
             "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}}
 
 
-def run_here(rounds, reps):
+def run_here(rounds, block_seconds):
     load_before = os.getloadavg()[0]
-    results = measure(rounds, reps)
+    results = measure(rounds, block_seconds)
     return {"environment": environment(), "results": results, "load": [load_before, os.getloadavg()[0]]}
 
 
@@ -120,40 +154,49 @@ def table(report):
     lines += [f"OpenBLAS as threadpoolctl sees it: {blas}. OPENBLAS_* set: "
               f"{', '.join(f'{k}={v}' for k, v in env['openblas_env'].items()) or 'none'}. "
               f"1-minute load average {report['load'][0]:.1f} before, {report['load'][1]:.1f} after.", "",
-              "| products | one after the other, BLAS 2 threads (us) | same, BLAS 1 thread (us) | side by side, "
-              "1 thread each (us) | side by side / today |", "|---|---|---|---|---|"]
-    for name, ways in report["results"].items():
-        today = ways["one after the other, BLAS 2 threads"]
-        cells = [f"{1e6 * statistics.median(ways[w]):.1f}" if w in ways else "-" for w in
-                 ("one after the other, BLAS 2 threads", "one after the other, BLAS 1 thread",
-                  "side by side, BLAS 1 thread each")]
-        side = ways.get("side by side, BLAS 1 thread each")
-        ratio = f"**{statistics.median(s / t for s, t in zip(side, today)):.2f}**" if side else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+              f"Microseconds per pair, median over the quiet rounds: those in which the rest of the machine used "
+              f"less than {QUIET} of a core (from /proc/stat; steal included). Ratios are medians of per-round ratios.", "",
+              "| products | one after the other, BLAS 2 threads (today) | same, BLAS 1 thread | side by side, "
+              "1 thread each | side by side / today, quiet rounds | same, all rounds | quiet rounds |",
+              "|---|---|---|---|---|---|---|"]
+    names = ("one after the other, BLAS 2 threads", "one after the other, BLAS 1 thread", "side by side, BLAS 1 thread each")
+    for name, case in report["results"].items():
+        seconds, others = case["seconds"], case["others"] or [0.0] * len(case["seconds"][names[0]])
+        quiet = [i for i, o in enumerate(others) if o < QUIET]
+
+        def median(way, rounds):
+            return f"{1e6 * statistics.median(seconds[way][i] for i in rounds):.1f}" if way in seconds and rounds else "-"
+
+        def ratio(rounds):
+            if names[2] not in seconds or not rounds:
+                return "-"
+            return f"{statistics.median(seconds[names[2]][i] / seconds[names[0]][i] for i in rounds):.2f}"
+        lines.append(f"| {name} | " + " | ".join(median(way, quiet) for way in names)
+                     + f" | **{ratio(quiet)}** | {ratio(range(len(others)))} | {len(quiet)} of {len(others)} |")
     return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--reps", type=int, default=200, help="repetitions timed together in each round")
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--block", type=float, default=0.05, help="seconds each way runs in each round")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "matmul_overlap.md")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)   # internal: the side-note run
     args = parser.parse_args(argv)
     if args.json:
-        print(json.dumps(run_here(args.rounds, args.reps)))
+        print(json.dumps(run_here(args.rounds, args.block)))
         return 0
-    report = run_here(args.rounds, args.reps)
+    report = run_here(args.rounds, args.block)
     env = {k: v for k, v in os.environ.items() if k not in SIDE_NOTE_UNSET}
-    done = subprocess.run([sys.executable, __file__, "--json", "--rounds", str(args.rounds), "--reps", str(args.reps)],
+    done = subprocess.run([sys.executable, __file__, "--json", "--rounds", str(args.rounds), "--block", str(args.block)],
                           env=env, capture_output=True, text=True, check=True)
     side_note = json.loads(done.stdout.strip().splitlines()[-1])
     e = report["environment"]
     lines = ["# Independent matrix products side by side, or one after the other?", "",
              f"{e['cpu']}, {e['cores']} cores (a VM shared with other jobs: timings are noisy; compare only the "
-             f"ratios, each the median over {args.rounds} interleaved rounds of {args.reps} repetitions), "
+             f"ratios, each over {args.rounds} interleaved rounds of about {args.block:g} s per way), "
              f"NumPy {e['numpy']}, float32, B={B}, D={D}, H={H}, Z={Z}. "
-             f"Command: `python benchmarks/bench_matmul_overlap.py --rounds {args.rounds} --reps {args.reps}`.", "",
+             f"Command: `python benchmarks/bench_matmul_overlap.py --rounds {args.rounds} --block {args.block:g}`.", "",
              "## With the environment as CI has it", ""] + table(report) + [
              "", f"## Side note: the same with {' and '.join(SIDE_NOTE_UNSET)} unset", ""] + table(side_note)
     text = "\n".join(lines) + "\n"

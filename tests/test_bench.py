@@ -50,7 +50,7 @@ def test_quick_prints_the_table_and_names_skipped_backends(quick_results):
 def test_matmul_overlap_script_writes_both_environments(tmp_path):
     script = SCRIPT.parent / "bench_matmul_overlap.py"
     out = tmp_path / "overlap.md"
-    done = subprocess.run([sys.executable, str(script), "--rounds", "1", "--reps", "2", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(script), "--rounds", "1", "--block", "0.001", "--out", str(out)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
