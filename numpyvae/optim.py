@@ -16,9 +16,13 @@ them in chunks of CHUNK_BYTES instead, running every operation on one chunk whil
 it sits in cache (about 1.7x faster than whole-array passes here). It also keeps m
 out of subnormal floats (see `_flush`): on Fashion-MNIST a quarter of the weights
 see zero gradients for long stretches, and from the second epoch on their decaying
-m made every step twice as slow. On NumPy the chunks are shared out between the
-CPU cores (`parallel.ChunkPool`; each thread has its own scratch buffer; elementwise,
-so the result does not depend on which thread did which chunk). On CuPy
+m made every step twice as slow. Given a `parallel.ChunkPool`, NumPy's chunks are
+shared out between threads (each with its own scratch buffer; elementwise, so the
+result does not depend on which thread did which chunk). That is not the default:
+on 2 cores it makes Adam alone 0.71x as long, but in training, with OpenBLAS on 2
+threads, 1.09x as long (OpenBLAS's idle thread spins on the second core for ~0.1 s
+after each matrix product, and the pool's thread competes with it); it pays (0.77x)
+only where BLAS runs on one thread (benchmarks/bench_adam.py). On CuPy
 the same update is one fused kernel (`_fused_adam`), a single pass over device
 memory (GPUs handle subnormals at speed).
 """
@@ -28,7 +32,7 @@ import math
 
 import numpy as np
 
-from numpyvae.parallel import ChunkPool, default_pool
+from numpyvae.parallel import SERIAL
 
 CHUNK_BYTES = 256 * 1024   # per array; the 5 arrays of a chunk (p, g, m, v, work) fit a 2 MB L2 cache
 
@@ -37,7 +41,7 @@ class Adam:
     """Adam for a model with `flat_params`, `flat_grads` and `backend` (a numpyvae VAE)."""
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, pool=None):
-        """pool: the ChunkPool that shares out the NumPy update (default: one thread per CPU)."""
+        """pool: a parallel.ChunkPool to share the NumPy update between threads (default: none; see above)."""
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, not {lr!r}")
         if not all(0 <= b < 1 for b in betas):
@@ -49,7 +53,7 @@ class Adam:
         self.v = xp.zeros(n, dtype=dtype)      # second moment, same layout as flat_params
         self.chunk = max(1, CHUNK_BYTES // dtype.itemsize)
         # threads only on NumPy: CuPy has its fused kernel, and the fake GPU stays a plain serial test double
-        self._pool = (pool or default_pool()) if model.backend.name == "numpy" else ChunkPool(1)
+        self._pool = pool if pool is not None and model.backend.name == "numpy" else SERIAL
         # scratch for one chunk per thread of the pool, reused every step
         self._work = [xp.empty(min(n, self.chunk), dtype=dtype) for _ in range(self._pool.workers)]
         self.t = 0                             # steps taken

@@ -127,6 +127,7 @@ def usable_cpus():
     return os.cpu_count() or 1
 
 
+SERIAL = ChunkPool(1)     # runs every chunk inline, in order, in the calling thread: no threads at all
 _default = None
 
 

@@ -139,8 +139,9 @@ def test_a_threaded_adam_step_allocates_nothing_that_stays():
     assert after - before < 2 * 1024
 
 
-def test_adam_on_the_fake_gpu_stays_serial():
-    model = VAE(6, 5, 3, backend="fakegpu")
-    optimizer = Adam(model)
+def test_adam_is_serial_unless_given_a_pool_and_always_on_the_fake_gpu():
+    assert Adam(VAE(6, 5, 3))._pool.workers == 1
+    assert Adam(VAE(6, 5, 3), pool=ChunkPool(2))._pool.workers == 2
+    optimizer = Adam(VAE(6, 5, 3, backend="fakegpu"), pool=ChunkPool(2))
     assert optimizer._pool.workers == 1
     optimizer.step()

@@ -86,10 +86,9 @@ def measure(spec, images):
     """The results of one numpyvae run of spec["task"] ("train" or "scaling") on the (N, D) uint8 images."""
     from numpyvae.backend import get_backend
     from numpyvae.batches import DeviceDataset
-    from numpyvae.parallel import default_pool
     backend = get_backend(spec["backend"])
     data = DeviceDataset(images, backend)
-    result = {"numpy_version": np.__version__, "elementwise_threads": default_pool().workers}
+    result = {"numpy_version": np.__version__}
     if spec["task"] == "train":
         seconds, losses, steps = numpyvae_training(backend, data, spec)
         result.update(epoch_seconds=seconds, epoch_loss=losses, steps=steps)
