@@ -1,6 +1,6 @@
 """Benchmark: do independent matrix products of the model run faster side by side, one BLAS thread each?
 
-    python benchmarks/bench_matmul_overlap.py [--rounds 41] [--block 0.05] [--out benchmarks/results/matmul_overlap.md]
+    python benchmarks/bench_matmul_overlap.py [--rounds 31] [--block 0.05] [--out benchmarks/results/matmul_overlap.md]
 
 At the model's shapes (B = 128 batch, D = 784 pixels, H = 400 hidden, Z = 20 latent, float32), each
 pair of products that a training step could compute at the same time is timed three ways:
@@ -15,7 +15,7 @@ layer; the mu and logvar heads, h W_mu and h W_logvar; and, for the heads, the f
 (B, H) @ (H, 2Z) product. Rounds alternate the order of the ways, so load from elsewhere on the machine
 hits them alike, and each round records how much CPU the rest of the machine used meanwhile: the
 table gives medians over the quiet rounds (where the comparison means something) and, for the
-ratio, over all rounds too. The script
+ratio, over all rounds too. Each way first runs untimed for WARM_UP seconds (see there why). The script
 then runs itself once more with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as a side note (CI sets
 them; they pick OpenBLAS's kernel and blocking), and writes both to --out.
 """
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,10 +34,17 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))        # benchkit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # numpyvae from this checkout
+from benchkit.quiet import OthersMeter                             # noqa: E402
 from numpyvae.parallel import ChunkPool                           # noqa: E402
 
 B, D, H, Z = 128, 784, 400, 20
+# Seconds each way runs untimed before its timed block. After a 2-thread product OpenBLAS's idle thread spins
+# on the other core for ~0.1 s (measured), which would slow whatever comes next; and a core that sat idle
+# for a while serves thread wake-ups slowly for a few tens of ms (measured: side by side 1070 us per pair
+# right after a 0.25 s sleep, 745 us once busy). A training step keeps one mode busy, so time it warm.
+WARM_UP = 0.15
 QUIET = 0.25      # a round is quiet when the rest of the machine used less than this many cores
 SIDE_NOTE_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -73,22 +79,16 @@ def side_by_side(pool, products):
     pool.run(one, len(products), 1)
 
 
-def machine_busy_seconds():
-    """CPU seconds all processes have used since boot (steal included: the hypervisor's other guests), or None.
-
-    From /proc/stat, in clock ticks (10 ms): good enough for rounds of a few hundred milliseconds.
-    """
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def timed_block(threads, run, products, reps):
+    """Seconds per run(products), BLAS on `threads` threads, over reps runs after WARM_UP seconds untimed."""
+    with threadpool_limits(threads, user_api="blas"):
+        warm_until = time.perf_counter() + WARM_UP
+        while time.perf_counter() < warm_until:
+            run(products)
+        started = time.perf_counter()
+        for _ in range(reps):
+            run(products)
+        return (time.perf_counter() - started) / reps
 
 
 def measure(rounds, block_seconds):
@@ -109,22 +109,13 @@ def measure(rounds, block_seconds):
             one_after_the_other(products)
             reps = max(5, int(block_seconds / max(time.perf_counter() - started, 1e-6)))
         results[name] = {"seconds": {way: [] for way in usable}, "others": [], "reps": reps}
-        for round_ in range(rounds + 1):                         # round 0 warms up and is dropped
+        for round_ in range(rounds):
             order = list(usable.items())
             order = order[round_ % len(order):] + order[:round_ % len(order)]
-            busy, own, wall = machine_busy_seconds(), own_seconds(), time.perf_counter()
-            for way, (threads, run) in order:
-                with threadpool_limits(threads, user_api="blas"):
-                    run(products)
-                    started = time.perf_counter()
-                    for _ in range(reps):
-                        run(products)
-                    elapsed = (time.perf_counter() - started) / reps
-                if round_:
-                    results[name]["seconds"][way].append(elapsed)
-            if round_ and busy is not None:
-                others = (machine_busy_seconds() - busy) - (own_seconds() - own)
-                results[name]["others"].append(max(0.0, others / (time.perf_counter() - wall)))
+            with OthersMeter() as meter:
+                for way, (threads, run) in order:
+                    results[name]["seconds"][way].append(timed_block(threads, run, products, reps))
+            results[name]["others"].append(meter.cores)
     pool.close()
     return results
 
@@ -161,8 +152,8 @@ def table(report):
               "|---|---|---|---|---|---|---|"]
     names = ("one after the other, BLAS 2 threads", "one after the other, BLAS 1 thread", "side by side, BLAS 1 thread each")
     for name, case in report["results"].items():
-        seconds, others = case["seconds"], case["others"] or [0.0] * len(case["seconds"][names[0]])
-        quiet = [i for i, o in enumerate(others) if o < QUIET]
+        seconds, others = case["seconds"], case["others"]
+        quiet = [i for i, o in enumerate(others) if o is not None and o < QUIET]
 
         def median(way, rounds):
             return f"{1e6 * statistics.median(seconds[way][i] for i in rounds):.1f}" if way in seconds and rounds else "-"
@@ -178,7 +169,7 @@ def table(report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--block", type=float, default=0.05, help="seconds each way runs in each round")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "matmul_overlap.md")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)   # internal: the side-note run
