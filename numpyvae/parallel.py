@@ -30,8 +30,11 @@ or from inside fn) runs inline, so the pool can never wait on itself.
     pool.run(lambda worker, start, end: np.sqrt(a[start:end], out=a[start:end]), a.size, 65536)
 
 Threads: the CPUs this process may use, or NUMPYVAE_NUM_THREADS where set (1 turns the
-pool off). Note that OpenBLAS's own threads keep spinning for a while after a matrix
-product; run alongside them, these threads compete with them for the same cores.
+pool off). Measure before using it next to BLAS: OpenBLAS's idle threads keep spinning for
+~0.1 s after each multithreaded matrix product, so these threads then find the other core
+taken. On 2 cores Adam on this pool takes 0.71x as long alone, 1.09x in training with BLAS
+on 2 threads, 0.77x with BLAS on 1 (benchmarks/results/adam.md); so Adam uses it only when
+given it.
 """
 from __future__ import annotations
 

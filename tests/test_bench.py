@@ -48,6 +48,7 @@ def test_quick_prints_the_table_and_names_skipped_backends(quick_results):
 
 
 def test_matmul_overlap_script_writes_both_environments(tmp_path):
+    pytest.importorskip("threadpoolctl", reason="the overlap benchmark sets BLAS threads through threadpoolctl")
     script = SCRIPT.parent / "bench_matmul_overlap.py"
     out = tmp_path / "overlap.md"
     done = subprocess.run([sys.executable, str(script), "--rounds", "1", "--block", "0.001", "--out", str(out)],
