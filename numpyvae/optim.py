@@ -16,8 +16,15 @@ them in chunks of CHUNK_BYTES instead, running every operation on one chunk whil
 it sits in cache (about 1.7x faster than whole-array passes here). It also keeps m
 out of subnormal floats (see `_flush`): on Fashion-MNIST a quarter of the weights
 see zero gradients for long stretches, and from the second epoch on their decaying
-m made every step twice as slow. On CuPy the same update is one fused kernel
-(`_fused_adam`), a single pass over device memory (GPUs handle subnormals at speed).
+m made every step twice as slow. Given a `parallel.ChunkPool`, NumPy's chunks are
+shared out between threads (each with its own scratch buffer; elementwise, so the
+result does not depend on which thread did which chunk). That is not the default:
+on 2 cores it makes Adam alone 0.71x as long, but in training, with OpenBLAS on 2
+threads, 1.09x as long (OpenBLAS's idle thread spins on the second core for ~0.1 s
+after each matrix product, and the pool's thread competes with it); it pays (0.77x)
+only where BLAS runs on one thread (benchmarks/bench_adam.py). On CuPy
+the same update is one fused kernel (`_fused_adam`), a single pass over device
+memory (GPUs handle subnormals at speed).
 """
 from __future__ import annotations
 
@@ -25,13 +32,16 @@ import math
 
 import numpy as np
 
+from numpyvae.parallel import SERIAL
+
 CHUNK_BYTES = 256 * 1024   # per array; the 5 arrays of a chunk (p, g, m, v, work) fit a 2 MB L2 cache
 
 
 class Adam:
     """Adam for a model with `flat_params`, `flat_grads` and `backend` (a numpyvae VAE)."""
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, pool=None):
+        """pool: a parallel.ChunkPool to share the NumPy update between threads (default: none; see above)."""
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, not {lr!r}")
         if not all(0 <= b < 1 for b in betas):
@@ -42,7 +52,10 @@ class Adam:
         self.m = xp.zeros(n, dtype=dtype)      # first moment,  same layout as flat_params
         self.v = xp.zeros(n, dtype=dtype)      # second moment, same layout as flat_params
         self.chunk = max(1, CHUNK_BYTES // dtype.itemsize)
-        self._work = xp.empty(min(n, self.chunk), dtype=dtype)   # scratch for one chunk, reused every step
+        # threads only on NumPy: CuPy has its fused kernel, and the fake GPU stays a plain serial test double
+        self._pool = pool if pool is not None and model.backend.name == "numpy" else SERIAL
+        # scratch for one chunk per thread of the pool, reused every step
+        self._work = [xp.empty(min(n, self.chunk), dtype=dtype) for _ in range(self._pool.workers)]
         self.t = 0                             # steps taken
         # where a gradient stays 0 (weights of always-black pixels), m shrinks by b1 every step and
         # within ~800 steps becomes a subnormal float, whose arithmetic is ~50x slower on x86 CPUs;
@@ -64,10 +77,14 @@ class Adam:
         if self._fused is not None:
             self._fused(g, b1, b2, step_size, sqrt_bc2, self.eps, p, self.m, self.v)
             return
-        for start in range(0, p.size, self.chunk):
-            end = start + self.chunk            # slicing past the end is fine: the last chunk is shorter
-            self._update(p[start:end], g[start:end], self.m[start:end], self.v[start:end],
-                         self._work[:min(end, p.size) - start], step_size, sqrt_bc2)
+        self._step_size, self._sqrt_bc2 = step_size, sqrt_bc2
+        self._pool.run(self._update_chunk, p.size, self.chunk)
+
+    def _update_chunk(self, worker, start, end):
+        """Update the chunk [start, end) of the flat buffers, with the scratch of the pool's thread `worker`."""
+        p, g, m, v = self.model.flat_params, self.model.flat_grads, self.m, self.v
+        self._update(p[start:end], g[start:end], m[start:end], v[start:end], self._work[worker][:end - start],
+                     self._step_size, self._sqrt_bc2)
 
     def _update(self, p, g, m, v, work, step_size, sqrt_bc2):
         """The Adam update of one chunk, in place: p, m, v and g are matching slices of the flat buffers."""

@@ -28,6 +28,7 @@ def test_quick_writes_json_markdown_and_png(quick_results):
     for row in report["rows"]:
         assert row["seconds_per_epoch"] > 0 and row["images_per_second"] > 0
         assert 0 < row["achieved_gflops"] and 0 < row["matmul_gflops"]
+        assert row["epoch_over_matmul_floor"] > 0                     # the epoch against its own matmul floor
         assert row["peak_rss_bytes"] > 10 * 2 ** 20
         assert len(row["loss_mean"]) == report["config"]["epochs"]
         assert all(0 < loss < 1000 for loss in row["loss_mean"])       # per image, in nats
@@ -36,6 +37,7 @@ def test_quick_writes_json_markdown_and_png(quick_results):
             assert all(entry["images_per_second"] > 0 for entry in runs.values())
     markdown = (out / "bench_backends.md").read_text()
     assert "| numpyvae, NumPy float32 |" in markdown and "s/epoch" in markdown
+    assert "epoch / matmul floor" in markdown and "Targets (issue #9)" in markdown
     assert (out / "bench_backends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -43,3 +45,15 @@ def test_quick_prints_the_table_and_names_skipped_backends(quick_results):
     _, done = quick_results
     assert "| backend |" in done.stdout
     assert "cupy" in done.stderr or "CuPy" in done.stdout
+
+
+def test_matmul_overlap_script_writes_both_environments(tmp_path):
+    pytest.importorskip("threadpoolctl", reason="the overlap benchmark sets BLAS threads through threadpoolctl")
+    script = SCRIPT.parent / "bench_matmul_overlap.py"
+    out = tmp_path / "overlap.md"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "1", "--block", "0.001", "--out", str(out)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "## With the environment as CI has it" in text and "## Side note" in text
+    assert text.count("| heads forward, h W_mu + h W_logvar") == 2

@@ -1,0 +1,103 @@
+"""numpyvae's side of a measurement: the training images, timed epochs, and seconds per step."""
+from __future__ import annotations
+
+import time
+from itertools import islice
+
+import numpy as np
+
+
+def load_train_images(limit, allow_synthetic):
+    """((N, 784) uint8 training images, where they came from): the real Fashion-MNIST through numpyvae's loader.
+
+    With allow_synthetic (--quick), random images stand in where the real files cannot be found.
+    """
+    from numpyvae.datasets import DataError, load_fashion_mnist
+    try:
+        images, _ = load_fashion_mnist("train", download=False)
+        source = "Fashion-MNIST train"
+    except DataError:
+        if not allow_synthetic:
+            raise
+        images = np.random.default_rng(0).integers(0, 256, size=(limit or 1024, 28, 28), dtype=np.uint8)
+        source = "synthetic (the real Fashion-MNIST files were not found)"
+    images = images[:limit] if limit else images
+    return np.ascontiguousarray(images).reshape(len(images), -1), source
+
+
+def numpyvae_training(backend, data, spec):
+    """Train `spec["epochs"]` epochs; per-epoch seconds and mean train loss per image."""
+    from numpyvae import VAE, Adam
+    xp = backend.xp
+    batch, hidden, seed = spec["batch_size"], spec["hidden_dim"], spec["seed"]
+
+    # warm up: kernels compiled (CuPy), BLAS threads started, buffers allocated, on a throwaway model
+    warm = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=seed)
+    warm_optimizer = Adam(warm, lr=spec["lr"])
+    for x in islice(data.batches(batch), 3):
+        warm.loss_and_grads(x)
+        warm_optimizer.step()
+    del warm, warm_optimizer
+
+    model = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=seed)
+    optimizer = Adam(model, lr=spec["lr"])
+    eps_rng = backend.rng((seed, spec["noise_seed"]))   # repeats differ only in this noise
+    seconds, losses, steps = [], [], 0
+    for epoch in range(1, spec["epochs"] + 1):
+        total = xp.zeros((), dtype=np.float64)          # summed on the device, read once per epoch
+        steps = 0
+        backend.synchronize()
+        started = time.perf_counter()
+        for x in data.batches(batch, shuffle=True, seed=(seed, epoch)):
+            loss, _, _ = model.loss_and_grads(x, rng=eps_rng)
+            optimizer.step()
+            total += loss
+            steps += 1
+        backend.synchronize()
+        seconds.append(time.perf_counter() - started)
+        losses.append(backend.scalar(total) / len(data))
+    return seconds, losses, steps
+
+
+def numpyvae_seconds_per_step(backend, data, batch, hidden, spec, steps):
+    from numpyvae import VAE, Adam
+    model = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=spec["seed"])
+    optimizer = Adam(model, lr=spec["lr"])
+
+    def endless():
+        epoch = 0
+        while True:
+            yield from data.batches(batch, shuffle=True, seed=(spec["seed"], epoch), drop_last=True)
+            epoch += 1
+    batches = endless()
+    for x in islice(batches, 5):                      # warm-up, untimed
+        model.loss_and_grads(x)
+        optimizer.step()
+    backend.synchronize()
+    started = time.perf_counter()
+    for x in islice(batches, steps):
+        model.loss_and_grads(x)
+        optimizer.step()
+    backend.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def measure(spec, images):
+    """The results of one numpyvae run of spec["task"] ("train" or "scaling") on the (N, D) uint8 images."""
+    from numpyvae.backend import get_backend
+    from numpyvae.batches import DeviceDataset
+    backend = get_backend(spec["backend"])
+    data = DeviceDataset(images, backend)
+    result = {"numpy_version": np.__version__}
+    if spec["task"] == "train":
+        seconds, losses, steps = numpyvae_training(backend, data, spec)
+        result.update(epoch_seconds=seconds, epoch_loss=losses, steps=steps)
+    else:
+        result["seconds_per_step"] = {
+            f"{batch},{hidden}": numpyvae_seconds_per_step(backend, data, batch, hidden, spec,
+                                                           max(5, spec["scaling_images"] // batch))
+            for batch, hidden in spec["configs"]}
+    if backend.name == "cupy":
+        pool = backend.xp.get_default_memory_pool()
+        result.update(pool_total_bytes=pool.total_bytes(), pool_used_bytes=pool.used_bytes())
+    return result
