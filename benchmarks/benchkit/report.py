@@ -56,8 +56,18 @@ def machine_info():
         blas = f"{config.get('name', '?')} {config.get('version', '')}".strip()
     except Exception:   # the layout of show_config differs across NumPy versions
         pass
+    kernel = "unknown"
+    try:   # which OpenBLAS kernel runs: OPENBLAS_CORETYPE can force an older one than the CPU supports
+        from threadpoolctl import threadpool_info
+        kernel = ", ".join(f"{i.get('internal_api')} {i.get('architecture')} x{i.get('num_threads')}"
+                           for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        pass
+    forced = {name: os.environ[name] for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ}
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "blas": blas, "platform": platform.platform()}
+            "numpy": np.__version__, "blas": blas, "blas_kernel": kernel,
+            "blas_environment": forced or "none (the library picks the kernel for this CPU)",
+            "platform": platform.platform()}
 
 
 def mb(n):
@@ -77,7 +87,8 @@ def markdown(report):
         f"Fashion-MNIST, {rows[0]['num_images']:,} training images held in memory; "
         f"{cfg['input_dim']}-{cfg['hidden_dim']}-{cfg['latent_dim']} VAE, batch {cfg['batch_size']}, "
         f"Adam lr {cfg['lr']:g}; {m['cpu']}, {m['cores']} cores, {report['threads']} threads; "
-        f"NumPy {m['numpy']} ({m['blas']})" + (f", PyTorch {torch_version}" if torch_version else "") + ". "
+        f"NumPy {m['numpy']} ({m['blas']}, kernel {m.get('blas_kernel', '?')}; forced by the environment: "
+        f"{m.get('blas_environment', '?')})" + (f", PyTorch {torch_version}" if torch_version else "") + ". "
         f"{cfg['repeats']} runs x {cfg['epochs']} epochs per backend, each run its own process, backends "
         f"interleaved; medians. 1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f} "
         f"(other jobs shared the machine).",
