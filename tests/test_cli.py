@@ -110,20 +110,26 @@ def test_train_evaluate_figures_end_to_end(small_data, tmp_path):
     assert_one_line_error(err, "numpyvae evaluate: error:", "is corrupt or not a numpyvae checkpoint")
 
 
-def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
-    """A real SIGINT at a random moment; resuming then gives the very parameters of an unbroken run."""
-    run_dir = tmp_path / "run"
+def signal_training(small_data, run_dir, signum):
+    """Start a long `numpyvae train`, send it `signum` once it is under way; return (exit status, stderr)."""
     args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
             "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
-    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=tmp_path,
+    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=run_dir.parent,
                                env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:                      # wait until training is under way
         if line.startswith("epoch"):
             break
     time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
+    """A real SIGINT at a random moment; resuming then gives the very parameters of an unbroken run."""
+    run_dir = tmp_path / "run"
+    status, err = signal_training(small_data, run_dir, signal.SIGINT)
+    assert status == 130, err
     assert_one_line_error(err, "numpyvae train: interrupted", "saved to", "--resume")
     saved = checkpoint.load(run_dir / checkpoint.FILENAME)
     assert saved.epoch >= 1
@@ -330,17 +336,8 @@ def test_metrics_that_are_not_utf8_stop_figures_in_one_line(small_data, capsys, 
 def test_sigterm_saves_like_ctrl_c_and_exits_143(small_data, tmp_path):
     """A batch system's preemption (SIGTERM) saves the state mid-epoch, says how to go on, exits 128 + 15."""
     run_dir = tmp_path / "run"
-    args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
-            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
-    process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=tmp_path,
-                               env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:                      # wait until training is under way
-        if line.startswith("epoch"):
-            break
-    time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err
+    status, err = signal_training(small_data, run_dir, signal.SIGTERM)
+    assert status == 143, err
     assert_one_line_error(err, "numpyvae train: terminated (SIGTERM)", "saved to", "--resume")
     saved = checkpoint.load(run_dir / checkpoint.FILENAME)
     assert saved.epoch >= 1

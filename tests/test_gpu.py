@@ -51,18 +51,21 @@ def test_fakegpu_training_step_makes_no_transfers_and_no_sync_reads():
     assert counters["sync"] + counters["to_host"] >= 1
 
 
-def test_numpy_training_step_allocates_nothing_after_warmup():
-    model = VAE(seed=0)                                              # the default 784-400-20, float32
+@pytest.mark.parametrize("settings", [{}, {"num_classes": 10}] + [{"likelihood": name} for name in LIKELIHOODS],
+                         ids=lambda settings: ",".join(f"{k}={v}" for k, v in settings.items()) or "default")
+def test_numpy_training_step_allocates_nothing_after_warmup(settings):
+    model = VAE(seed=0, **settings)                                  # 784-400-20, float32
     optimizer = Adam(model)
     x = np.random.default_rng(0).uniform(0, 1, (128, 784)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 128) if model.conditional else None
     for _ in range(3):
-        model.loss_and_grads(x)
+        model.loss_and_grads(x, y=y)
         optimizer.step()
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
         for _ in range(20):
-            model.loss_and_grads(x)
+            model.loss_and_grads(x, y=y)
             optimizer.step()
         after, peak = tracemalloc.get_traced_memory()
     finally:
