@@ -75,7 +75,8 @@ class Adam:
         step_size = self.lr / (1 - b1 ** self.t)
         sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
         if self._fused is not None:
-            self._fused(g, b1, b2, step_size, sqrt_bc2, self.eps, p, self.m, self.v)
+            # 1 - b computed here, in float64: in the kernel's float32, 1 - 0.999 is 0.00099998713
+            self._fused(g, b1, 1 - b1, b2, 1 - b2, step_size, sqrt_bc2, self.eps, p, self.m, self.v)
             return
         self._step_size, self._sqrt_bc2 = step_size, sqrt_bc2
         self._pool.run(self._update_chunk, p.size, self.chunk)
@@ -129,14 +130,15 @@ class Adam:
 def _fused_adam(cupy):
     """CuPy only: `_update`'s arithmetic as one elementwise kernel, each element read and written once.
 
-    Called as kernel(g, b1, b2, step_size, sqrt_bc2, eps, p, m, v); p, m and v are updated in place.
+    Called as kernel(g, b1, 1 - b1, b2, 1 - b2, step_size, sqrt_bc2, eps, p, m, v); p, m and v are
+    updated in place.
     """
     return cupy.ElementwiseKernel(
-        "T g, T b1, T b2, T step_size, T sqrt_bc2, T eps",
+        "T g, T b1, T one_minus_b1, T b2, T one_minus_b2, T step_size, T sqrt_bc2, T eps",
         "T p, T m, T v",
         """
-        m = b1 * m + (1 - b1) * g;
-        v = b2 * v + (1 - b2) * g * g;
+        m = b1 * m + one_minus_b1 * g;
+        v = b2 * v + one_minus_b2 * g * g;
         p -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);
         """,
         "numpyvae_adam")
