@@ -182,7 +182,7 @@ LOG_2 = 0.6931471805599453
 # Where the series takes over from the closed forms. 1/l - 1/sinh(l) subtracts two numbers near 1/l to
 # get one near l/6, losing digits as 1/l^2 does (relative error about 12 eps / l^2); the series' first
 # left-out term grows as l^16. At |l| = 0.4 the two errors meet: both branches agree with the exact
-# value to 1.1e-14 relative, 7e-16 absolute (measured against 50-digit mpmath, float64).
+# value to 1.6e-14 relative, 1.1e-15 absolute (measured against 50-digit mpmath, float64).
 SERIES_BELOW = 0.4
 
 

@@ -2,7 +2,8 @@
 
     encoder  x (B, D) -> h = relu(x @ enc.W + enc.b) (B, H) -> mu, logvar (B, Z) each
     sample   z = mu + eps * exp(logvar / 2), eps ~ N(0, I)          (B, Z)
-    decoder  z -> g = relu(z @ dec.W + dec.b) (B, H) -> logits (B, D) -> sigmoid = pixel means
+    decoder  z -> g = relu(z @ dec.W + dec.b) (B, H) -> logits (B, D) -> the likelihood's mean
+             (sigmoid(logits) for the Bernoulli and the Gaussian): pixel means in [0, 1]
 
 A conditional VAE (Sohn, Lee & Yan 2015; num_classes = C > 0) also reads each image's
 label y: the encoder sees [x, onehot(y)] (B, D + C) and the decoder [z, onehot(y)]
@@ -54,7 +55,8 @@ def check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes=0)
         raise ValueError(f"num_classes must be 0 (no labels) or a positive integer, not {num_classes!r}")
     count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim), int(num_classes)))
     if count > MAX_PARAMETERS:
-        raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE would have {count:,} parameters; "
+        classes = f" with {num_classes} classes" if num_classes else ""
+        raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE{classes} would have {count:,} parameters; "
                          f"numpyvae trains at most {MAX_PARAMETERS:,} (choose a smaller hidden_dim or latent_dim)")
 
 
@@ -246,9 +248,10 @@ class VAE:
             return None
         if y is None:
             raise ValueError(f"a conditional VAE (num_classes = {self.num_classes}) needs labels y")
-        if not (self.backend.is_device and not isinstance(y, np.ndarray)):
-            # labels on the host are checked; labels already on a device are trusted, since
-            # reading them there would make the step wait for the device
+        on_device = self.backend.is_device and isinstance(y, self.xp.ndarray)
+        if not on_device:
+            # labels from the host (arrays, lists) are checked; labels already on a device are
+            # trusted, since reading them there would make the step wait for the device
             y = np.asarray(y)
             in_range = y.size == 0 or (y.min() >= 0 and y.max() < self.num_classes)
             if y.shape != (batch,) or y.dtype.kind not in "iu" or not in_range:

@@ -34,7 +34,7 @@ def test_every_gradient_against_finite_differences(likelihood):
     assert not failed, failed
 
 
-def test_the_label_columns_of_the_weights_get_their_gradient():
+def test_the_label_rows_of_the_weights_get_their_gradient():
     """dL/dW for the one-hot rows of enc.W and dec.W: x^T dy restricted to those rows, nonzero only
     for the classes present in the batch."""
     model = VAE(6, 5, 3, num_classes=4, dtype=np.float64, seed=2)
@@ -172,6 +172,9 @@ def test_labels_are_checked():
             conditional.loss_and_grads(x, y=bad)
     with pytest.raises(ValueError, match="num_classes must be 0"):
         VAE(6, 5, 3, num_classes=-1)
+    device = VAE(6, 5, 3, num_classes=4, backend="fakegpu")       # host labels, even as a list, are checked
+    with pytest.raises(ValueError, match="labels y must be 2 integers in 0..3"):
+        device.loss_and_grads(device.backend.to_device(x), y=[0, 7])
 
 
 def test_decoding_depends_on_the_label():

@@ -86,6 +86,23 @@ def test_log_weights_are_log_joint_minus_log_posterior():
     np.testing.assert_allclose(evaluate.log_weights(model, x, mu, logvar, eps), expected, rtol=1e-12)
 
 
+def test_conditional_log_weights_give_each_sample_its_images_label():
+    """Row s * C + c of the decoded samples is image c's sample s: it must be decoded with label y[c]."""
+    model = VAE(12, 8, 3, num_classes=5, dtype=np.float64, seed=4)
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 1, (4, 12)), np.array([0, 3, 1, 4])
+    eps = rng.standard_normal((3, 4, 3))                                          # S = 3 samples of C = 4 images
+    mu, logvar = model.encode(x, y)
+    got = evaluate.log_weights(model, x, mu, logvar, eps, y)                      # (S, C)
+    for s in range(3):
+        for c in range(4):
+            z = mu[c] + eps[s, c] * np.exp(0.5 * logvar[c])
+            logits = model.decode_logits(z[None], y[c:c + 1])[0]
+            expected = (model.recon_term.log_prob(np, x[c], logits)
+                        + 0.5 * (eps[s, c] @ eps[s, c] + logvar[c].sum() - z @ z))
+            assert got[s, c] == pytest.approx(expected, rel=1e-12)
+
+
 def test_iwae_bound_tightens_towards_the_exact_log_likelihood(tiny_model):
     model, image = tiny_model
     copies = DeviceDataset(np.repeat(image, 2000, axis=0), model.backend, model.dtype)  # averages the noise

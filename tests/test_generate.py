@@ -44,7 +44,17 @@ def test_a_class_by_name_in_any_case_or_by_index(runs, capsys, tmp_path):
     np.testing.assert_array_equal(sneakers[0], sneakers[2])
     assert not np.array_equal(sneakers[0], np.load(paths[3]))                 # another class, other clothes
     status, _, err = run_main(capsys, "generate", runs["conditional"], "-n", 20, "--out", tmp_path / "all.png")
-    assert status == 0, err                                                    # no --class: classes in turn
+    assert status == 0, err
+
+
+def test_without_a_class_the_classes_take_turns(runs, capsys, tmp_path):
+    from numpyvae.rundir import load_run
+    _, model, _ = load_run(runs["conditional"])
+    np.testing.assert_array_equal(generate.labels_for(model, 12), np.arange(12) % 10)
+    status, _, err = run_main(capsys, "generate", runs["conditional"], "-n", 12, "--out", tmp_path / "turns.npy")
+    assert status == 0, err
+    expected = model.sample(12, rng=model.backend.rng(0), y=np.arange(12) % 10).reshape(12, 28, 28)
+    np.testing.assert_array_equal(np.load(tmp_path / "turns.npy"), expected)
 
 
 @pytest.mark.parametrize("args, fragments", [

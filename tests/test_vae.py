@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from numpyvae import VAE, layers
+from numpyvae.losses import LIKELIHOODS
 
 NAMES = ["enc.W", "enc.b", "mu.W", "mu.b", "logvar.W", "logvar.b", "dec.W", "dec.b", "out.W", "out.b"]
 
@@ -110,14 +111,18 @@ def test_backward_needs_the_cache_of_its_forward_and_layers_keep_nothing():
     np.testing.assert_array_equal(layers.relu_backward(np, dy, cache1), dy * (x1 > 0))
 
 
-def test_the_buffered_training_step_equals_the_allocating_one():
+@pytest.mark.parametrize("num_classes", [0, 4])
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_the_buffered_training_step_equals_the_allocating_one(likelihood, num_classes):
     """The workspace only decides where results are written, never what they are."""
-    model = VAE(784, 32, 3, seed=4)
+    model = VAE(784, 32, 3, likelihood, num_classes=num_classes, seed=4)
     x, eps = batch(6), np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
-    buffered = [float(v) for v in model.loss_and_grads(x, eps=eps)]
+    y = np.arange(6) % 4 if num_classes else None
+    buffered = [float(v) for v in model.loss_and_grads(x, eps=eps, y=y)]
     buffered_grads = model.flat_grads.copy()
     model.flat_grads[...] = np.nan
-    totals, caches = model._forward(model._input(x), model._input(eps), 1.0)    # no workspace: fresh arrays
+    y_hot = model._one_hot(y, 6)                                                  # no workspace: fresh arrays
+    totals, caches = model._forward(model._input(x), model._input(eps), 1.0, y_hot)
     model._backward(caches, 1.0)
     assert [float(v) for v in totals] == buffered
     np.testing.assert_array_equal(model.flat_grads, buffered_grads)
