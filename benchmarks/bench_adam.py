@@ -2,7 +2,7 @@
 
     python benchmarks/bench_adam.py [--rounds 31] [--block 0.05]
 
-Both optimizers update the same default VAE (784-400-20, float32, 648,240 parameters). Each round
+Both optimizers update the same default VAE (784-400-20, float32, 652,824 parameters). Each round
 times a block of steps of each variant, in alternating order, after WARM_UP seconds of untimed steps
 (a core that sat idle serves thread wake-ups slowly for a few tens of ms), and records how much CPU
 the rest of the machine used meanwhile (benchkit.quiet). The report gives medians over the quiet

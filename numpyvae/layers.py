@@ -1,4 +1,4 @@
-"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize.
+"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize, Concat.
 
 Every layer is two functions, in CS231n's style:
 
@@ -15,7 +15,10 @@ first step and reused after, so a training step allocates nothing; evaluation an
 pass none and get fresh arrays. Either way the arithmetic is the same.
 
 At the bottom, `Linear` and `ReLU` are the entries of the model's layer lists (vae.py): a
-name, the parameters the layer owns, and the forward/backward pair wired to them.
+name, the parameters the layer owns, and the forward/backward pair wired to them. The model
+calls the others directly: the reparameterization between encoder and decoder, the concatenation
+and one_hot for a conditional VAE's labels. sigmoid_forward/backward are here for the gradient
+checks and for readers: the model folds the output sigmoid into its likelihoods (losses.py).
 
 Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 """
@@ -29,8 +32,8 @@ import numpy as np
 class Workspace:
     """Named buffers allocated on first use and reused after: `ws.get(name, shape)`.
 
-    One per model. A buffer is keyed by its name and shape, so a smaller last batch gets
-    buffers of its own once and then reuses them too.
+    One per model. A buffer is keyed by its name, shape and dtype, so a smaller last batch
+    gets buffers of its own once and then reuses them too.
     """
 
     def __init__(self, xp, dtype):
@@ -197,8 +200,9 @@ def concat_backward(xp, dout, cache):
 
 
 def one_hot(xp, labels, classes, out=None):
-    """labels (B,) integers -> (B, C) rows of 0 and 1, a 1 in column labels[b].
+    """labels (B,) integers -> (B, C) bool rows, True in column labels[b] only.
 
+    Bools, not floats: concat_forward writes them into a float buffer as 0 and 1.
     classes: xp.arange(C), made once by the caller, so that no step allocates it anew.
     """
     return xp.equal(labels[:, None], classes[None, :], out=out)

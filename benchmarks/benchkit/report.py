@@ -91,7 +91,7 @@ def markdown(report):
         f"{m.get('blas_environment', '?')})" + (f", PyTorch {torch_version}" if torch_version else "") + ". "
         f"{cfg['repeats']} runs x {cfg['epochs']} epochs per backend, each run its own process, backends "
         f"interleaved; medians. 1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f} "
-        f"(other jobs shared the machine).",
+        f"(the benchmark's own {report['threads']} threads count in it; more means other work shared the machine).",
         "",
         "| backend | s/epoch (min-max) | ms/step | images/s | matmul GFLOP/s achieved | matmul GFLOP/s, same shapes alone "
         "| share | epoch / matmul floor | peak RSS | GPU pool | epoch time / PyTorch's |",
