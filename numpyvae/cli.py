@@ -274,7 +274,7 @@ def cmd_generate(args):
     from numpyvae import generate
     from numpyvae.rundir import load_run
 
-    config, model, saved = load_run(args.run_dir, backend=args.backend)
+    _, model, saved = load_run(args.run_dir, backend=args.backend)
     generate.check_request(model, args.n, args.out, wants_class=args.class_name is not None)
     class_index = None if args.class_name is None else generate.parse_class(args.class_name, model.num_classes)
     images, labels = generate.generate(model, args.n, seed=args.seed, class_index=class_index)

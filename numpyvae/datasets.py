@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+# The file tables live in datafiles.py; they are named here too, so `from numpyvae.datasets import ...`
+# keeps working for everything that read them from this module before.
 from numpyvae.datafiles import (ALL_FILES, CLASS_NAMES, DATA_DIR_ENV, DEBIAN_DIR, DEFAULT_DATA_DIR,  # noqa: F401
                                 FILES, IMAGE_SHAPE, SHA256, DataError, default_data_dir, find_file,
                                 how_to_get_data)

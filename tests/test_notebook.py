@@ -1,5 +1,4 @@
 """docs/tutorial.ipynb: it runs top to bottom in a fresh kernel, and the committed copy shows its outputs."""
-import copy
 import os
 from pathlib import Path
 
