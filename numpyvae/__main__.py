@@ -1,4 +1,10 @@
 """`python -m numpyvae ...` runs the `numpyvae` command."""
-from numpyvae.cli import main
+import sys
+
+try:
+    from numpyvae.cli import main
+except KeyboardInterrupt:          # Ctrl-C before the command's own handler is in place
+    print("numpyvae: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

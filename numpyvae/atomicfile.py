@@ -2,11 +2,27 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
 
 TOKEN_BYTES = 6       # the random part of a temporary file's name: 12 hex digits
+NAME_MAX = 255        # bytes in one file name on the usual file systems (ext4, XFS, APFS, NTFS)
+
+
+def _temp_stem(name):
+    """What a temporary file for `name` is called after its dot: `name` itself, or, where `.NAME.RANDOM.tmp`
+    would be too long a file name, a digest of it (so a valid 254-byte name can still be written)."""
+    if len(os.fsencode(f".{name}.{'0' * 2 * TOKEN_BYTES}.tmp")) <= NAME_MAX:
+        return name
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+
+
+def _naming(error, temp_path, path):
+    """`error` with the hidden temporary file's name replaced by the target's in its message."""
+    error.args = tuple(arg.replace(temp_path, path) if isinstance(arg, str) else arg for arg in error.args)
+    return error
 
 
 @contextlib.contextmanager
@@ -21,7 +37,7 @@ def atomic_write(path, check=None):
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(TOKEN_BYTES)}.tmp")
+    temp_path = os.path.join(directory, f".{_temp_stem(name)}.{secrets.token_hex(TOKEN_BYTES)}.tmp")
     try:
         try:
             file = open(temp_path, "xb")  # "x": never clobber another writer's temporary file
@@ -30,10 +46,15 @@ def atomic_write(path, check=None):
                 file.flush()
                 os.fsync(file.fileno())  # a rename can reach the disk before the data does; not this one
             if check is not None:
-                check(temp_path)
+                try:
+                    check(temp_path)
+                except Exception as error:     # its message names the file the caller asked for
+                    raise _naming(error, temp_path, path)
             os.replace(temp_path, path)
         except OSError as error:
             # name the file the caller asked for, not the hidden temporary one
+            if error.errno is None:            # e.g. NumPy's "78400 requested and 468 written"
+                raise OSError(f"cannot write {path} ({str(error).replace(temp_path, path)})") from None
             raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,7 +64,7 @@ def atomic_write(path, check=None):
 
 def temp_name_pattern(name):
     """The names atomic_write gives its temporary files for `name`, as a compiled regex."""
-    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
+    return re.compile(rf"\.{re.escape(_temp_stem(name))}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
 
 
 def remove_stale_temp_files(directory, names):

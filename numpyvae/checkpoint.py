@@ -180,8 +180,9 @@ def _checked(path, data):
         if data["config"].dtype.kind != "U" or data["config"].shape != ():
             raise ValueError("not a single string")
         config = json.loads(str(data["config"]))
-    except ValueError as error:
-        raise CheckpointError(f"{path} is corrupt: its config is not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:    # also an integer of 4,300+ digits, or deep nesting
+        raise CheckpointError(f"{path} is corrupt: its config is not valid JSON "
+                              f"({str(error)[:200] or type(error).__name__})") from None
     for key in SCALARS:
         kind = "i" if key in INTEGERS else "fi"
         if data[key].shape != () or data[key].dtype.kind not in kind:

@@ -10,17 +10,22 @@
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
 2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after
-SIGTERM (128 + the signal's number, as shells report a process the signal ended).
+SIGTERM (128 + the signal's number, as shells report a process the signal ended), from the
+moment the command starts: SIGTERM runs the same clean-up as Ctrl-C (signals.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
+
+from numpyvae.messages import one_line, shell_quote, shown
+from numpyvae.signals import signal_of, signals_raise, stopped_by
 
 RUN_DIR = "runs/default"
 MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
@@ -73,6 +78,13 @@ def directory(text):
     """A directory name; "" would silently mean the working directory."""
     if not text.strip():
         raise argparse.ArgumentTypeError(f"must name a directory, got {text!r}")
+    return text
+
+
+def png_file(text):
+    """An output name ending in .png: show-data writes nothing else (a typo must not replace a checkpoint)."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"must name a .png file, got {text!r}")
     return text
 
 
@@ -183,7 +195,9 @@ def build_parser():
     show.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data, then the system's")
     show.add_argument("--split", choices=("train", "test"), default="train")
     show.add_argument("-n", type=show_count, default=40, help=f"how many images, 1 to {MAX_SHOW} (default 40)")
-    show.add_argument("--out", default="fashion-mnist.png", help="PNG to write (default fashion-mnist.png)")
+    show.add_argument("--out", type=png_file, default="fashion-mnist.png",
+                      help="PNG to write (default fashion-mnist.png); an existing file is replaced only if "
+                           "numpyvae drew it")
     show.set_defaults(run=cmd_show_data)
     return parser
 
@@ -209,13 +223,17 @@ def cmd_train(args):
         print(done)
         return 0
     if args.figures:
+        draw_them = f"Draw them with: numpyvae figures {shell_quote(run_dir)}"
         try:
             paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
                                    run_dir / FIGURES_DIR)
-        except KeyboardInterrupt:      # the run itself is saved and finished: only pictures are missing
-            raise Interrupted(f"interrupted while drawing the figures; the run is complete. "
-                              f"Draw them with: numpyvae figures {run_dir}") from None
-        print(f"figures: {len(paths)} PNG files in {run_dir / FIGURES_DIR}")
+        except KeyboardInterrupt as stop:      # the run itself is saved and finished: only pictures are missing
+            raise Interrupted(f"{stopped_by(signal_of(stop))} while drawing the figures; the run is complete. "
+                              f"{draw_them}", signal_of(stop)) from None
+        except OSError as error:       # a full disk, a file in the way: training finished and was saved
+            warnings.warn(f"figures not drawn ({one_line(error)}); the run is complete. {draw_them}")
+            return 0
+        print(f"figures: {len(paths)} PNG files in {shown(run_dir / FIGURES_DIR)}")
     return 0
 
 
@@ -225,24 +243,33 @@ def _test_set(config, data_dir):
 
 
 def cmd_evaluate(args):
+    import numpy as np
+
     from numpyvae import evaluate
-    from numpyvae.rundir import load_run
+    from numpyvae.rundir import RunError, check_input_fits, load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
+    check_input_fits(config, images.shape[1:])
     data = evaluate.test_dataset(images, model.backend, model.dtype, config.binarize,
                                  labels=labels if model.conditional else None)
     started = time.perf_counter()
-    results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples, seed=args.seed)
+    with np.errstate(all="ignore"):   # an overflow is reported below, once, not as NumPy's warnings
+        results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,
+                                    seed=args.seed)
+    broken = [name for name, value in results.items() if isinstance(value, float) and not math.isfinite(value)]
+    if broken:        # never printed as NaN (which is not JSON), never with exit 0
+        raise RunError(f"{shown(args.run_dir)}'s parameters give a {' and '.join(broken)} of NaN or Inf "
+                       "on the test set; the run cannot be evaluated")
     is_bound = model.recon_term.is_density(binary=config.binarize)
-    results = {"run_dir": str(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
+    results = {"run_dir": shown(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
                "binarize": config.binarize, "conditional": model.conditional, **results, "is_bound": is_bound,
                "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(results, allow_nan=False))
         return 0
     where = f"after epoch {saved.epoch}" + (f", step {saved.step_in_epoch}" if saved.step_in_epoch else "")
-    print(f"{args.run_dir} {where}, {results['test_images']} test images, nats per image:")
+    print(f"{shown(args.run_dir)} {where}, {results['test_images']} test images, nats per image:")
     print(f"  negative ELBO      {results['test_loss']:8.2f} = recon {results['test_recon']:.2f} + "
           f"KL {results['test_kl']:.2f}   (mean over {args.samples} posterior samples per image)")
     # a bound on -log p(x) only where the likelihood is a density over these pixels (losses.py);
@@ -260,28 +287,31 @@ def cmd_evaluate(args):
 
 def cmd_figures(args):
     from numpyvae import plots
-    from numpyvae.rundir import FIGURES_DIR, load_run, read_metrics
+    from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics
 
     config, model, _ = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
+    check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
     for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out):
-        print(path)
+        print(shown(path))
     return 0
 
 
 def cmd_generate(args):
     from numpyvae import generate
-    from numpyvae.rundir import load_run
+    from numpyvae.datafiles import IMAGE_SHAPE
+    from numpyvae.rundir import check_input_fits, load_run
 
-    _, model, saved = load_run(args.run_dir, backend=args.backend)
+    config, model, saved = load_run(args.run_dir, backend=args.backend)
+    check_input_fits(config, IMAGE_SHAPE)
     generate.check_request(model, args.n, args.out, wants_class=args.class_name is not None)
     class_index = None if args.class_name is None else generate.parse_class(args.class_name, model.num_classes)
     images, labels = generate.generate(model, args.n, seed=args.seed, class_index=class_index)
     what = (f"{generate.CLASS_NAMES[class_index]}" if class_index is not None
             else "every class in turn" if model.conditional else "the prior")
-    title = f"{args.n} new images from {args.run_dir} (epoch {saved.epoch}), {what}, seed {args.seed}"
-    print(generate.save(images, labels, args.out, title))
+    title = f"{args.n} new images from {shown(args.run_dir)} (epoch {saved.epoch}), {what}, seed {args.seed}"
+    print(shown(generate.save(images, labels, args.out, title)))
     return 0
 
 
@@ -303,7 +333,7 @@ def cmd_download(args):
 
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     for path in download_fashion_mnist(data_dir):
-        print(path)
+        print(shown(path))
     return 0
 
 
@@ -313,7 +343,7 @@ def cmd_show_data(args):
 
     images, labels = datasets.load_fashion_mnist(args.split, args.data_dir, download=False)
     save_data_grid(images, labels, args.out, n=args.n)
-    print(args.out)
+    print(shown(args.out))
     return 0
 
 
@@ -331,36 +361,50 @@ def _known_errors():
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"numpyvae: warning: {message}", file=sys.stderr if file is None else file)
+    print(f"numpyvae: warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def main(argv=None):
     """Run the command in argv (default sys.argv[1:]); return the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit:                 # --help, or a bad command line (already reported)
-        return exit.code
+    name = "numpyvae"
+    if hasattr(sys.stdout, "reconfigure"):      # a path that is not UTF-8 prints escaped, not as a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")
+    with signals_raise() as received:
+        try:        # Ctrl-C or SIGTERM may come at any moment, while NumPy imports or arguments parse too
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exit:                 # --help, or a bad command line (already reported)
+                return exit.code
+            name = f"numpyvae {args.command}"
+            return _run(name, args)
+        except KeyboardInterrupt as stop:
+            signum = signal_of(stop)
+        except ImportError:        # a signal while a C extension (NumPy's) was loading surfaces as this
+            if not received:
+                raise
+            signum = received[-1]
+    print(f"{name}: {stopped_by(signum)}", file=sys.stderr)
+    return 128 + signum
+
+
+def _run(name, args):
     from numpyvae.rundir import Interrupted     # not train: only `train` needs tqdm and the loop
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
             return args.run(args)
         except Interrupted as stop:
-            print(f"numpyvae {args.command}: {stop}", file=sys.stderr)
+            print(f"{name}: {one_line(stop)}", file=sys.stderr)
             return 128 + stop.signum
-        except KeyboardInterrupt:
-            print(f"numpyvae {args.command}: interrupted", file=sys.stderr)
-            return 130
         except _known_errors() as error:
-            print(f"numpyvae {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"{name}: error: {_one_line(error)}", file=sys.stderr)
             return 1
         except MemoryError:     # the last resort: settings are checked first, but memory is shared
-            print(f"numpyvae {args.command}: error: out of memory (try a smaller model, --batch-size "
-                  f"or number of samples)", file=sys.stderr)
+            print(f"{name}: error: out of memory (try a smaller model, --batch-size or number of samples; "
+                  f"a run that has taken no step yet may resume with a smaller --batch-size)", file=sys.stderr)
             return 1
 
 
 def _one_line(error):
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())
+    return one_line(str(error) or type(error).__name__)

@@ -28,7 +28,7 @@ def parse_class(text, num_classes):
     """A class index from a name (any case: "sneaker", "Ankle boot") or an index ("7"); GenerateError if neither."""
     names = [name.lower() for name in CLASS_NAMES[:num_classes]]
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 3:     # not "²" or "①", which isdigit() also accepts
         index = int(text)
         if index < num_classes:
             return index
@@ -73,6 +73,7 @@ def save(images, labels, out, title):
     """Write images to `out` atomically: .npy as an (N, side, side) float32 array, .png as a grid."""
     out = Path(out)
     if out.suffix.lower() == ".npy":
+        out.parent.mkdir(parents=True, exist_ok=True)      # as for a .png (plots.py)
         with atomic_write(out) as file:
             np.save(file, images)
         return out

@@ -35,17 +35,32 @@ import numpy as np
 from numpyvae.parallel import SERIAL
 
 CHUNK_BYTES = 256 * 1024   # per array; the 5 arrays of a chunk (p, g, m, v, work) fit a 2 MB L2 cache
+BETAS, EPS = (0.9, 0.999), 1e-8     # the defaults (torch.optim.Adam's); numpyvae trains with them
+
+
+def check_hyperparameters(lr, betas, eps):
+    """Raise TypeError or ValueError unless Adam can work with these: lr and eps finite and positive,
+    two betas in [0, 1). (eps = 0 divides 0 by 0 where a gradient stays 0; NaN or Inf reach every parameter.)"""
+    numbers = [lr, eps] + list(betas) if isinstance(betas, (tuple, list)) else None
+    if numbers is None or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of numbers (beta1, beta2), not {betas!r}")
+    for value in numbers:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Adam's lr, betas and eps must be real numbers, not {value!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a finite positive number, not {lr!r}")
+    if not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be in [0, 1), not {betas!r}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite positive number, not {eps!r}")
 
 
 class Adam:
     """Adam for a model with `flat_params`, `flat_grads` and `backend` (a numpyvae VAE)."""
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, pool=None):
+    def __init__(self, model, lr=1e-3, betas=BETAS, eps=EPS, pool=None):
         """pool: a parallel.ChunkPool to share the NumPy update between threads (default: none; see above)."""
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, not {lr!r}")
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be in [0, 1), not {betas!r}")
+        check_hyperparameters(lr, betas, eps)
         self.model = model
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         xp, n, dtype = model.xp, model.num_params, model.dtype
@@ -119,6 +134,7 @@ class Adam:
         for key in ("m", "v"):
             if np.shape(state[key]) != (n,):
                 raise ValueError(f"Adam state {key!r} has shape {np.shape(state[key])}, expected ({n},)")
+        check_hyperparameters(float(state["lr"]), (float(state["beta1"]), float(state["beta2"])), float(state["eps"]))
         self.t = int(state["t"])
         self.lr, self.eps = float(state["lr"]), float(state["eps"])
         self.betas = (float(state["beta1"]), float(state["beta2"]))

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpyvae.atomicfile import atomic_write
 from numpyvae.datasets import CLASS_NAMES
 from numpyvae.losses import gaussian_kl_per_latent
+from numpyvae.pngfile import save_figure
 
 DPI = 100
 SEED = 0                 # the prior draws in samples.png
@@ -74,9 +74,7 @@ def _figure(name, latent_dim):
 def _save(figure, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png", dpi=DPI)
-    return path
+    return save_figure(figure, path, DPI)      # marked as numpyvae's; never over a file it did not draw
 
 
 def _pixels(images):

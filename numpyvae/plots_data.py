@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from numpyvae.atomicfile import atomic_write
 from numpyvae.datasets import CLASS_NAMES
+from numpyvae.pngfile import check_replaceable, save_figure
 
 
 def save_data_grid(images, labels, path, n=40, columns=10, class_names=CLASS_NAMES):
@@ -21,6 +21,7 @@ def save_data_grid(images, labels, path, n=40, columns=10, class_names=CLASS_NAM
     # (the Agg renderer) and leaves the caller's own matplotlib backend alone.
     from matplotlib.figure import Figure
 
+    check_replaceable(path)              # before drawing: a file numpyvae did not draw is never replaced
     images = np.asarray(images)[:n]
     labels = np.asarray(labels)[:n]
     side = math.isqrt(images[0].size)
@@ -33,5 +34,4 @@ def save_data_grid(images, labels, path, n=40, columns=10, class_names=CLASS_NAM
         if i < len(images):
             ax.imshow(images[i].reshape(side, side), cmap="gray_r", vmin=0, vmax=255)
             ax.set_title(class_names[int(labels[i])], fontsize=8)
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png", dpi=100)
+    save_figure(figure, path, dpi=100)

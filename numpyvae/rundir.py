@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from numpyvae import checkpoint
-from numpyvae.atomicfile import atomic_write
+from numpyvae.atomicfile import atomic_write, temp_name_pattern
 from numpyvae.backend import BACKEND_NAMES
+from numpyvae.optim import BETAS, EPS
 from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
@@ -153,9 +154,9 @@ def read_config(run_dir):
     if not path.is_file():
         raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
     try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{path} is not valid JSON ({error})") from None
+        values = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as error:   # bad JSON, bad UTF-8, an integer of 4,300+ digits, deep nesting
+        raise RunError(f"{path} is not valid JSON ({str(error)[:200] or type(error).__name__})") from None
     return TrainConfig.from_dict(values, source=str(path))
 
 
@@ -196,11 +197,12 @@ def write_metrics(run_dir, rows):
         file.write(text.getvalue().encode())
 
 
-def check_same_run(saved, other, what):
-    """Raise ConfigError if `other` differs from `saved` in a setting that defines the run."""
+def check_same_run(saved, other, what, may_differ=()):
+    """Raise ConfigError if `other` differs from `saved` in a setting that defines the run
+    (other than those in may_differ)."""
     for field in fields(TrainConfig):
         name = field.name
-        if name not in RESUMABLE_CHANGES and getattr(saved, name) != getattr(other, name):
+        if name not in RESUMABLE_CHANGES + tuple(may_differ) and getattr(saved, name) != getattr(other, name):
             raise ConfigError(f"{what}: {name} is {getattr(other, name)!r}, but the run was made with "
                               f"{name} {getattr(saved, name)!r}")
 
@@ -221,10 +223,100 @@ def open_run(run_dir):
     path = Path(run_dir) / checkpoint.FILENAME
     saved = checkpoint.load(path)
     try:
-        check_same_run(config, TrainConfig.from_dict(saved.config, source=str(path)), str(path))
+        saved_config = TrainConfig.from_dict(saved.config, source=str(path))
+        # before its first step a run may resume with another batch size (see train._resumable)
+        check_same_run(config, saved_config, str(path), may_differ=() if saved.adam["t"] else ("batch_size",))
     except ConfigError as error:
         raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+    check_written_by(config, saved_config, saved, path)
     return config, saved
+
+
+def check_written_by(config, saved_config, saved, path):
+    """Refuse (CheckpointError) a checkpoint holding values that a run with `config` never writes.
+
+    saved_config: the checkpoint's own copy of the config. Its CRCs may all be valid and still a
+    value be impossible: an Adam setting that is not the run's would silently train another run.
+    """
+    def need(ok, message):
+        if not ok:
+            raise checkpoint.CheckpointError(f"{path} cannot be resumed: {message}")
+    adam = saved.adam
+    for name, value in (("lr", config.lr), ("beta1", BETAS[0]), ("beta2", BETAS[1]), ("eps", EPS)):
+        need(adam[name] == value, f"Adam's {name} is {adam[name]!r}, but the run trains with {value!r}")
+    need(saved.seed == config.seed, f"its seed is {saved.seed}, but the run's is {config.seed}")
+    need(saved.params.dtype == np.dtype(config.dtype), f"its parameters are {saved.params.dtype}, "
+                                                       f"but the run trains in {config.dtype}")
+    for name in ("m", "v"):
+        need(adam[name].dtype == saved.params.dtype, f"Adam's {name} is {adam[name].dtype}, "
+                                                     f"its parameters {saved.params.dtype}")
+    started = saved.epoch + (1 if saved.step_in_epoch else 0)      # the epochs it had begun
+    need(started <= saved_config.epochs, f"it has begun {started} epochs of a run of {saved_config.epochs}")
+    recon, kl, images = (float(value) for value in saved.running)
+    need(saved.epoch_seconds >= 0, f"the unfinished epoch took {saved.epoch_seconds} seconds")
+    need(kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
+    need(images == int(images) and images >= 0, f"the unfinished epoch counts {images} images")
+    if saved.step_in_epoch == 0:
+        need(recon == kl == images == 0 and saved.epoch_seconds == 0,
+             "it is at an epoch boundary but holds sums or seconds of an unfinished epoch")
+
+
+def check_position(saved, steps, batch_size, num_images, path):
+    """Refuse (CheckpointError) a checkpoint whose place in the run does not fit the data:
+    `steps` optimizer steps of `batch_size` per epoch over `num_images` training images."""
+    def need(ok, message):
+        if not ok:
+            raise checkpoint.CheckpointError(f"{path} is corrupt: {message}")
+    need(saved.step_in_epoch <= steps, f"it is at step {saved.step_in_epoch} of an epoch of {steps} steps")
+    taken = saved.epoch * steps + saved.step_in_epoch
+    need(saved.adam["t"] == taken, f"Adam has taken {saved.adam['t']} steps, but {saved.epoch} epochs of "
+                                   f"{steps} per epoch and {saved.step_in_epoch} more make {taken}")
+    images = min(saved.step_in_epoch * batch_size, num_images)   # only the last batch of an epoch is smaller
+    need(saved.running[2] == images, f"the unfinished epoch counts {saved.running[2]:g} images, but its "
+                                     f"{saved.step_in_epoch} steps of {batch_size} saw {images}")
+
+
+def check_input_fits(config, image_shape):
+    """Refuse (RunError) a run whose model does not take images of `image_shape` (evaluate, figures, generate)."""
+    pixels = math.prod(image_shape)
+    if config.input_dim != pixels:
+        raise RunError(f"the run's model takes {config.input_dim} pixels per image, but the images are "
+                       f"{' x '.join(map(str, image_shape))} = {pixels} pixels; numpyvae can evaluate, draw and "
+                       f"generate only with a model made for them")
+
+
+# What a new run writes before its first checkpoint. A directory holding nothing else is a run that
+# stopped before it had anything to resume (a crash, kill -9, a failed start), and a new run may
+# start there; any other file in it is someone's, and the new run is refused.
+NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
+
+
+def check_new_run_dir(run_dir):
+    """Refuse (RunError) to start a new run in run_dir unless it is missing, empty, or a numpyvae
+    run that stopped before its first checkpoint; touch nothing."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} exists and is not a directory; choose another --run-dir")
+    if (run_dir / checkpoint.FILENAME).exists():
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
+    refuse = f"a new run starts only in a missing or empty directory, or one a numpyvae run left before its " \
+             f"first checkpoint; choose another --run-dir"
+    temporary = [temp_name_pattern(name) for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME)]
+    for entry in sorted(run_dir.iterdir()):
+        name = entry.name
+        ours = name in NEW_RUN_FILES or any(pattern.fullmatch(name) for pattern in temporary)
+        if not ours or not entry.is_file() or entry.is_symlink():
+            raise RunError(f"{run_dir} holds {name!r}, which no numpyvae run left there: {refuse}")
+    if (run_dir / CONFIG_FILE).exists():
+        try:
+            read_config(run_dir)
+        except RunError as error:
+            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): {refuse}") from None
+    metrics = run_dir / METRICS_FILE
+    if metrics.exists() and metrics.read_bytes() != (",".join(METRICS_COLUMNS) + "\n").encode():
+        raise RunError(f"{run_dir} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")
 
 
 def load_run(run_dir, backend=None):

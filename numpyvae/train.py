@@ -12,9 +12,11 @@ training, up to the step it stopped at, so a resumed run is bit for bit the one 
 never stopped (on the NumPy backend; a GPU's sums may be ordered differently run to run).
 
 Ctrl-C (SIGINT) or SIGTERM (`kill`, a batch system's preemption) sets a flag; the step in
-flight finishes, the state is saved mid-epoch, and train() raises Interrupted. A second
-signal acts at once and saves nothing (the last checkpoint stays). A NaN or Inf loss raises
-Diverged at the end of the epoch, before anything of that epoch is saved.
+flight finishes, the state is saved mid-epoch, and train() raises Interrupted (also when the
+signal came during the last epoch's test pass or save: the run is then complete, but the
+signal is not swallowed). A second signal acts at once and saves nothing (the last checkpoint
+stays). A NaN or Inf loss raises Diverged at the end of the epoch, before anything of that
+epoch is saved.
 
 Shapes: N = training images, B = batch, D = pixels, Z = latent.
 """
@@ -36,20 +38,22 @@ from numpyvae import checkpoint, datasets, evaluate
 from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
+from numpyvae.messages import shell_quote, shown
 from numpyvae.optim import Adam
-from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError,  # noqa: F401
-                             Diverged, Interrupted, NothingToDo, RunError,
-                             TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
-                             write_config, write_metrics)
+from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
+                             ConfigError, Diverged, Interrupted, NothingToDo, RunError,
+                             TrainConfig, build_model, check_new_run_dir, check_position, check_same_run,
+                             exclusive, open_run, read_metrics, write_config, write_metrics)
+from numpyvae.signals import signal_of, stopped_by
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
 EPS_STREAM, BINARIZE_STREAM = 1, 2
 PROGRESS_EVERY = 50     # steps between running-loss reads for the progress bar (each read is a sync)
 PLAIN_PROGRESS_SECONDS = 30   # without a terminal (batch jobs, log files): one plain line this often
-# What a new run writes into a directory it made, before its first checkpoint (the lock last:
-# it is removed while still held, so no other process can have begun writing in between).
-NEW_RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE)
+# NEW_RUN_FILES (rundir.py): what a new run writes before its first checkpoint, removed again if it
+# fails before then (the lock last: it is removed while still held, so no other process can have
+# begun writing in between).
 
 
 class TrainResult(NamedTuple):
@@ -72,11 +76,6 @@ def kl_weight(config, epoch, step, steps):
 # -- Ctrl-C and SIGTERM -----------------------------------------------------------------------
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)     # Ctrl-C; `kill` and batch systems' preemption
-
-
-def stopped_by(signum):
-    """How a message names the signal that stopped training."""
-    return "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
 
 
 class StopRequest:
@@ -170,12 +169,16 @@ class Trainer:
             for epoch in range(start_epoch, self.config.epochs + 1):
                 self._epoch(epoch, start_step, running, seconds, stop)
                 start_step, running, seconds = 0, None, 0.0
-                if stop.requested and epoch < self.config.epochs:   # after the last epoch the run is simply done
+                if stop.requested and epoch < self.config.epochs:
                     raise Interrupted(f"{stopped_by(stop.signum)} after epoch {epoch}; saved to "
                                       f"{self.checkpoint_path}. {self._how_to_resume()}", stop.signum)
+            if stop.requested:     # during the last epoch's test pass or save: done, but the signal still counts
+                raise Interrupted(f"{stopped_by(stop.signum)} after the last epoch ({self.config.epochs}); the run "
+                                  f"is complete and saved to {self.checkpoint_path}, its figures not drawn. Draw "
+                                  f"them with: numpyvae figures {shell_quote(self.run_dir)}", stop.signum)
 
     def _how_to_resume(self):
-        return f"Continue with: numpyvae train --run-dir {self.run_dir} --resume"
+        return f"Continue with: numpyvae train --run-dir {shell_quote(self.run_dir)} --resume"
 
     def _epoch(self, epoch, start_step, running, seconds, stop):
         """One pass over the training set (from start_step on), then the test pass, metrics and checkpoint."""
@@ -223,9 +226,9 @@ class Trainer:
                 if stop.requested:
                     raise KeyboardInterrupt
             self.backend.synchronize()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             bar.close()
-            signum = stop.signum or signal.SIGINT          # no flag set: Ctrl-C's own KeyboardInterrupt
+            signum = stop.signum or signal_of(interrupt)   # no flag set: the signal's own KeyboardInterrupt
             if not step_finished:
                 raise Interrupted(f"{stopped_by(signum)} in the middle of a step of epoch {epoch}; nothing saved, "
                                   f"{self._kept()}", signum) from None
@@ -302,13 +305,17 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise RunError(f"no run directory {run_dir}")
+    if not resume:
+        check_new_run_dir(run_dir)   # before anything is made or locked: a folder that is not ours stays untouched
     made = _make_dirs(run_dir)       # the directories this call created, innermost first
     try:
         with exclusive(run_dir):     # checking for a run and then writing one must not interleave with another process
+            if not resume:
+                check_new_run_dir(run_dir)     # again, now that no other numpyvae can be writing here
             try:
                 return _train_locked(config, run_dir, resume, download, log, on_step, progress)
             except BaseException:
-                if made and not (run_dir / checkpoint.FILENAME).exists():
+                if not resume and not (run_dir / checkpoint.FILENAME).exists():
                     _remove_files(run_dir, NEW_RUN_FILES)     # written by this call, under its lock
                 raise
     except BaseException:
@@ -366,8 +373,6 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
     if resume:
         saved, config = _resumable(run_dir, config)
-    elif (run_dir / checkpoint.FILENAME).exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
 
     backend = get_backend(config.backend)
     train_images, train_labels = datasets.load_fashion_mnist("train", config.data_dir, download)
@@ -390,17 +395,13 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
                       train_labels=train_labels, test_labels=test_labels,
                       log=log, on_step=on_step, progress=progress)
     about = describe(config, model.backend.name, len(train_images), trainer.steps)
-    if resume and saved.adam["t"] != saved.epoch * trainer.steps + start_step:
-        raise checkpoint.CheckpointError(
-            f"{run_dir / checkpoint.FILENAME} is corrupt: Adam has taken {saved.adam['t']} steps, but "
-            f"{saved.epoch} epochs of {trainer.steps} per epoch and {start_step} more make "
-            f"{saved.epoch * trainer.steps + start_step}")
     if resume:
+        check_position(saved, trainer.steps, config.batch_size, len(train_images), run_dir / checkpoint.FILENAME)
         where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
-        log(f"resuming {run_dir} {where}: {about}")
+        log(f"resuming {shown(run_dir)} {where}: {about}")
         trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
     else:
-        log(f"training in {run_dir}: {about}")
+        log(f"training in {shown(run_dir)}: {about}")
         write_metrics(run_dir, [])
         trainer.save(0)        # a checkpoint from the start, so there is always a last good one
         trainer.run(start_epoch)
@@ -412,9 +413,12 @@ def _resumable(run_dir, wanted):
     if not (run_dir / checkpoint.FILENAME).exists():
         raise RunError(f"cannot resume: {run_dir} has no {checkpoint.FILENAME} (start it without --resume)")
     run_config, saved = open_run(run_dir)
+    # a run that has taken no step yet (it ran out of memory on its first batch, say) may take
+    # another batch size: nothing done so far depends on it
+    changes = RESUMABLE_CHANGES + (() if saved.adam["t"] else ("batch_size",))
     check_same_run(run_config, replace(wanted, input_dim=run_config.input_dim),
-                   "cannot resume with different settings (start a new --run-dir to change them)")
-    config = replace(run_config, **{name: getattr(wanted, name) for name in RESUMABLE_CHANGES})
+                   "cannot resume with different settings (start a new --run-dir to change them)", may_differ=changes)
+    config = replace(run_config, **{name: getattr(wanted, name) for name in changes})
     if config.epochs <= saved.epoch:
         raise NothingToDo(f"{run_dir} has already trained {saved.epoch} epochs (--epochs {config.epochs}); "
                           f"nothing to do")

@@ -130,6 +130,7 @@ class VAE:
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
         self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
+        self._pixels_seen = False                    # x's values are scanned on the first batch (see _pixels)
 
     @property
     def config(self):
@@ -152,7 +153,7 @@ class VAE:
         after the first step of a batch size, a step allocates nothing.
         """
         ws = self.workspace
-        x = self._input(x)
+        x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0], ws)
         eps = self._noise(x.shape[0], eps, rng, ws)
         totals, caches = self._forward(x, eps, beta, y_hot, ws)
@@ -161,7 +162,7 @@ class VAE:
 
     def loss(self, x, eps=None, beta=1.0, rng=None, y=None):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
-        x = self._input(x)
+        x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0])
         totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
         return totals
@@ -233,6 +234,30 @@ class VAE:
         return self.decode(self._noise(n, None, rng), y)
 
     # -- helpers ------------------------------------------------------------------
+    def _pixels(self, x, beta):
+        """x (B, D) as the loss takes it; TypeError or ValueError for what cannot be pixels or a KL weight.
+
+        The dtype and beta are checked every call, at no cost. The values (finite, in [0, 1]) take a
+        pass over x and, on a GPU, a wait for it, so the training step does not scan them every
+        time: they are checked on the model's first batch and whenever x arrives in another dtype or
+        from the host (it is converted then anyway), which catches unscaled 0-255 pixels.
+        """
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        if dtype.kind not in "buif":
+            raise TypeError(f"x must hold real numbers, pixels in [0, 1], not {dtype}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r}")
+        scan = not self._pixels_seen or not (isinstance(x, self.xp.ndarray) and x.dtype == self.dtype)
+        x = self._input(x)
+        if scan and x.size:
+            low, high = self.backend.to_host(self.xp.stack([x.min(), x.max()]))
+            if not (0 <= low and high <= 1):       # NaN fails both comparisons
+                raise ValueError(f"x must be pixels in [0, 1] (divide 0-255 images by 255), but it holds values "
+                                 f"from {low} to {high}")
+            self._pixels_seen = True
+        return x
+
     def _input(self, x):
         # no copy when x is already a backend array of our dtype
         x = self.backend.to_device(x, dtype=self.dtype)
