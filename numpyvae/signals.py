@@ -11,8 +11,13 @@ Only the standard library here: `numpyvae` installs this before its heavy import
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
+
+
+RESEND_SECONDS = 0.01    # a signal swallowed where exceptions cannot propagate is sent again this much later
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,13 +50,26 @@ def signals_raise():
         received.append(signum)
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
+    def unraisable(hook):
+        # raised where no exception can propagate (a weakref callback inside an import, say), Python
+        # would print it and go on as if no signal had come: send the signal again, a moment later, so
+        # that it lands after this hook, in ordinary code (should it land in such a place again, so does this)
+        if isinstance(hook.exc_value, KeyboardInterrupt) and received:
+            resend = threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), received.pop()))
+            resend.daemon = True
+            resend.start()
+        else:
+            previous_hook(hook)
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
             if signal.getsignal(signum) == default:
                 previous[signum] = signal.signal(signum, raise_for)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield received
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -82,7 +82,8 @@ class StopRequest:
     """While active, the first Ctrl-C or SIGTERM only sets `signum`; the loop stops at the next step boundary.
 
     The handler then puts the previous ones back, so a second signal acts at once (Ctrl-C raises
-    KeyboardInterrupt, SIGTERM ends the process). Signals can only be caught in the main thread;
+    KeyboardInterrupt; SIGTERM ends the process, or under the `numpyvae` command raises
+    signals.Terminated, a KeyboardInterrupt too). Signals can only be caught in the main thread;
     elsewhere this does nothing.
     """
 

@@ -316,6 +316,34 @@ def test_ctrl_c_while_the_command_starts_is_never_a_traceback(tmp_path):
             assert_one_line_error(err, "interrupted" if process.returncode == 130 else "error")
 
 
+SWALLOWED = """\
+import os, signal, sys, time, weakref
+from numpyvae.signals import signals_raise
+class Thing:
+    pass
+try:
+    with signals_raise():
+        thing = Thing()
+        def callback(ref):              # an exception raised in here cannot propagate: Python prints it
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))
+        ref = weakref.ref(thing, callback)
+        del thing
+        time.sleep(5)
+    print("the signal was lost")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_that_lands_where_no_exception_can_propagate_is_not_lost(tmp_path):
+    """Python prints a KeyboardInterrupt raised in a weakref callback (importlib has them) and goes on:
+    signals_raise sends the signal again, so the command still stops."""
+    result = subprocess.run([sys.executable, "-c", SWALLOWED], cwd=tmp_path, env=environment(),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.stdout, result.stderr) == ("interrupted\n", "")
+
+
 # A bootstrap as test_cli's, with `when` deciding where the process sends itself SIGTERM.
 SELF_TERMINATE = """\
 import functools, json, os, signal, sys, time
