@@ -301,8 +301,8 @@ def check_new_run_dir(run_dir):
         raise RunError(f"{run_dir} exists and is not a directory; choose another --run-dir")
     if (run_dir / checkpoint.FILENAME).exists():
         raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
-    refuse = f"a new run starts only in a missing or empty directory, or one a numpyvae run left before its " \
-             f"first checkpoint; choose another --run-dir"
+    refuse = ("a new run starts only in a missing or empty directory, or one a numpyvae run left before its "
+              "first checkpoint; choose another --run-dir")
     temporary = [temp_name_pattern(name) for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME)]
     for entry in sorted(run_dir.iterdir()):
         name = entry.name
@@ -313,7 +313,8 @@ def check_new_run_dir(run_dir):
         try:
             read_config(run_dir)
         except RunError as error:
-            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): {refuse}") from None
+            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): "
+                           f"{refuse}") from None
     metrics = run_dir / METRICS_FILE
     if metrics.exists() and metrics.read_bytes() != (",".join(METRICS_COLUMNS) + "\n").encode():
         raise RunError(f"{run_dir} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")

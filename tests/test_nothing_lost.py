@@ -17,7 +17,7 @@ from numpyvae.optim import Adam
 from numpyvae.rundir import TrainConfig, build_model, read_metrics, write_config, write_metrics
 from numpyvae.vae import VAE
 
-from test_cli import TINY, assert_one_line_error, command, environment, numpyvae, run_main
+from test_cli import TINY, assert_one_line_error, command, environment, run_main
 
 
 def train_tiny(capsys, small_data, run_dir, *extra, epochs=1):
@@ -106,6 +106,22 @@ def test_a_figure_replaces_only_a_png_numpyvae_drew(small_data, capsys, tmp_path
         assert status == 0, err
         from numpyvae.pngfile import is_ours
         assert is_ours(ours)
+
+
+def test_figures_and_generate_never_draw_over_a_picture_of_your_own(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "reconstructions.png").write_bytes(b"my own reconstructions")
+    (out / "new.png").write_bytes(b"my own new picture")
+    status, _, err = run_main(capsys, "figures", run_dir, "--out", out)
+    assert status == 1
+    assert_one_line_error(err, "reconstructions.png exists and is not a figure numpyvae drew")
+    status, _, err = run_main(capsys, "generate", run_dir, "-n", 4, "--out", out / "new.png")
+    assert status == 1
+    assert_one_line_error(err, "new.png exists and is not a figure numpyvae drew")
+    assert snapshot(out) == {"reconstructions.png": b"my own reconstructions", "new.png": b"my own new picture"}
 
 
 # -- 3. a signal during the last epoch's test pass is not swallowed --------------------------------
@@ -236,7 +252,8 @@ def test_a_checkpoint_config_nested_too_deep_is_one_line(small_data, capsys, tmp
 
 # -- 7. generate --class with digits that int() cannot read ---------------------------------------
 
-@pytest.mark.parametrize("name", ["²", "①", "7" * 5000, "٣"], ids=["superscript", "circled", "5000-digits", "arabic"])
+@pytest.mark.parametrize("name", ["²", "①", "7" * 5000, "٣"],
+                         ids=["superscript", "circled", "5000-digits", "arabic-indic"])
 def test_class_names_that_only_look_like_digits_are_refused_in_one_line(name):
     with pytest.raises(generate.GenerateError, match="unknown class"):
         generate.parse_class(name, 10)
