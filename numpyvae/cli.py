@@ -262,7 +262,7 @@ def cmd_evaluate(args):
         raise RunError(f"{shown(args.run_dir)}'s parameters give a {' and '.join(broken)} of NaN or Inf "
                        "on the test set; the run cannot be evaluated")
     is_bound = model.recon_term.is_density(binary=config.binarize)
-    results = {"run_dir": shown(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
+    results = {"run_dir": str(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
                "binarize": config.binarize, "conditional": model.conditional, **results, "is_bound": is_bound,
                "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
