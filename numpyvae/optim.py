@@ -41,10 +41,9 @@ BETAS, EPS = (0.9, 0.999), 1e-8     # the defaults (torch.optim.Adam's); numpyva
 def check_hyperparameters(lr, betas, eps):
     """Raise TypeError or ValueError unless Adam can work with these: lr and eps finite and positive,
     two betas in [0, 1). (eps = 0 divides 0 by 0 where a gradient stays 0; NaN or Inf reach every parameter.)"""
-    numbers = [lr, eps] + list(betas) if isinstance(betas, (tuple, list)) else None
-    if numbers is None or len(betas) != 2:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair of numbers (beta1, beta2), not {betas!r}")
-    for value in numbers:
+    for value in (lr, eps, *betas):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"Adam's lr, betas and eps must be real numbers, not {value!r}")
     if not (math.isfinite(lr) and lr > 0):
