@@ -131,5 +131,6 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.skipped and item.get_closest_marker("gpu") and os.environ.get(REQUIRE_GPU) == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"{REQUIRE_GPU}=1, but this GPU test skipped: {reason}"
