@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_check.sh [--out DIR] [--budget SECONDS] [--only STEP,STEP] [--rehearse]
 #
-# Steps, in order of what they are worth if time runs out:
+# Steps, in order of what they are worth if time runs out (the suite runs in the background from
+# the second step on, and must end before the benchmark starts, which wants a quiet machine):
 #   env            nvidia-smi, versions, CuPy's usability probe, the data files (checksums)
 #   step-vs-numpy  a CuPy training step against NumPy's from the same weights, Adam state, batch, eps
 #                  (float64 and float32, every likelihood; tolerances in tests/test_gpu.py)
@@ -15,7 +16,8 @@
 #                  never stopped (benchmarks/gpu_resume_check.py)
 #   bench          benchmarks/bench_gpu.py: CuPy, PyTorch eager, PyTorch CUDA graph, NumPy on the CPU
 #   suite          the whole test suite, with NUMPYVAE_REQUIRE_GPU=1: a GPU test that skips fails
-#                  (less tests/test_gpu_check.py's rehearsal of this script, a minute of CPU work)
+#                  (less tests/test_gpu_check.py's rehearsal of this script, a minute of CPU work);
+#                  in the background, beside the steps from step-vs-numpy to resume
 #
 # Everything lands in the output folder ($OUT when set, else --out, default ./gpu-check-out), also
 # when a step fails or runs out of time: summary.tsv (step, status, exit status, seconds, note),
@@ -23,12 +25,12 @@
 # bench_gpu.json, bench_gpu.md and bench_gpu.png: 7 files, under the device tool's 8. Scratch (run
 # directories, checkpoints) goes to a temporary directory, not the output folder.
 #
-# Each step gets its own time limit, cut to what is left of --budget (default 420 s), so the
+# Each step gets its own time limit, cut to what is left of --budget (default 440 s), so the
 # whole call ends inside it; a step that no longer fits is recorded as "not run".
 #
 # --rehearse runs the same steps on a machine without a GPU: --backend fakegpu for numpyvae,
 # PyTorch on the CPU, small models and one or two epochs, the GPU tests collected but not required
-# (they skip there), and only tests/test_gpu.py for the suite. The exit status is 0 only if every
+# (they skip there), and only tests/test_gpu.py's GPU tests for the suite. The exit status is 0 only if every
 # step that ran passed and none was left out.
 #
 # Data: numpyvae's usual search, $NUMPYVAE_DATA_DIR, else ./data, else the system's directory.
@@ -38,7 +40,7 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 out=${OUT:-}
-budget=420
+budget=440
 only=""
 rehearse=0
 while [ $# -gt 0 ]; do
@@ -47,7 +49,7 @@ while [ $# -gt 0 ]; do
         --budget) budget=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --rehearse) rehearse=1; shift ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^set -u/ { exit } NR > 1' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,15 +71,17 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$rehearse" = 1 ]; then
     backend=fakegpu
     train_args="--epochs 1 --hidden-dim 16 --latent-dim 4 --batch-size 1000"
+    resume_epochs=2
     resume_args="--hidden-dim 8 --latent-dim 2 --batch-size 2000"
     gradcheck_args="--quick"
     bench_args="--rehearse --conv"
-    suite_args="tests/test_gpu.py"
+    suite_args="-m gpu tests/test_gpu.py"   # the suite's code path; the real suite runs in the test suite
     max_test_loss=600           # a tiny model after one epoch; proves the check, not the model
     require_gpu=0
 else
     backend=cupy
     train_args=""
+    resume_epochs=3
     resume_args=""
     gradcheck_args=""
     bench_args="--conv"
@@ -86,7 +90,7 @@ else
     max_test_loss=244.8         # what 10 epochs of the defaults reach on NumPy
     require_gpu=1
 fi
-export backend train_args resume_args gradcheck_args bench_args suite_args max_test_loss require_gpu python work out
+export backend train_args resume_epochs resume_args gradcheck_args bench_args suite_args max_test_loss require_gpu python work out
 
 printf 'step\tstatus\texit\tseconds\tnote\n' > "$summary"
 { echo "gpu_check.sh $(date -u +%FT%TZ) rehearse=$rehearse budget=${budget}s out=$out scratch=$work"
@@ -96,34 +100,65 @@ wanted() {   # wanted STEP: true unless --only leaves it out
     [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]
 }
 
-# step NAME LIMIT_SECONDS NOTE COMMAND...: run COMMAND with a time limit, log its output, record it.
-step() {
-    local name=$1 limit=$2 note=$3
-    shift 3
-    wanted "$name" || return 0
+fit() {   # fit LIMIT: LIMIT, cut to what is left of the budget; fails when under 20 s are left
     local left=$(( budget - ($(date +%s) - started) ))
-    if [ "$left" -lt 20 ]; then
-        printf '%s\tnot run\t-\t0\tout of time (budget %ss)\n' "$name" "$budget" >> "$summary"
-        failures=$((failures + 1))
-        return 0
-    fi
-    [ "$limit" -le "$left" ] || limit=$left
-    echo "==== $name (limit ${limit}s): $*" | tee -a "$log"
-    local t0 status
-    t0=$(date +%s)
-    # timeout puts the step in a process group of its own and ends all of it (children too)
-    timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" >> "$log" 2>&1
-    status=$?
-    local seconds=$(( $(date +%s) - t0 ))
+    [ "$left" -ge 20 ] || return 1
+    if [ "$1" -le "$left" ]; then echo "$1"; else echo "$left"; fi
+}
+
+not_run() {
+    printf '%s\tnot run\t-\t0\tout of time (budget %ss)\n' "$1" "$budget" >> "$summary"
+    failures=$((failures + 1))
+}
+
+record() {   # record NAME EXIT_STATUS SECONDS NOTE
     local result=pass
-    if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+    if [ "$2" = 124 ] || [ "$2" = 137 ]; then
         result=timeout
-    elif [ "$status" != 0 ]; then
+    elif [ "$2" != 0 ]; then
         result=FAIL
     fi
     [ "$result" = pass ] || failures=$((failures + 1))
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$result" "$status" "$seconds" "$note" >> "$summary"
-    echo "==== $name: $result (exit $status, ${seconds}s)" | tee -a "$log"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$result" "$2" "$3" "$4" >> "$summary"
+    echo "==== $1: $result (exit $2, ${3}s)" | tee -a "$log"
+}
+
+# step NAME LIMIT_SECONDS NOTE COMMAND...: run COMMAND (a function above, or a program) with a time
+# limit, its output appended to the log, and record it. timeout puts the step in a process group of
+# its own and ends all of it, children too.
+step() {
+    local name=$1 limit=$2 note=$3 t0
+    shift 3
+    wanted "$name" || return 0
+    limit=$(fit "$limit") || { not_run "$name"; return 0; }
+    echo "==== $name (limit ${limit}s): $*" | tee -a "$log"
+    t0=$(date +%s)
+    timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" >> "$log" 2>&1
+    record "$name" "$?" $(( $(date +%s) - t0 )) "$note"
+}
+
+# start_step NAME LIMIT NOTE COMMAND...: the same in the background (its output kept apart until
+# finish_step NAME appends it to the log and records it)
+start_step() {
+    local name=$1 limit=$2 note=$3
+    shift 3
+    wanted "$name" || return 0
+    limit=$(fit "$limit") || { not_run "$name"; return 0; }
+    echo "==== $name started in the background (limit ${limit}s): $*" | tee -a "$log"
+    date +%s > "$work/$name.start"
+    printf '%s' "$note" > "$work/$name.note"
+    ( timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" > "$work/$name.log" 2>&1
+      echo $? > "$work/$name.exit" ) &
+    echo $! > "$work/$name.pid"
+}
+
+finish_step() {
+    local name=$1
+    [ -f "$work/$name.pid" ] || return 0
+    wait "$(cat "$work/$name.pid")"
+    echo "==== $name (ran in the background), its output:" >> "$log"
+    cat "$work/$name.log" >> "$log"
+    record "$name" "$(cat "$work/$name.exit")" $(( $(date +%s) - $(cat "$work/$name.start") )) "$(cat "$work/$name.note")"
 }
 
 env_report() {
@@ -180,7 +215,7 @@ gradcheck() {
 
 resume() {
     # shellcheck disable=SC2086
-    "$python" benchmarks/gpu_resume_check.py --backend "$backend" --work "$work/resume" --json "$out/resume.json" -- $resume_args
+    "$python" benchmarks/gpu_resume_check.py --backend "$backend" --epochs "$resume_epochs" --work "$work/resume" --json "$out/resume.json" -- $resume_args
 }
 
 bench() {
@@ -191,13 +226,15 @@ bench() {
 export -f env_report check_train gpu_pytest suite gradcheck resume bench
 
 step env 60 "versions, CuPy probe, data" env_report
+# the suite is mostly CPU work: it runs beside the GPU steps, and is done before the benchmark starts
+start_step suite 300 "whole suite, GPU tests required" suite
 step step-vs-numpy 120 "CuPy step vs NumPy step" gpu_pytest -k steps_match
 step fused-kernels 60 "fused kernels vs plain code" gpu_pytest -k fused
 step gradcheck 120 "float64 finite differences on $backend" gradcheck
 step train10 200 "test loss <= $max_test_loss" check_train
 step resume 150 "Ctrl-C, resume, bit-exact" resume
+finish_step suite
 step bench 200 "bench_gpu.json/.md/.png" bench
-step suite 240 "whole suite, GPU tests required" suite
 
 total=$(( $(date +%s) - started ))
 { echo; echo "gpu_check.sh: ${total}s in all, $failures step(s) failed or not run; results in $out"; } | tee -a "$log"

@@ -248,3 +248,32 @@ def test_fused_loss_gradient_matches_the_plain_code(cupy, likelihood):
     _, cache = term.forward(cupy, logits, x)
     fused, plain = term.backward(cupy, cache), term.plain_backward(cupy, cache)
     np.testing.assert_allclose(cupy.asnumpy(fused), cupy.asnumpy(plain), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_auto_picks_cupy_where_a_gpu_is_usable(cupy):
+    assert get_backend("auto").name == "cupy"
+
+
+@pytest.mark.gpu
+def test_cupy_noise_is_seeded_and_drawn_into_its_buffer_without_allocating(cupy):
+    """What exact resume rests on (the same seed, the same numbers, in any process) and what a captured
+    CUDA graph needs (no allocation), on CuPy's own generator."""
+    backend = get_backend("cupy")
+    a, b, c = (cupy.empty((256, 20), dtype=cupy.float32) for _ in range(3))
+    first, again, other = backend.rng((0, 1, 1)), backend.rng((0, 1, 1)), backend.rng((0, 2, 1))
+    pool, sizes = cupy.get_default_memory_pool(), []
+
+    def counting_malloc(size):
+        sizes.append(size)
+        return pool.malloc(size)
+    with cupy.cuda.using_allocator(counting_malloc):
+        assert backend.standard_normal(first, a) is a
+    assert sizes == [], f"drawing the noise allocated {sizes} bytes"
+    backend.standard_normal(again, b)
+    backend.standard_normal(other, c)
+    assert bool((a == b).all()) and not bool((a == c).all())
+    values = cupy.asnumpy(a)
+    assert abs(values.mean()) < 0.05 and abs(values.std() - 1) < 0.05
+    u = cupy.asnumpy(backend.uniform(backend.rng(3), cupy.empty((64, 784), dtype=cupy.float32)))
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01

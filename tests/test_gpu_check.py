@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ["env", "step-vs-numpy", "fused-kernels", "gradcheck", "train10", "resume", "bench", "suite"]
+STEPS = ["env", "step-vs-numpy", "fused-kernels", "gradcheck", "train10", "resume", "suite", "bench"]   # as recorded
 RESULT_FILES = {"summary.tsv", "gpu_check.log", "metrics.csv", "resume.json", "bench_gpu.json", "bench_gpu.md",
                 "bench_gpu.png"}
 
@@ -89,6 +89,11 @@ def test_rehearsal_results_are_well_formed(rehearsal):
     resume = json.loads((out / "resume.json").read_text())
     assert resume["passed"] and resume["bit_exact"] and resume["interrupted_exit"] == 130
     assert (out / "metrics.csv").read_text().startswith("epoch,")
+
+
+def test_help_prints_the_header():
+    done = run_script("--help", timeout=30)
+    assert done.returncode == 0 and "Steps, in order" in done.stdout and "set -u" not in done.stdout
 
 
 def test_a_failing_step_is_recorded_and_the_next_still_runs(tmp_path):
