@@ -87,16 +87,17 @@ class Backend:
 
     def standard_normal(self, rng, out):
         """Fill `out` with N(0, 1) samples of out's dtype, in place: no temporary, on a GPU either."""
-        rng.standard_normal(dtype=out.dtype, out=out)
+        rng.standard_normal(out.shape, dtype=out.dtype, out=out)
         return out
 
     def uniform(self, rng, out):
         """Fill `out` with U[0, 1) samples of out's dtype, in place.
 
-        (CuPy 14's Generator.random draws into a temporary of its own and copies it into `out`:
-        one (B, D) pool allocation a step when binarizing, served from CuPy's memory pool.)
+        The size is given, though `out` implies it: CuPy 14's Generator.random without it draws ONE
+        number and copies it into every element of `out`. It also draws into a temporary of its own
+        and copies that into `out`: one (B, D) allocation a step when binarizing, from CuPy's pool.
         """
-        rng.random(dtype=out.dtype, out=out)
+        rng.random(out.shape, dtype=out.dtype, out=out)
         return out
 
 

@@ -194,7 +194,8 @@ class FakeGenerator:
     """Stands in for CuPy's `cupy.random.Generator`: the same calls, drawing into device arrays.
 
     It shares NumPy's generator (the same seed gives NumPy's numbers), and, like CuPy's, takes
-    `out=` only as a device array of the requested dtype and shape, filled in place.
+    `out=` only as a device array of the requested dtype and shape, filled in place, and, like
+    CuPy 14.2's, fills all of `out` with one number when `random` is called without a size.
     """
 
     def __init__(self, seed):
@@ -210,6 +211,11 @@ class FakeGenerator:
                             f"got {out.dtype.name}")
         if size is not None and tuple(np.atleast_1d(size)) != out.shape:
             raise ValueError("size must match out.shape when used together")
+        if size is None and method == "random":
+            # as CuPy 14.2's Generator.random does (cupy/random/_generator_api.pyx): without a size it
+            # draws one number and copies it into every element of out
+            out._data[...] = self._numpy.random(dtype=dtype)
+            return out
         getattr(self._numpy, method)(dtype=dtype, out=out._data)
         return out
 

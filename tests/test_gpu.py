@@ -295,3 +295,4 @@ def test_cupy_noise_is_seeded_and_drawn_into_its_buffer_without_allocating(cupy)
     assert abs(values.mean()) < 0.05 and abs(values.std() - 1) < 0.05
     u = cupy.asnumpy(backend.uniform(backend.rng(3), cupy.empty((64, 784), dtype=cupy.float32)))
     assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+    assert np.unique(u).size > 40000, "the uniform draw repeated numbers (CuPy's random() without a size)"
