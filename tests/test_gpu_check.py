@@ -46,9 +46,10 @@ def test_script_passes_shellcheck():
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
+def rehearsal(tmp_path_factory, real_fashion_mnist_dir):
+    """The whole rehearsal, once: it trains on the real Fashion-MNIST (skipped where it is not installed)."""
     out = tmp_path_factory.mktemp("gpu-check")
-    done = run_script("--rehearse", "--out", str(out))
+    done = run_script("--rehearse", "--out", str(out), env={"NUMPYVAE_DATA_DIR": str(real_fashion_mnist_dir)})
     return out, done
 
 
@@ -140,3 +141,16 @@ def test_a_gpu_test_that_skips_fails_when_a_gpu_is_required(tmp_path):
     assert required.returncode == 1
     assert "1 failed, 1 skipped" in required.stdout
     assert "NUMPYVAE_REQUIRE_GPU=1, but this GPU test skipped: no device here" in required.stdout
+
+
+def test_rehearsal_report_shows_a_failed_row_and_the_rest(rehearsal):
+    """A row that fails on the GPU (say, a graph capture) is reported with its error; the other rows still compare."""
+    out, _ = rehearsal
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+    report = json.loads((out / "bench_gpu.json").read_text())
+    report["rows"]["torch-graph"] = {"error": "Traceback ...\nRuntimeError: operation not permitted when stream is capturing"}
+    text = bench_gpu.markdown(report)
+    assert "| PyTorch CUDA, one CUDA graph per step | failed: RuntimeError: operation not permitted" in text
+    cupy_line = next(line for line in text.splitlines() if line.startswith("| numpyvae, CuPy |"))
+    assert cupy_line.endswith(" | - |") and cupy_line.count("|") == 12   # no graph row to compare with
