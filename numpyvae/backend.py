@@ -76,32 +76,28 @@ class Backend:
         """A seeded generator living where the arrays live.
 
         `seed` may be an int or a tuple of ints (e.g. (seed, epoch)); the same seed
-        gives the same stream on every run of the same backend.
+        gives the same stream on every run of the same backend. NumPy's Generator, CuPy's
+        (cuRAND's XORWOW, seeded through the same SeedSequence) and the fake device's share
+        one interface, so the draws below are the same line on every backend.
         """
-        if self.name == "cupy":
-            # CuPy's RandomState takes one integer; fold a tuple into one with NumPy's SeedSequence.
-            folded = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
-            return self.xp.random.RandomState(folded)
-        return np.random.default_rng(np.random.SeedSequence(seed))
+        seed = np.random.SeedSequence(seed)
+        if self.name == "numpy":
+            return np.random.default_rng(seed)
+        return self.xp.random.default_rng(seed)
 
     def standard_normal(self, rng, out):
-        """Fill `out` with N(0, 1) samples of out's dtype, in place."""
-        if self.name == "numpy":
-            rng.standard_normal(dtype=out.dtype, out=out)
-        elif self.name == "fakegpu":
-            self.xp.fill_standard_normal(rng, out)
-        else:
-            out[...] = rng.standard_normal(out.shape, dtype=out.dtype)
+        """Fill `out` with N(0, 1) samples of out's dtype, in place: no temporary, on a GPU either."""
+        rng.standard_normal(out.shape, dtype=out.dtype, out=out)
         return out
 
     def uniform(self, rng, out):
-        """Fill `out` with U[0, 1) samples of out's dtype, in place."""
-        if self.name == "numpy":
-            rng.random(dtype=out.dtype, out=out)
-        elif self.name == "fakegpu":
-            self.xp.fill_uniform(rng, out)
-        else:
-            out[...] = rng.random_sample(out.shape, dtype=out.dtype)
+        """Fill `out` with U[0, 1) samples of out's dtype, in place.
+
+        The size is given, though `out` implies it: CuPy 14's Generator.random without it draws ONE
+        number and copies it into every element of `out`. It also draws into a temporary of its own
+        and copies that into `out`: one (B, D) allocation a step when binarizing, from CuPy's pool.
+        """
+        rng.random(out.shape, dtype=out.dtype, out=out)
         return out
 
 
@@ -136,7 +132,7 @@ def _first_kernels(cupy):
     a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
     b = cupy.ElementwiseKernel("T x", "T y", "y = x * 2 + 1", "numpyvae_probe")(a)
     (b @ a).sum()
-    cupy.random.RandomState(0).standard_normal((2,), dtype=cupy.float32)
+    cupy.random.default_rng(0).standard_normal(dtype=cupy.float32, out=cupy.empty(2, dtype=cupy.float32))
     cupy.cuda.get_current_stream().synchronize()
 
 

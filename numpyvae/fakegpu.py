@@ -9,7 +9,11 @@ NumPy array, compute with NumPy, and:
 - refuse any operand that is a host `numpy.ndarray` (scalars are fine, as in CuPy);
 - refuse implicit conversion to NumPy (`np.asarray(a)`, `np.save`, matplotlib);
 - count every host->device copy, device->host copy and scalar read (`float(a)`,
-  which on a GPU waits for all queued work), in `namespace.counters`.
+  which on a GPU waits for all queued work), in `namespace.counters`, and every
+  array a call allocates ("alloc": not views, not 0-d results), which a training step
+  must not do after its first (CuPy's pool would serve it, but a captured CUDA graph cannot);
+- draw random numbers through `random.default_rng(seed)`, a `FakeGenerator` with the
+  calls of CuPy's Generator, so the backend's draws run the same line as on CuPy.
 
 Only the explicit doors (`asarray`/`array` in, `asnumpy`/`.get()` out) cross over.
 It checks *where* arrays live, not CUDA: it is no faithful CuPy and no faster than NumPy.
@@ -123,10 +127,18 @@ def _unwrap(value):
     return value
 
 
+def _allocated(array):
+    """Count a device array that owns fresh memory (0-d results, such as a loss sum, are not counted)."""
+    if array.ndim > 0:
+        namespace.counters["alloc"] += 1
+    return array
+
+
 def _wrap(value):
     """NumPy results -> device arrays (a NumPy scalar becomes a 0-d array, as CuPy's reductions give)."""
     if isinstance(value, np.ndarray):
-        return FakeDeviceArray(value)
+        wrapped = FakeDeviceArray(value)
+        return wrapped if value.base is not None else _allocated(wrapped)   # a view, or new memory
     if isinstance(value, np.generic):
         return FakeDeviceArray(np.asarray(value))
     if isinstance(value, tuple):
@@ -165,19 +177,57 @@ class _Namespace:
             return np.asarray(value)
         return value.get()
 
-    def fill_standard_normal(self, rng, out):
-        """Draw N(0, 1) into a device array `out` (the fake device shares NumPy's generator)."""
-        rng.standard_normal(dtype=out.dtype, out=out._data)
+    @property
+    def random(self):
+        """Stands in for `cupy.random`: default_rng(seed) gives a FakeGenerator."""
+        return _RandomModule
 
-    def fill_uniform(self, rng, out):
-        """Draw U[0, 1) into a device array `out`."""
-        rng.random(dtype=out.dtype, out=out._data)
 
     def __getattr__(self, name):
         attribute = getattr(np, name)
         if isinstance(attribute, type) or not callable(attribute):
             return attribute  # dtypes, constants, submodules
         return lambda *args, **kwargs: _call(attribute, args, kwargs)
+
+
+class FakeGenerator:
+    """Stands in for CuPy's `cupy.random.Generator`: the same calls, drawing into device arrays.
+
+    It shares NumPy's generator (the same seed gives NumPy's numbers), and, like CuPy's, takes
+    `out=` only as a device array of the requested dtype and shape, filled in place, and, like
+    CuPy 14.2's, fills all of `out` with one number when `random` is called without a size.
+    """
+
+    def __init__(self, seed):
+        self._numpy = np.random.default_rng(seed)
+
+    def _draw(self, method, size, dtype, out):
+        if out is None:
+            return _allocated(FakeDeviceArray(getattr(self._numpy, method)(size, dtype=dtype)))
+        if not isinstance(out, FakeDeviceArray):
+            raise TypeError("fake GPU: out= must be a device array (CuPy would raise here too)")
+        if np.dtype(dtype) != out.dtype:
+            raise TypeError(f"Supplied output array has the wrong type. Expected {np.dtype(dtype).name}, "
+                            f"got {out.dtype.name}")
+        if size is not None and tuple(np.atleast_1d(size)) != out.shape:
+            raise ValueError("size must match out.shape when used together")
+        if size is None and method == "random":
+            # as CuPy 14.2's Generator.random does (cupy/random/_generator_api.pyx): without a size it
+            # draws one number and copies it into every element of out
+            out._data[...] = self._numpy.random(dtype=dtype)
+            return out
+        getattr(self._numpy, method)(dtype=dtype, out=out._data)
+        return out
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        return self._draw("standard_normal", size, dtype, out)
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return self._draw("random", size, dtype, out)
+
+
+class _RandomModule:
+    default_rng = FakeGenerator
 
 
 namespace = _Namespace()

@@ -115,3 +115,22 @@ def tiny_config(small_data):
         settings.update(changes)
         return TrainConfig(**settings)
     return make
+
+
+# ---------------------------------------------------------------------------
+# On a GPU machine (issue 17): a GPU test that skips is a failure, not a pass.
+# ---------------------------------------------------------------------------
+
+REQUIRE_GPU = "NUMPYVAE_REQUIRE_GPU"   # benchmarks/gpu_check.sh sets it to 1 on the GPU
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With NUMPYVAE_REQUIRE_GPU=1, a test marked gpu that skips (no device, CuPy missing) fails, saying why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("gpu") and os.environ.get(REQUIRE_GPU) == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_GPU}=1, but this GPU test skipped: {reason}"
