@@ -76,6 +76,18 @@ def directory(text):
     return text
 
 
+def threads(text):
+    from numpyvae.threads import parse_threads
+    try:
+        return parse_threads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+THREADS_HELP = ("BLAS threads: a number, or auto (default): one per CPU this process may use, fewer while "
+                "other processes take cores (with auto, results can differ in the last digits from run to run)")
+
+
 def positive_float(text):
     return _number(float, 0, False, text)
 
@@ -92,6 +104,7 @@ def build_parser():
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
+    parser.add_argument("--version", action="version", version=f"numpyvae {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # train: only the flags given on the command line land in args (argument_default=SUPPRESS),
@@ -131,6 +144,7 @@ def build_parser():
                        help="download the data if it is not found")
     train.add_argument("--no-figures", dest="figures", action="store_false", default=True,
                        help="skip drawing the figures at the end")
+    train.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
@@ -142,6 +156,7 @@ def build_parser():
     evaluate.add_argument("--seed", type=natural, default=0, help="seed of the evaluation noise (default 0)")
     _model_options(evaluate, BACKEND_NAMES)
     evaluate.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    evaluate.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw every figure of a run")
@@ -172,7 +187,8 @@ def build_parser():
     gradcheck.add_argument("--entries", type=positive_int, default=20,
                            help="entries checked per tensor of the full-size model (default 20)")
     gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the 784-400-20 one)")
-    gradcheck.add_argument("--seed", type=natural, default=0)
+    gradcheck.add_argument("--seed", type=natural, default=0,
+                           help="seed of the weights, data and sampled entries checked (default 0)")
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     download = commands.add_parser("download", help="download Fashion-MNIST into the data directory")
@@ -181,11 +197,17 @@ def build_parser():
 
     show = commands.add_parser("show-data", help="save a grid of Fashion-MNIST images with their class names")
     show.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data, then the system's")
-    show.add_argument("--split", choices=("train", "test"), default="train")
+    show.add_argument("--split", choices=("train", "test"), default="train",
+                      help="the 60,000 training images or the 10,000 test images (default train)")
     show.add_argument("-n", type=show_count, default=40, help=f"how many images, 1 to {MAX_SHOW} (default 40)")
     show.add_argument("--out", default="fashion-mnist.png", help="PNG to write (default fashion-mnist.png)")
     show.set_defaults(run=cmd_show_data)
     return parser
+
+
+def _version():
+    from numpyvae import __version__
+    return __version__
 
 
 def _model_options(parser, backend_names):
@@ -204,7 +226,7 @@ def cmd_train(args):
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
-        result = train(config, run_dir, resume=args.resume, download=args.download)
+        result = train(config, run_dir, resume=args.resume, download=args.download, threads=args.threads)
     except NothingToDo as done:
         print(done)
         return 0
@@ -226,6 +248,8 @@ def _test_set(config, data_dir):
 
 def cmd_evaluate(args):
     from numpyvae import evaluate
+    from numpyvae.progress import Progress
+    from numpyvae.threads import Threads
     from numpyvae.rundir import load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
@@ -233,7 +257,11 @@ def cmd_evaluate(args):
     data = evaluate.test_dataset(images, model.backend, model.dtype, config.binarize,
                                  labels=labels if model.conditional else None)
     started = time.perf_counter()
-    results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples, seed=args.seed)
+    with Threads(args.threads if model.backend.name in ("numpy", "fakegpu") else None) as blas:
+        progress = Progress(on_tick=blas.tick)
+        results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,
+                                    seed=args.seed, progress=progress)
+        progress.close()
     is_bound = model.recon_term.is_density(binary=config.binarize)
     results = {"run_dir": str(args.run_dir), "epoch": saved.epoch, "likelihood": config.likelihood,
                "binarize": config.binarize, "conditional": model.conditional, **results, "is_bound": is_bound,
@@ -288,8 +316,12 @@ def cmd_generate(args):
 def cmd_gradcheck(args):
     from numpyvae import gradcheck
 
+    started = time.perf_counter()
+
+    def progress(title):          # a section takes up to ~20 s: a line for each, so the wait is not silent
+        print(f"checked: {title} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     sections = gradcheck.run_checks(full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
-                                    entries=args.entries, seed=args.seed)
+                                    entries=args.entries, seed=args.seed, progress=progress)
     print(gradcheck.format_table(sections))
     failed = sum(not row.passed for _, rows in sections for row in rows)
     checked = sum(len(rows) for _, rows in sections)

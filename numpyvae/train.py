@@ -37,6 +37,7 @@ from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
+from numpyvae.threads import Threads
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError,  # noqa: F401
                              Diverged, Interrupted, NothingToDo, RunError,
                              TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
@@ -124,6 +125,8 @@ class StopRequest:
 class Trainer:
     """One run: its config, model, optimizer and data, and the position it has reached."""
 
+    threads = None           # a threads.Threads to tick after every step (set by train()), or None
+
     def __init__(self, config, run_dir, model, optimizer, train_images, test_images,
                  metrics, log=print, on_step=None, progress=None, train_labels=None, test_labels=None):
         self.config, self.run_dir = config, Path(run_dir)
@@ -206,6 +209,8 @@ class Trainer:
                 step_finished = False
                 _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
                 self.optimizer.step()
+                if self.threads is not None:
+                    self.threads.tick()          # --threads auto: fewer BLAS threads when others take cores
                 sums[0] += recon
                 sums[1] += kl
                 images += x.shape[0]
@@ -279,20 +284,24 @@ def format_epoch(row, epochs):
 
 
 def describe(config, backend_name, images, steps):
-    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} VAE, {config.likelihood} likelihood"
+    conditional = f"conditional ({config.num_classes} classes) " if config.num_classes else ""
+    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} {conditional}VAE, "
+            f"{config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
             f"{images} training images, {steps} steps per epoch")
 
 
-def train(config, run_dir, resume=False, *, download=False, log=print, on_step=None, progress=None):
+def train(config, run_dir, resume=False, *, download=False, log=print, on_step=None, progress=None, threads=None):
     """Train a new run in `run_dir`, or with resume=True continue the one there to config.epochs.
 
     When resuming, `config` gives the new number of epochs (and may change the backend
     and data directory); every other setting must equal the run's (ConfigError otherwise).
     on_step(epoch, step) is called after every optimizer step (tests raise KeyboardInterrupt
     from it). progress: show a tqdm bar (default: when stderr is a terminal).
+    threads: BLAS threads, as threads.Threads takes them: a number, "auto" (follow the machine's
+    load, as the command does by default) or None (leave them as they are).
     Returns a TrainResult. Raises RunError and its kinds (Interrupted, Diverged, ConfigError),
     CheckpointError, DataError and BackendError, each with a one-line message.
     """
@@ -306,7 +315,7 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
     try:
         with exclusive(run_dir):     # checking for a run and then writing one must not interleave with another process
             try:
-                return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+                return _train_locked(config, run_dir, resume, download, log, on_step, progress, threads)
             except BaseException:
                 if made and not (run_dir / checkpoint.FILENAME).exists():
                     _remove_files(run_dir, NEW_RUN_FILES)     # written by this call, under its lock
@@ -360,7 +369,7 @@ def _remove_empty_dirs(made):
             return
 
 
-def _train_locked(config, run_dir, resume, download, log, on_step, progress):
+def _train_locked(config, run_dir, resume, download, log, on_step, progress, threads=None):
     # a save killed outright (kill -9, power cut) leaves its temporary file; only a process that
     # holds the run's lock can know that no save is under way, so this is the place to clear them
     remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
@@ -389,22 +398,32 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,
                       train_labels=train_labels, test_labels=test_labels,
                       log=log, on_step=on_step, progress=progress)
-    about = describe(config, model.backend.name, len(train_images), trainer.steps)
+    about = describe(config, model.backend.name, len(train_images), trainer.steps) + describe_threads(threads)
     if resume and saved.adam["t"] != saved.epoch * trainer.steps + start_step:
         raise checkpoint.CheckpointError(
             f"{run_dir / checkpoint.FILENAME} is corrupt: Adam has taken {saved.adam['t']} steps, but "
             f"{saved.epoch} epochs of {trainer.steps} per epoch and {start_step} more make "
             f"{saved.epoch * trainer.steps + start_step}")
-    if resume:
-        where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
-        log(f"resuming {run_dir} {where}: {about}")
-        trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
-    else:
-        log(f"training in {run_dir}: {about}")
-        write_metrics(run_dir, [])
-        trainer.save(0)        # a checkpoint from the start, so there is always a last good one
-        trainer.run(start_epoch)
+    with Threads(threads if model.backend.name in ("numpy", "fakegpu") else None) as trainer.threads:
+        if resume:
+            where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
+            log(f"resuming {run_dir} {where}: {about}")
+            trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
+        else:
+            log(f"training in {run_dir}: {about}")
+            write_metrics(run_dir, [])
+            trainer.save(0)        # a checkpoint from the start, so there is always a last good one
+            trainer.run(start_epoch)
     return TrainResult(config, model, trainer.metrics, test_images, test_labels)
+
+
+def describe_threads(threads):
+    """The banner's note on BLAS threads (threads.py)."""
+    if threads is None:
+        return ""
+    if threads == "auto":
+        return "; BLAS threads: auto (one per usable CPU, fewer while other processes take cores)"
+    return f"; BLAS threads: {threads}"
 
 
 def _resumable(run_dir, wanted):

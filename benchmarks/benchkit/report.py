@@ -157,6 +157,6 @@ def markdown(report):
                 cells.append(f"{table['numpy'][str(value)]['seconds_per_step'] / table['torch'][str(value)]['seconds_per_step']:.2f}")
             lines.append(f"| {value} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{report['command']}` ({report['date']}). On a machine with an NVIDIA GPU, "
-                  "`pip install 'numpyvae[cuda]'` and run the same command: the CuPy row is measured when a "
+                  "`pip install -e '.[cuda]'` in the checkout and run the same command: the CuPy row is measured when a "
                   "CUDA device is usable."]
     return "\n".join(lines) + "\n"
