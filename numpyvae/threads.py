@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import resource
+import warnings
 from time import perf_counter
 from pathlib import Path
 
@@ -101,7 +102,12 @@ class Threads:
     def __enter__(self):
         if self.setting is None:
             return self
-        from threadpoolctl import ThreadpoolController
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:              # an install made before numpyvae needed it: run, but say so
+            warnings.warn("threadpoolctl is not installed, so BLAS threads are left as they are "
+                          "(pip install threadpoolctl, or reinstall numpyvae)")
+            return self
         self._controller = ThreadpoolController().select(user_api="blas")
         if not self._controller.lib_controllers:       # no BLAS found: nothing to set
             return self

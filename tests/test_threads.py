@@ -153,3 +153,12 @@ def test_thread_counts_change_results_only_in_the_last_digits(tiny_config, tmp_p
             for count in (1, 2)]
     one, two = (run.metrics[-1]["test_loss"] for run in runs)
     assert abs(one - two) <= 1e-4 * abs(one)
+
+
+def test_without_threadpoolctl_a_warning_and_blas_left_alone(blas, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)          # import threadpoolctl now fails
+    with pytest.warns(UserWarning, match="threadpoolctl is not installed"):
+        with Threads(1) as threads:
+            threads.tick()
+            assert threads.count is None
