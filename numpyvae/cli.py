@@ -249,8 +249,8 @@ def _test_set(config, data_dir):
 def cmd_evaluate(args):
     from numpyvae import evaluate
     from numpyvae.progress import Progress
-    from numpyvae.threads import Threads
     from numpyvae.rundir import load_run
+    from numpyvae.threads import Threads
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)

@@ -10,7 +10,7 @@ an epoch took 224 s with 2 threads and 13 s with 1 (benchmarks/results/busy_load
     Threads(None)     leave the BLAS library as it is
 
 "auto" looks, every CHECK_SECONDS, at how much CPU the other processes used on this process's
-CPUs (/proc/stat, minus our own time from getrusage), and keeps one thread per core that
+CPUs (/proc/stat, minus our own CPU time), and keeps one thread per core that
 others left at least FREE_SHARE free, never fewer than one. It costs one read of /proc/stat
 per check. Without /proc/stat (not Linux) it keeps every usable CPU's thread.
 
@@ -25,10 +25,9 @@ its file is called, and calls that library's own set-threads function.
 from __future__ import annotations
 
 import os
-import resource
 import warnings
-from time import perf_counter
 from pathlib import Path
+from time import perf_counter, process_time
 
 CHECK_SECONDS = 0.25      # how often "auto" looks at the load; /proc/stat counts in 10 ms ticks
 FREE_SHARE = 0.7          # a core counts as free when others used less than 30% of it
@@ -72,9 +71,8 @@ def busy_seconds(cpus):
 
 
 def own_seconds():
-    """CPU seconds this process (all its threads) has used."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU seconds this process (all its threads, user and system) has used."""
+    return process_time()
 
 
 def threads_for(cpus, others):

@@ -37,11 +37,11 @@ from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.optim import Adam
-from numpyvae.threads import Threads
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError,  # noqa: F401
                              Diverged, Interrupted, NothingToDo, RunError,
                              TrainConfig, build_model, check_same_run, exclusive, open_run, read_metrics,
                              write_config, write_metrics)
+from numpyvae.threads import Threads
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
