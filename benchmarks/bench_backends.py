@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))          # benchkit and torch_reference
 sys.path.insert(0, str(HERE.parent))   # numpyvae itself, when run from a checkout without installing
 
-from benchkit.busy import markdown as busy_markdown, run_busy_load   # noqa: E402
+from benchkit.busy import markdown as busy_markdown, measure_bookkeeping, run_busy_load   # noqa: E402
 from benchkit.config import BACKENDS, FULL, MODEL, QUICK             # noqa: E402
 from benchkit.harness import available_backends, interleaved, spawn   # noqa: E402
 from benchkit.matmul import matmul_flops, matmul_shapes              # noqa: E402
@@ -157,6 +157,7 @@ def busy_load(args, argv):
     timeout = 600 if args.quick else 3600
     report = run_busy_load(base, args.repeats or (1 if args.quick else 3), loads, args.epochs or 1,
                            args.max_seconds, lambda spec: spawn(spec, args.threads, timeout), log)
+    report.update(bookkeeping=measure_bookkeeping())
     report.update(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=machine_info(),
                   command="python benchmarks/bench_backends.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ def test_busy_load_quick_starts_and_stops_its_competing_processes(tmp_path):
             assert runs and all(run["epoch_seconds"][0] > 0 and "loadavg_before" in run for run in runs)
     text = (tmp_path / "busy_load.md").read_text()
     assert "| competing busy cores |" in text and "auto's epoch / one thread's" in text
-    assert "load average" in text
+    assert "load average" in text and "What auto costs where it keeps every thread" in text
     # it started a busy loop, and none outlives the benchmark
     assert len(report["busy_pids"]) == 1
     assert not any("getppid() == parent" in _cmdline(pid) for pid in report["busy_pids"])

@@ -84,6 +84,22 @@ def run_busy_load(base, rounds, loads, epochs, max_seconds, spawn, log):
             "rounds": rounds, "epochs": epochs, "max_seconds": max_seconds, "results": results, "busy_pids": pids}
 
 
+def measure_bookkeeping(ticks=200_000, reads=2000):
+    """What "auto" costs on a quiet machine, where it keeps every thread: microseconds per tick and per look."""
+    import timeit
+    from numpyvae import threads
+    cpus = set(threads.usable_cpus())
+    look = timeit.timeit(lambda: threads.busy_seconds(cpus), number=reads) / reads
+    with threads.Threads("auto") as auto:
+        started = time.perf_counter()
+        for _ in range(ticks):
+            auto.tick()
+        tick = (time.perf_counter() - started) / ticks
+    return {"tick_microseconds": tick * 1e6, "look_microseconds": look * 1e6,
+            "check_seconds": threads.CHECK_SECONDS, "loadavg": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def epoch_time(runs):
     return statistics.median(s for run in runs for s in run["epoch_seconds"])
 
@@ -153,4 +169,12 @@ def markdown(report, machine):
                   f"{'met' if over_one[0] <= BUSY_TARGET_OVER_ONE_THREAD else 'NOT met'}",
                   f"- with no competing load, auto's epoch / fixed {cpus} threads' (quiet speed must not drop, "
                   f"so <= 1 within noise): {quiet_auto[0]:.2f} ({quiet_auto[1]:.2f}-{quiet_auto[2]:.2f})"]
+    cost = report.get("bookkeeping")
+    if cost:
+        share = cost["look_microseconds"] * 1e-6 / cost["check_seconds"]
+        lines += ["", f"What auto costs where it keeps every thread: a tick after each training step takes "
+                      f"{cost['tick_microseconds']:.2f} µs on average, and a look at /proc/stat "
+                      f"({cost['look_microseconds']:.0f} µs) every {cost['check_seconds']:g} s takes {share:.2%} of "
+                      f"the time: against a step of 2 to 3 ms, {share + cost['tick_microseconds'] / 2000:.2%} at most "
+                      f"(measured {cost['date']}, load average {cost['loadavg'][0]:.1f})."]
     return "\n".join(lines) + "\n"
