@@ -52,7 +52,8 @@ def test_quick_writes_json_markdown_and_png(quick_results):
             assert all(entry["images_per_second"] > 0 for entry in runs.values())
     markdown = (out / "bench_backends.md").read_text()
     assert "| numpyvae, NumPy float32 |" in markdown and "s/epoch" in markdown
-    assert "epoch / matmul floor" in markdown and "Targets (issue #9)" in markdown
+    assert "epoch / matmul floor" in markdown and "Speed targets: " in markdown
+    assert "pip install -e '.[cuda]'" in markdown and "'numpyvae[cuda]'" not in markdown   # no index has numpyvae
     assert (out / "bench_backends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
