@@ -103,3 +103,16 @@ def test_loading_a_trained_run_as_readme_shows(tiny_config, tmp_path, monkeypatc
     assert namespace["x"].dtype == np.float32 and 0 <= namespace["x"].min() and namespace["x"].max() <= 1
     assert np.array_equal(namespace["x"], namespace["images"][:8].reshape(8, -1) / np.float32(255))
     assert "nats per image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_readme_names_every_flag_of_train_and_evaluate(command):
+    import argparse
+    from numpyvae import cli
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [option for action in commands.choices[command]._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"
+             and not (isinstance(action, argparse.BooleanOptionalAction) and option.startswith("--no-"))]
+    missing = [flag for flag in flags if not re.search(re.escape(flag) + r"(?![\w-])", README)]
+    assert not missing, f"README does not name numpyvae {command}'s {', '.join(missing)}"
