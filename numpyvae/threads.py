@@ -11,7 +11,8 @@ an epoch took 224 s with 2 threads and 13 s with 1 (benchmarks/results/busy_load
 
 "auto" looks, every CHECK_SECONDS, at how much CPU the other processes used on this process's
 CPUs (/proc/stat, minus our own CPU time), and keeps one thread per core that
-others left at least FREE_SHARE free, never fewer than one. It costs one read of /proc/stat
+others left at least FREE_SHARE free, never fewer than one. Until its first look it goes by
+the load average (first_guess). It costs one read of /proc/stat
 per check. Without /proc/stat (not Linux) it keeps every usable CPU's thread.
 
 A matrix product split over 2 threads can round differently from one on 1 thread (the last
@@ -80,6 +81,20 @@ def threads_for(cpus, others):
     return max(1, min(cpus, int(cpus - others + (1 - FREE_SHARE))))
 
 
+def first_guess(most):
+    """Threads until "auto"'s first look: from the load average, the processes that wanted a CPU lately.
+
+    A step at two threads beside a busy core can take a second, so a crowded machine starts at one
+    thread; if the guess is wrong (the load average also counts this process's own recent work),
+    the first look, CHECK_SECONDS later, corrects it.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):        # not on this system
+        return most
+    return threads_for(most, load)
+
+
 class Threads:
     """`with Threads(setting) as threads:` sets BLAS threads; call threads.tick() once per step.
 
@@ -112,11 +127,12 @@ class Threads:
         self.cpus = usable_cpus()
         most = min(len(self.cpus), max(lib.num_threads for lib in self._controller.lib_controllers))
         self.most = most if self.setting == AUTO else min(self.setting, len(self.cpus))
-        self._original = self._controller.limit(limits=self.most)       # remembers the old limits
         self.count = self.most
-        self.history.append((0, self.count))
         if self.setting == AUTO:
+            self.count = first_guess(self.most)
             self._mark()
+        self._original = self._controller.limit(limits=self.count)      # remembers the old limits
+        self.history.append((0, self.count))
         return self
 
     def __exit__(self, *exc_info):

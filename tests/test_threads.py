@@ -61,10 +61,11 @@ def test_never_more_threads_than_usable_cpus(blas, monkeypatch):
 
 
 class FakeMachine:
-    """The counters "auto" reads: wall clock, every process's CPU time, and ours."""
+    """The counters "auto" reads: wall clock, every process's CPU time, and ours (and a quiet load average)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, loadavg=0.0):
         self.wall = self.busy = self.own = 0.0
+        monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (loadavg, loadavg, loadavg))
         monkeypatch.setattr(threads_module, "perf_counter", lambda: self.wall)
         monkeypatch.setattr(threads_module, "busy_seconds", lambda cpus: self.busy)
         monkeypatch.setattr(threads_module, "own_seconds", lambda: self.own)
@@ -162,3 +163,16 @@ def test_without_threadpoolctl_a_warning_and_blas_left_alone(blas, monkeypatch):
         with Threads(1) as threads:
             threads.tick()
             assert threads.count is None
+
+
+def test_auto_starts_from_the_load_average_and_its_first_look_corrects_it(blas, monkeypatch):
+    monkeypatch.setattr(threads_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    machine = FakeMachine(monkeypatch, loadavg=3.0)       # a crowded machine: start at one thread
+    with Threads("auto") as threads:
+        if threads.most < 2:
+            pytest.skip("this BLAS runs one thread")
+        assert threads.count == 1 and blas_threads() == 1
+        machine.run(threads_module.CHECK_SECONDS, ours=1, others=0.0)   # it was our own load: quiet now
+        threads.tick()
+        assert threads.count == 2 and [count for _, count in threads.history] == [1, 2]
+    assert blas_threads() == blas
