@@ -3,7 +3,7 @@
 OpenBLAS splits each matrix product over its threads, and the threads wait for each other
 by spinning. On a quiet machine that is fastest. When another process takes a core, the
 thread that lost it holds up the rest: measured on 2 cores beside one busy-looping process,
-an epoch took 224 s with 2 threads and 13 s with 1 (benchmarks/results/busy_load.md).
+an epoch took 150 s with 2 threads and 10 s with 1 (benchmarks/results/busy_load.md).
 
     Threads(2)        always 2 threads (at most the CPUs this process may use)
     Threads("auto")   as many as the cores the rest of the machine leaves free (the command's default)
