@@ -1,7 +1,10 @@
 """Benchmark: numpyvae on NumPy (and on CuPy where a GPU is usable) against the same model in PyTorch.
 
     python benchmarks/bench_backends.py                       # full run, a few minutes; writes benchmarks/results/
-    python benchmarks/bench_backends.py --quick --out DIR     # seconds, on a small subset: a smoke test for CI
+    python benchmarks/bench_backends.py --quick               # seconds, on a small subset: a smoke test for CI,
+                                                              # into a new temporary directory (or --out DIR)
+    python benchmarks/bench_backends.py --busy-load           # numpyvae beside busy-looping processes (benchkit.busy):
+                                                              # writes benchmarks/results/busy_load.{md,json}
 
 Every backend trains the default model (784-400-20, ReLU, Adam lr 1e-3, batch 128, BCE summed
 over pixels + KL, pixels in [0, 1]) on Fashion-MNIST held in memory, from the same initial
@@ -33,14 +36,16 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))          # benchkit and torch_reference
 sys.path.insert(0, str(HERE.parent))   # numpyvae itself, when run from a checkout without installing
 
+from benchkit.busy import markdown as busy_markdown, measure_bookkeeping, run_busy_load   # noqa: E402
 from benchkit.config import BACKENDS, FULL, MODEL, QUICK             # noqa: E402
-from benchkit.harness import available_backends, interleaved          # noqa: E402
+from benchkit.harness import available_backends, interleaved, spawn   # noqa: E402
 from benchkit.matmul import matmul_flops, matmul_shapes              # noqa: E402
 from benchkit.plot import plot                                       # noqa: E402
 from benchkit.report import machine_info, markdown, summarize        # noqa: E402
@@ -49,7 +54,15 @@ from benchkit.report import machine_info, markdown, summarize        # noqa: E40
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test in seconds: 512 images, 2 epochs, 1 run")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="directory for the results")
+    parser.add_argument("--out", type=Path, help="directory for the results (default benchmarks/results/; "
+                                                 "with --quick a new temporary directory, so a smoke test never "
+                                                 "replaces the committed results)")
+    parser.add_argument("--busy-load", action="store_true",
+                        help="only the busy-machine measurement: thread settings beside 0 and 1 busy-looping "
+                             "processes (and one per core with --busy-cores)")
+    parser.add_argument("--busy-cores", default="0,1", help="competing busy cores to measure (default 0,1)")
+    parser.add_argument("--max-seconds", type=float, default=20,
+                        help="--busy-load: stop an epoch after this long and extrapolate (default 20)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: numpy, cupy, torch")
     parser.add_argument("--epochs", type=int, help="epochs per run")
     parser.add_argument("--repeats", type=int, help="runs per backend, interleaved")
@@ -64,6 +77,11 @@ def main(argv=None):
         from benchkit.worker import run_worker
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
+
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="bench_backends_quick_")) if args.quick else HERE / "results"
+    if args.busy_load:
+        return busy_load(args, argv)
 
     settings = dict(QUICK if args.quick else FULL)
     for key in ("epochs", "repeats", "images"):
@@ -126,6 +144,28 @@ def main(argv=None):
     plot(report, args.out / "bench_backends.png")
     print(markdown(report))
     log(f"wrote {args.out / 'bench_backends.json'}, .md and .png")
+    return 0
+
+
+def busy_load(args, argv):
+    """The busy-machine measurement alone (benchkit.busy): busy_load.{json,md} in --out."""
+    settings = QUICK if args.quick else FULL
+    loads = [int(n) for n in args.busy_cores.split(",")]
+    log = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
+    base = {"seed": args.seed, "threads": args.threads, "quick": args.quick, "allow_synthetic": args.quick,
+            "images": args.images if args.images is not None else settings["images"], **MODEL}
+    timeout = 600 if args.quick else 3600
+    report = run_busy_load(base, args.repeats or (1 if args.quick else 3), loads, args.epochs or 1,
+                           args.max_seconds, lambda spec: spawn(spec, args.threads, timeout), log)
+    report.update(bookkeeping=measure_bookkeeping())
+    report.update(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=machine_info(),
+                  command="python benchmarks/bench_backends.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "busy_load.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = busy_markdown(report, report["machine"]) + f"\nCommand: `{report['command']}` ({report['date']}).\n"
+    (args.out / "busy_load.md").write_text(text)
+    print(text)
+    log(f"wrote {args.out / 'busy_load.json'} and .md")
     return 0
 
 

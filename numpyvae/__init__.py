@@ -1,10 +1,13 @@
 """numpyvae: a variational autoencoder with hand-written backprop on NumPy and CuPy."""
 import importlib
 
+__version__ = "0.1.0"         # setup.cfg reads it from here
+
 # Loaded on first use (PEP 562), so that `import numpyvae` and the `numpyvae` command start
 # without importing NumPy: a Ctrl-C that early then reaches the command's own handler.
 _EXPORTS = {"VAE": "numpyvae.vae", "Adam": "numpyvae.optim", "get_backend": "numpyvae.backend",
-            "load_fashion_mnist": "numpyvae.datasets", "read_idx": "numpyvae.idx", "write_idx": "numpyvae.idx"}
+            "load_fashion_mnist": "numpyvae.datasets", "load_run": "numpyvae.trained",
+            "read_idx": "numpyvae.idx", "write_idx": "numpyvae.idx"}
 
 __all__ = list(_EXPORTS)
 

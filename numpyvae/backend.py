@@ -142,8 +142,8 @@ def check_cuda_available():
     if reason is not None:
         raise BackendError(
             f"--backend cupy cannot run: {reason}. Install the 'cuda' extra "
-            "(pip install 'numpyvae[cuda]') on a machine with an NVIDIA GPU and a current driver, "
-            "or use --backend numpy.")
+            "(from a checkout: pip install -e '.[cuda]'; from a wheel made by python -m build: pip install 'dist/<the wheel>.whl[cuda]') "
+            "on a machine with an NVIDIA GPU and a current driver, or use --backend numpy.")
 
 
 def get_backend(name="auto"):

@@ -88,6 +88,18 @@ def png_file(text):
     return text
 
 
+def threads(text):
+    from numpyvae.threads import parse_threads
+    try:
+        return parse_threads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+THREADS_HELP = ("BLAS threads: a number, or auto (default): one per CPU this process may use, fewer while "
+                "other processes take cores (with auto, results can differ in the last digits from run to run)")
+
+
 def positive_float(text):
     return _number(float, 0, False, text)
 
@@ -104,6 +116,7 @@ def build_parser():
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
+    parser.add_argument("--version", action="version", version=f"numpyvae {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # train: only the flags given on the command line land in args (argument_default=SUPPRESS),
@@ -143,6 +156,7 @@ def build_parser():
                        help="download the data if it is not found")
     train.add_argument("--no-figures", dest="figures", action="store_false", default=True,
                        help="skip drawing the figures at the end")
+    train.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
@@ -154,6 +168,7 @@ def build_parser():
     evaluate.add_argument("--seed", type=natural, default=0, help="seed of the evaluation noise (default 0)")
     _model_options(evaluate, BACKEND_NAMES)
     evaluate.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    evaluate.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
     figures = commands.add_parser("figures", help="draw every figure of a run")
@@ -184,7 +199,8 @@ def build_parser():
     gradcheck.add_argument("--entries", type=positive_int, default=20,
                            help="entries checked per tensor of the full-size model (default 20)")
     gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the 784-400-20 one)")
-    gradcheck.add_argument("--seed", type=natural, default=0)
+    gradcheck.add_argument("--seed", type=natural, default=0,
+                           help="seed of the weights, data and sampled entries checked (default 0)")
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     download = commands.add_parser("download", help="download Fashion-MNIST into the data directory")
@@ -193,13 +209,19 @@ def build_parser():
 
     show = commands.add_parser("show-data", help="save a grid of Fashion-MNIST images with their class names")
     show.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data, then the system's")
-    show.add_argument("--split", choices=("train", "test"), default="train")
+    show.add_argument("--split", choices=("train", "test"), default="train",
+                      help="the 60,000 training images or the 10,000 test images (default train)")
     show.add_argument("-n", type=show_count, default=40, help=f"how many images, 1 to {MAX_SHOW} (default 40)")
     show.add_argument("--out", type=png_file, default="fashion-mnist.png",
                       help="PNG to write (default fashion-mnist.png); an existing file is replaced only if "
                            "numpyvae drew it")
     show.set_defaults(run=cmd_show_data)
     return parser
+
+
+def _version():
+    from numpyvae import __version__
+    return __version__
 
 
 def _model_options(parser, backend_names):
@@ -218,7 +240,7 @@ def cmd_train(args):
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
-        result = train(config, run_dir, resume=args.resume, download=args.download)
+        result = train(config, run_dir, resume=args.resume, download=args.download, threads=args.threads)
     except NothingToDo as done:
         print(done)
         return 0
@@ -246,7 +268,9 @@ def cmd_evaluate(args):
     import numpy as np
 
     from numpyvae import evaluate
+    from numpyvae.progress import Progress
     from numpyvae.rundir import RunError, check_input_fits, load_run
+    from numpyvae.threads import Threads
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
@@ -254,9 +278,12 @@ def cmd_evaluate(args):
     data = evaluate.test_dataset(images, model.backend, model.dtype, config.binarize,
                                  labels=labels if model.conditional else None)
     started = time.perf_counter()
-    with np.errstate(all="ignore"):   # an overflow is reported below, once, not as NumPy's warnings
-        results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,
-                                    seed=args.seed)
+    with Threads(args.threads if model.backend.name in ("numpy", "fakegpu") else None) as blas:
+        progress = Progress(on_tick=blas.tick)
+        with np.errstate(all="ignore"):   # an overflow is reported below, once, not as NumPy's warnings
+            results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,
+                                        seed=args.seed, progress=progress)
+        progress.close()
     broken = [name for name, value in results.items() if isinstance(value, float) and not math.isfinite(value)]
     if broken:        # never printed as NaN (which is not JSON), never with exit 0
         raise RunError(f"{shown(args.run_dir)}'s parameters give a {' and '.join(broken)} of NaN or Inf "
@@ -318,8 +345,12 @@ def cmd_generate(args):
 def cmd_gradcheck(args):
     from numpyvae import gradcheck
 
+    started = time.perf_counter()
+
+    def progress(title):          # a section takes up to ~20 s: a line for each, so the wait is not silent
+        print(f"checked: {title} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     sections = gradcheck.run_checks(full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
-                                    entries=args.entries, seed=args.seed)
+                                    entries=args.entries, seed=args.seed, progress=progress)
     print(gradcheck.format_table(sections))
     failed = sum(not row.passed for _, rows in sections for row in rows)
     checked = sum(len(rows) for _, rows in sections)

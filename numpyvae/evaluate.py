@@ -52,11 +52,12 @@ def test_dataset(images, backend, dtype, binarize=False, labels=None):
     return DeviceDataset(binarize_fixed(images) if binarize else images, backend, dtype, labels=labels)
 
 
-def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED):
+def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED, progress=None):
     """Per-image test loss, reconstruction and KL (beta = 1), averaged over `samples` draws of eps.
 
     data: a DeviceDataset. The eps stream is seeded by `seed` alone, so the same model and
     data give the same numbers every time (train.py calls this with samples=1 each epoch).
+    progress(stage, images_done, images) is called after each batch, if given.
     Returns {"loss": ..., "recon": ..., "kl": ...} as Python floats.
     """
     if samples < 1:
@@ -64,12 +65,16 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED)
     xp = model.xp
     rng = model.backend.rng((seed, 1))
     sums = xp.zeros(3, dtype=np.float64)          # loss, recon, KL summed over images and samples
+    done = 0
     for x, y in data.labeled_batches(batch_size):
         for _ in range(samples):
             total, recon, kl = model.loss(x, rng=rng, y=y)
             sums[0] += total
             sums[1] += recon
             sums[2] += kl
+        done += x.shape[0]
+        if progress is not None:
+            progress(f"negative ELBO, {samples} samples", done, len(data))
     loss, recon, kl = model.backend.to_host(sums) / (len(data) * samples)   # the one sync point
     return {"loss": float(loss), "recon": float(recon), "kl": float(kl)}
 
@@ -121,12 +126,13 @@ class RunningLogSumExp:
         return self.m + self.xp.log(self.s)
 
 
-def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_elements=MAX_ELEMENTS):
+def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_elements=MAX_ELEMENTS, progress=None):
     """Per-image average of log (1/k) sum_i w_i over `data`: a lower bound on log p(x).
 
     Memory stays bounded for any k and any N: images go through in chunks of C, samples
     in blocks of S, and a running logsumexp (in float64) combines the blocks, so the
     largest array is (S * C, D) with S * C * D <= max_elements.
+    progress(stage, images_done, images) is called after each chunk, if given.
     Returns the bound as a Python float (negate it for the NLL estimate).
     """
     if k < 1:
@@ -135,6 +141,7 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
     rng = backend.rng((seed, 2))
     images_per_chunk, samples_per_block = chunk_sizes(k, model.input_dim, max_elements)
     total = xp.zeros((), dtype=np.float64)
+    done = 0
     for x, y in data.labeled_batches(images_per_chunk):
         mu, logvar = model.encode(x, y)                                     # (C, Z) each
         lse = RunningLogSumExp(xp, (x.shape[0],))
@@ -143,14 +150,21 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
             eps = backend.standard_normal(rng, xp.empty((S, x.shape[0], model.latent_dim), dtype=model.dtype))
             lse.add(log_weights(model, x, mu, logvar, eps, y))             # (S, C)
         total += (lse.value() - math.log(k)).sum()
+        done += x.shape[0]
+        if progress is not None:
+            progress(f"IWAE bound, k = {k}", done, len(data))
     return backend.scalar(total) / len(data)
 
 
 def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed=EVAL_SEED,
-             max_elements=MAX_ELEMENTS):
-    """Both numbers for `numpyvae evaluate`, as a dict ready for JSON (nats per image)."""
-    elbo = negative_elbo(model, data, samples=elbo_samples, seed=seed)
-    bound = importance_weighted_bound(model, data, k=iw_samples, seed=seed, max_elements=max_elements)
+             max_elements=MAX_ELEMENTS, progress=None):
+    """Both numbers for `numpyvae evaluate`, as a dict ready for JSON (nats per image).
+
+    progress(stage, images_done, images), if given, after every batch of either pass.
+    """
+    elbo = negative_elbo(model, data, samples=elbo_samples, seed=seed, progress=progress)
+    bound = importance_weighted_bound(model, data, k=iw_samples, seed=seed, max_elements=max_elements,
+                                      progress=progress)
     return {"test_images": len(data),
             "elbo_samples": elbo_samples, "test_loss": elbo["loss"],
             "test_recon": elbo["recon"], "test_kl": elbo["kl"],

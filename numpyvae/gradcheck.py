@@ -232,10 +232,27 @@ def check_batch(model, batch=4, seed=0):
     return x, eps, rng.integers(0, model.num_classes, batch)
 
 
-def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0):
-    """All the checks the `numpyvae gradcheck` command prints: (section title, rows) pairs."""
+class _Sections(list):
+    """A list of (title, rows) that tells `progress(title)` of each one as it is added."""
+
+    def __init__(self, progress):
+        super().__init__()
+        self.progress = progress
+
+    def append(self, section):
+        super().append(section)
+        if self.progress is not None:
+            self.progress(section[0])
+
+
+def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, progress=None):
+    """All the checks the `numpyvae gradcheck` command prints: (section title, rows) pairs.
+
+    progress(title), if given, is called as each section is done.
+    """
     backend = get_backend(backend)
-    sections = [("layers and losses (float64, NumPy)", check_layers(seed))]
+    sections = _Sections(progress)
+    sections.append(("layers and losses (float64, NumPy)", check_layers(seed)))
     dtype = np.dtype(dtype)
     for likelihood in LIKELIHOODS:
         if small:
@@ -257,11 +274,14 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
 def format_table(sections):
     """The gradient-check table as text, one row per checked tensor."""
     lines = []
-    for title, rows in sections:
-        lines += ["", title, f"  {'gradient':<24}{'shape':<10}{'checked':>8}{'kinks':>6}  "
+    # columns as wide as their longest entry (names like "ContinuousBernoulli dlogits" run long)
+    name_width = max([len("gradient")] + [len(r.name) for _, rows in sections for r in rows]) + 2
+    shapes = [["x".join(map(str, r.shape)) or "scalar" for r in rows] for _, rows in sections]
+    shape_width = max([len("shape")] + [len(shape) for column in shapes for shape in column]) + 2
+    for (title, rows), row_shapes in zip(sections, shapes):
+        lines += ["", title, f"  {'gradient':<{name_width}}{'shape':<{shape_width}}{'checked':>8}{'kinks':>6}  "
                              f"{'max rel error':>13}  {'tolerance':>9}  result"]
-        for r in rows:
-            shape = "x".join(map(str, r.shape)) or "scalar"
-            lines.append(f"  {r.name:<24}{shape:<10}{r.checked:>8}{r.kinks:>6}  {r.max_rel_error:>13.2e}  "
-                         f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
+        for r, shape in zip(rows, row_shapes):
+            lines.append(f"  {r.name:<{name_width}}{shape:<{shape_width}}{r.checked:>8}{r.kinks:>6}  "
+                         f"{r.max_rel_error:>13.2e}  {r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)

@@ -170,7 +170,7 @@ def reconstructions(model, images, path, columns=8, pairs=3, labels=None):
     figure = _figure("reconstructions", model.latent_dim)
     ax = figure.subplots()
     _show_grid(ax, grid, row_labels=["test image", "reconstruction"] * (len(grid) // 2))
-    ax.set_title("Test images and their reconstructions (decoded from the posterior mean)")
+    _title(ax, model, "Test images and their reconstructions (decoded from the posterior mean)")
     ax.set_xlabel(f"{n} test images, in dataset order")
     return _save(figure, path)
 
@@ -186,10 +186,10 @@ def samples(model, path, rows=8, columns=8, seed=SEED):
     ax = figure.subplots()
     if model.conditional:
         _show_grid(ax, grid, row_labels=[class_name(c) for c in range(rows)])
-        ax.set_title("New clothes of every class: z ~ N(0, I) decoded with the row's class")
+        _title(ax, model, "New clothes of every class: z ~ N(0, I) decoded with the row's class")
     else:
         _show_grid(ax, grid)
-        ax.set_title("New clothes from the prior: decoder means for z ~ N(0, I)")
+        _title(ax, model, "New clothes from the prior: decoder means for z ~ N(0, I)")
     ax.set_xlabel(f"{rows * columns} independent draws of z (seed {seed})")
     return _save(figure, path)
 
@@ -229,7 +229,7 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
     ax = figure.subplots()
     _show_grid(ax, grid, row_labels=[CLASS_NAMES[int(labels[i])] for i in chosen],
                column_labels=["original"] + [f"{t:+g}" for t in offsets])
-    ax.set_title("Latent offset sweep: decode(mu(x) + t), t added to every coordinate of the code")
+    _title(ax, model, "Latent offset sweep: decode(mu(x) + t), t added to every coordinate of the code")
     ax.set_xlabel("offset t added to each of the latent coordinates")
     ax.set_ylabel("test image (its class)")
     return _save(figure, path)
@@ -255,7 +255,7 @@ def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED, lab
                column_labels=[f"{v:+g}" for v in values])
     shown = "" if len(dims) == model.latent_dim else f" ({len(dims)} most used of {model.latent_dim})"
     as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
-    ax.set_title(f"Latent traversal: one coordinate swept, the others held at 0{shown}{as_class}")
+    _title(ax, model, f"Latent traversal: one coordinate swept, the others held at 0{shown}{as_class}")
     ax.set_xlabel("value of the swept coordinate")
     ax.set_ylabel("coordinate (mean KL per test image, nats)")
     return _save(figure, path)
@@ -283,7 +283,7 @@ def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEP
     names = [f"{CLASS_NAMES[int(labels[a])]} to {CLASS_NAMES[int(labels[b])]}" for a, b in zip(starts, ends)]
     _show_grid(ax, grid, row_labels=names[:pairs],
                column_labels=["image A"] + [f"{v:.2g}" for v in t.ravel()] + ["image B"])
-    ax.set_title("Interpolation: decode((1 - t) mu(A) + t mu(B)) between two test images")
+    _title(ax, model, "Interpolation: decode((1 - t) mu(A) + t mu(B)) between two test images")
     ax.set_xlabel("t, the fraction of the way from A's latent mean to B's")
     return _save(figure, path)
 
@@ -317,7 +317,7 @@ def latent_space(model, images, labels, path, max_points=SCATTER_POINTS):
             ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=f"C{c}", label=name, linewidths=0)
     ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=4, frameon=False)
     how = "latent means" if model.latent_dim <= 2 else f"{model.latent_dim}-D latent means, PCA"
-    ax.set_title(f"{len(images)} test images in latent space ({how})")
+    _title(ax, model, f"{len(images)} test images in latent space ({how})")
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     return _save(figure, path)
@@ -336,14 +336,17 @@ def manifold(model, path, size=MANIFOLD_GRID, limit=3.0):
     _show_grid(ax, grid, row_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values[::-1])],
                column_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values)])
     as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
-    ax.set_title(f"The learned manifold: decoder means over a grid of the 2-D latent space{as_class}")
+    _title(ax, model, f"The learned manifold: decoder means over a grid of the 2-D latent space{as_class}")
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     return _save(figure, path)
 
 
-def loss_curves(metrics, path, latent_dim=0):
-    """Train and test loss, reconstruction and KL per epoch (nats per image), from metrics.csv's rows."""
+def loss_curves(metrics, path, latent_dim=0, about=None):
+    """Train and test loss, reconstruction and KL per epoch (nats per image), from metrics.csv's rows.
+
+    about: what the title says of the model (describe(model)), if given.
+    """
     figure = _figure("loss_curves", latent_dim)
     axes = figure.subplots(1, 3)
     epochs = [row["epoch"] for row in metrics]
@@ -361,8 +364,22 @@ def loss_curves(metrics, path, latent_dim=0):
             ax.legend()
             if len(epochs) <= 12:
                 ax.set_xticks(epochs)              # one tick per epoch while they fit
-    figure.suptitle("Training curves (per-image averages; test uses one fixed posterior sample per image)")
+    figure.suptitle("Training curves (per-image averages; test uses one fixed posterior sample per image)"
+                    + (f"\n{about}" if about else ""))
     return _save(figure, path)
+
+
+def describe(model):
+    """What a figure's title says of the model: its sizes, likelihood and whether it is conditional."""
+    sizes = "-".join(str(getattr(model, name)) for name in ("input_dim", "hidden_dim", "latent_dim")
+                     if hasattr(model, name))
+    kind = f"conditional VAE ({model.num_classes} classes)" if model.conditional else "VAE"
+    return f"{sizes} {kind}, {model.likelihood} likelihood"
+
+
+def _title(ax, model, text):
+    """A figure's title, with a second line naming the model it shows (describe)."""
+    ax.set_title(f"{text}\n{describe(model)}")
 
 
 def _side(model):
@@ -386,5 +403,5 @@ def make_all(model, images, labels, metrics, out_dir):
     ]
     if model.latent_dim == 2:
         paths.append(manifold(model, out_dir / "manifold.png"))
-    paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim))
+    paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim, about=describe(model)))
     return paths

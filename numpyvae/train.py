@@ -45,6 +45,7 @@ from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES
                              TrainConfig, build_model, check_new_run_dir, check_position, check_same_run,
                              exclusive, open_run, read_metrics, write_config, write_metrics)
 from numpyvae.signals import signal_of, stopped_by
+from numpyvae.threads import Threads
 from numpyvae.vae import VAE
 
 # Streams of epoch e: shuffle from SeedSequence((seed, e)) (batches.py), the others from these.
@@ -123,6 +124,8 @@ class StopRequest:
 
 class Trainer:
     """One run: its config, model, optimizer and data, and the position it has reached."""
+
+    threads = None           # a threads.Threads to tick after every step (set by train()), or None
 
     def __init__(self, config, run_dir, model, optimizer, train_images, test_images,
                  metrics, log=print, on_step=None, progress=None, train_labels=None, test_labels=None):
@@ -210,6 +213,8 @@ class Trainer:
                 step_finished = False
                 _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
                 self.optimizer.step()
+                if self.threads is not None:
+                    self.threads.tick()          # --threads auto: fewer BLAS threads when others take cores
                 sums[0] += recon
                 sums[1] += kl
                 images += x.shape[0]
@@ -283,20 +288,24 @@ def format_epoch(row, epochs):
 
 
 def describe(config, backend_name, images, steps):
-    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} VAE, {config.likelihood} likelihood"
+    conditional = f"conditional ({config.num_classes} classes) " if config.num_classes else ""
+    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} {conditional}VAE, "
+            f"{config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
             f"{images} training images, {steps} steps per epoch")
 
 
-def train(config, run_dir, resume=False, *, download=False, log=print, on_step=None, progress=None):
+def train(config, run_dir, resume=False, *, download=False, log=print, on_step=None, progress=None, threads=None):
     """Train a new run in `run_dir`, or with resume=True continue the one there to config.epochs.
 
     When resuming, `config` gives the new number of epochs (and may change the backend
     and data directory); every other setting must equal the run's (ConfigError otherwise).
     on_step(epoch, step) is called after every optimizer step (tests raise KeyboardInterrupt
     from it). progress: show a tqdm bar (default: when stderr is a terminal).
+    threads: BLAS threads, as threads.Threads takes them: a number, "auto" (follow the machine's
+    load, as the command does by default) or None (leave them as they are).
     Returns a TrainResult. Raises RunError and its kinds (Interrupted, Diverged, ConfigError),
     CheckpointError, DataError and BackendError, each with a one-line message.
     """
@@ -314,7 +323,7 @@ def train(config, run_dir, resume=False, *, download=False, log=print, on_step=N
             if not resume:
                 check_new_run_dir(run_dir)     # again, now that no other numpyvae can be writing here
             try:
-                return _train_locked(config, run_dir, resume, download, log, on_step, progress)
+                return _train_locked(config, run_dir, resume, download, log, on_step, progress, threads)
             except BaseException:
                 if not resume and not (run_dir / checkpoint.FILENAME).exists():
                     _remove_files(run_dir, NEW_RUN_FILES)     # written by this call, under its lock
@@ -368,7 +377,7 @@ def _remove_empty_dirs(made):
             return
 
 
-def _train_locked(config, run_dir, resume, download, log, on_step, progress):
+def _train_locked(config, run_dir, resume, download, log, on_step, progress, threads=None):
     # a save killed outright (kill -9, power cut) leaves its temporary file; only a process that
     # holds the run's lock can know that no save is under way, so this is the place to clear them
     remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
@@ -395,18 +404,29 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     trainer = Trainer(config, run_dir, model, optimizer, train_images, test_images, metrics,
                       train_labels=train_labels, test_labels=test_labels,
                       log=log, on_step=on_step, progress=progress)
-    about = describe(config, model.backend.name, len(train_images), trainer.steps)
+    about = describe(config, model.backend.name, len(train_images), trainer.steps) + describe_threads(threads)
     if resume:
         check_position(saved, trainer.steps, config.batch_size, len(train_images), run_dir / checkpoint.FILENAME)
-        where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
-        log(f"resuming {shown(run_dir)} {where}: {about}")
-        trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
-    else:
-        log(f"training in {shown(run_dir)}: {about}")
-        write_metrics(run_dir, [])
-        trainer.save(0)        # a checkpoint from the start, so there is always a last good one
-        trainer.run(start_epoch)
+    with Threads(threads if model.backend.name in ("numpy", "fakegpu") else None) as trainer.threads:
+        if resume:
+            where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"
+            log(f"resuming {shown(run_dir)} {where}: {about}")
+            trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
+        else:
+            log(f"training in {shown(run_dir)}: {about}")
+            write_metrics(run_dir, [])
+            trainer.save(0)        # a checkpoint from the start, so there is always a last good one
+            trainer.run(start_epoch)
     return TrainResult(config, model, trainer.metrics, test_images, test_labels)
+
+
+def describe_threads(threads):
+    """The banner's note on BLAS threads (threads.py)."""
+    if threads is None:
+        return ""
+    if threads == "auto":
+        return "; BLAS threads: auto (one per usable CPU, fewer while other processes take cores)"
+    return f"; BLAS threads: {threads}"
 
 
 def _resumable(run_dir, wanted):

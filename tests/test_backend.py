@@ -24,6 +24,8 @@ def test_cupy_where_it_cannot_run_raises_one_clear_error():
         get_backend("cupy")
     message = str(error.value)
     assert reason in message and "--backend numpy" in message and "\n" not in message
+    # numpyvae is on no package index: the advice must be what works from a checkout
+    assert "pip install -e '.[cuda]'" in message and "'numpyvae[cuda]'" not in message
 
 
 def test_unknown_backend_name():

@@ -9,13 +9,28 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backends.py"
 
 
+RESULTS = SCRIPT.parent / "results"
+
+
+def snapshot(directory):
+    """{relative path: (size, mtime_ns, bytes)} of every file under directory."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=240)
+    """--quick as README shows it, without --out: it must write into a new temporary directory."""
+    before = snapshot(RESULTS)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, done
+    assert snapshot(RESULTS) == before           # the committed results are untouched
+    out = Path(done.stderr.rsplit("wrote ", 1)[1].split()[0]).parent
+    assert out.resolve() != RESULTS.resolve() and out.name.startswith("bench_backends_quick_")
+    yield out, done
+    for path in out.iterdir():
+        path.unlink()
+    out.rmdir()
 
 
 def test_quick_writes_json_markdown_and_png(quick_results):
@@ -37,7 +52,8 @@ def test_quick_writes_json_markdown_and_png(quick_results):
             assert all(entry["images_per_second"] > 0 for entry in runs.values())
     markdown = (out / "bench_backends.md").read_text()
     assert "| numpyvae, NumPy float32 |" in markdown and "s/epoch" in markdown
-    assert "epoch / matmul floor" in markdown and "Targets (issue #9)" in markdown
+    assert "epoch / matmul floor" in markdown and "Speed targets: " in markdown
+    assert "pip install -e '.[cuda]'" in markdown and "'numpyvae[cuda]'" not in markdown   # no index has numpyvae
     assert (out / "bench_backends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,3 +73,29 @@ def test_matmul_overlap_script_writes_both_environments(tmp_path):
     text = out.read_text()
     assert "## With the environment as CI has it" in text and "## Side note" in text
     assert text.count("| heads forward, h W_mu + h W_logvar") == 2
+
+
+def test_busy_load_quick_starts_and_stops_its_competing_processes(tmp_path):
+    """--busy-load --quick writes its table; the busy loops it started are gone when it returns."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "--busy-load", "--quick", "--max-seconds", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "busy_load.json").read_text())
+    assert report["loads"] == ["0", "1"] and "auto" in report["settings"] and "1" in report["settings"]
+    for by_setting in report["results"].values():
+        for runs in by_setting.values():
+            assert runs and all(run["epoch_seconds"][0] > 0 and "loadavg_before" in run for run in runs)
+    text = (tmp_path / "busy_load.md").read_text()
+    assert "| competing busy cores |" in text and "auto's epoch / one thread's" in text
+    assert "load average" in text and "What auto costs where it keeps every thread" in text
+    # it started a busy loop, and none outlives the benchmark
+    assert len(report["busy_pids"]) == 1
+    assert not any("getppid() == parent" in _cmdline(pid) for pid in report["busy_pids"])
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,4 +1,5 @@
 """The `numpyvae` command: real subprocess runs for exit codes, Ctrl-C and output; in-process for the rest."""
+import argparse
 import json
 import os
 import signal
@@ -113,7 +114,8 @@ def test_train_evaluate_figures_end_to_end(small_data, tmp_path):
 def signal_training(small_data, run_dir, signum):
     """Start a long `numpyvae train`, send it `signum` once it is under way; return (exit status, stderr)."""
     args = ["train", "--epochs", "1000", "--batch-size", "4", "--hidden-dim", "32", "--latent-dim", "2",
-            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures"]
+            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures",
+            "--threads", "1"]    # a fixed count: "auto" follows the load, and results with it (threads.py)
     process = subprocess.Popen(command(small_data) + [str(a) for a in args], cwd=run_dir.parent,
                                env=environment(small_data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:                      # wait until training is under way
@@ -137,10 +139,11 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     # continue two epochs past the interruption, and compare with a run that never stopped
     epochs = saved.epoch + 2
     config = rundir.read_config(run_dir)
-    status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(epochs), "--no-figures"])
+    status = cli.main(["train", "--run-dir", str(run_dir), "--resume", "--epochs", str(epochs), "--no-figures",
+                       "--threads", "1"])
     assert status == 0
     reference = train.train(train.replace(config, epochs=epochs), tmp_path / "reference",
-                            log=lambda line: None, progress=False)
+                            log=lambda line: None, progress=False, threads=1)
     resumed = checkpoint.load(run_dir / checkpoint.FILENAME)
     assert resumed.epoch == epochs
     assert np.array_equal(resumed.params, reference.model.flat_params)
@@ -375,3 +378,62 @@ def test_ctrl_c_while_drawing_says_the_run_is_complete(small_data, capsys, tmp_p
     assert status == 130 and "epoch 1/1" in out
     assert_one_line_error(err, "interrupted while drawing the figures", "the run is complete",
                           f"numpyvae figures {run_dir}")
+
+
+# -- issue 19: a new user's finish: --version, help for every flag, progress, the banner ----------
+
+def test_version(capsys):
+    import numpyvae
+    status, out, err = run_main(capsys, "--version")
+    assert status == 0 and out.strip() == f"numpyvae {numpyvae.__version__}"
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, f"numpyvae {name} {action.option_strings[0]} has no help text"
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "many"])
+def test_threads_flag_refuses_bad_counts(capsys, text):
+    status, _, err = run_main(capsys, "train", "--threads", text)
+    assert status == 2
+    assert_one_line_error(err, "argument --threads:")
+
+
+def test_train_banner_says_conditional_and_threads(small_data, tmp_path, capsys):
+    status, out, _ = run_main(capsys, "train", "--run-dir", tmp_path / "run", "--conditional", "--epochs", 1,
+                              "--batch-size", 16, "--hidden-dim", 8, "--latent-dim", 2, "--no-figures",
+                              "--threads", 1, "--data-dir", small_data.data_dir)
+    assert status == 0
+    banner = out.splitlines()[0]
+    assert "conditional (10 classes) VAE" in banner and "BLAS threads: 1" in banner
+
+
+def test_evaluate_and_gradcheck_report_progress_without_a_terminal(small_data, tmp_path, capsys, monkeypatch):
+    from numpyvae import progress
+    monkeypatch.setattr(progress, "PLAIN_SECONDS", 0)     # a line at every chunk, as a long wait would get
+    run_dir = tmp_path / "run"
+    status, _, _ = run_main(capsys, "train", "--run-dir", run_dir, "--epochs", 1, "--batch-size", 16,
+                            "--hidden-dim", 8, "--latent-dim", 2, "--no-figures", "--data-dir", small_data.data_dir)
+    assert status == 0
+    status, out, err = run_main(capsys, "evaluate", run_dir, "--samples", 2, "--iw-samples", 5, "--json")
+    assert status == 0 and json.loads(out)["iw_samples"] == 5
+    lines = err.splitlines()                 # capsys is no terminal: plain lines, and one as each stage ends
+    assert any(line.startswith("negative ELBO, 2 samples: done") for line in lines), err
+    assert any(line.startswith("IWAE bound, k = 5: done") for line in lines), err
+    status, out, err = run_main(capsys, "gradcheck", "--quick")
+    assert status == 0
+    assert sum(line.startswith("checked: ") for line in err.splitlines()) == out.count("\n\n")
+
+
+def test_gradcheck_table_columns_line_up():
+    from numpyvae import gradcheck
+    table = gradcheck.format_table([("layers and losses (float64, NumPy)", gradcheck.check_layers())])
+    header, *rows = table.strip().splitlines()[1:]
+    start = header.index("shape")
+    for row in rows:
+        assert row[start - 2:start] == "  " and row[start] != " ", row     # the name ends before "shape" begins

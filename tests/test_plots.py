@@ -138,3 +138,23 @@ def test_importing_is_cheap_and_drawing_needs_no_display(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert png_size(tmp_path / "s.png") == plots.pixel_size("samples", 2)
+
+
+@pytest.mark.parametrize("likelihood, conditional", [("continuous-bernoulli", 0), ("gaussian", 10)])
+def test_every_figure_title_names_the_likelihood(images_and_labels, tmp_path, monkeypatch, likelihood, conditional):
+    """A figure taken out of its run directory still says which model drew it."""
+    images, labels = images_and_labels
+    titles = {}
+    real_save = plots._save
+
+    def keep(figure, path):
+        titles[path.stem] = " ".join([figure._suptitle.get_text() if figure._suptitle else ""]
+                                     + [ax.get_title() for ax in figure.axes])
+        return real_save(figure, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    model = VAE(784, 16, 2, likelihood=likelihood, num_classes=conditional, seed=1)
+    plots.make_all(model, images, labels, METRICS, tmp_path)
+    assert sorted(titles) == sorted(FIGURES + ["manifold"])
+    for name, title in titles.items():
+        assert f"{likelihood} likelihood" in title, f"{name}: {title!r}"
+        assert ("conditional" in title) == bool(conditional), f"{name}: {title!r}"

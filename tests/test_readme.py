@@ -85,3 +85,34 @@ def test_a_new_layer_is_a_class_and_an_entry_in_the_list(monkeypatch):
     x, eps = gradcheck.check_batch(relu, seed=1)
     relu.loss_and_grads(x, eps=eps)
     assert not np.allclose(relu.flat_grads, leaky)
+
+
+def test_loading_a_trained_run_as_readme_shows(tiny_config, tmp_path, monkeypatch, capsys):
+    """README's load_run example, run as written on a small run trained where it looks (runs/default)."""
+    import numpy as np
+    import numpyvae
+    from numpyvae import train
+    monkeypatch.chdir(tmp_path)
+    trained = train.train(tiny_config(epochs=1), "runs/default", log=lambda line: None, progress=False)
+    namespace = {}
+    exec(compile(example_after("load-run"), "README.md load_run example", "exec"), namespace)
+    run = namespace["run"]
+    assert isinstance(run, numpyvae.trained.Run) and run.checkpoint.epoch == 1
+    assert np.array_equal(run.model.flat_params, trained.model.flat_params)      # the trained weights
+    assert namespace["mu"].shape == (8, trained.config.latent_dim)
+    assert namespace["x"].dtype == np.float32 and 0 <= namespace["x"].min() and namespace["x"].max() <= 1
+    assert np.array_equal(namespace["x"], namespace["images"][:8].reshape(8, -1) / np.float32(255))
+    assert "nats per image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_readme_names_every_flag_of_train_and_evaluate(command):
+    import argparse
+    from numpyvae import cli
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [option for action in commands.choices[command]._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"
+             and not (isinstance(action, argparse.BooleanOptionalAction) and option.startswith("--no-"))]
+    missing = [flag for flag in flags if not re.search(re.escape(flag) + r"(?![\w-])", README)]
+    assert not missing, f"README does not name numpyvae {command}'s {', '.join(missing)}"

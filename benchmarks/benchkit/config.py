@@ -9,6 +9,10 @@ FULL = {"epochs": 5, "repeats": 5, "images": None, "scaling_repeats": 3, "scalin
 QUICK = {"epochs": 2, "repeats": 1, "images": 512, "scaling_repeats": 1, "scaling_images": 256,
          "scaling_batches": (32, 128), "scaling_hidden": (100,)}
 
-# targets of issue #9, shown next to the measured ratios
+# the speed targets set when numpyvae was made fast (issue 9), shown next to the measured ratios
 TARGET_OVER_TORCH = 0.7          # NumPy epoch time / PyTorch's
 TARGET_OVER_MATMUL_FLOOR = 1.4   # NumPy epoch time / its own matrix products alone
+
+# issue 19's targets for an epoch beside one competing busy core (benchkit.busy)
+BUSY_TARGET_OVER_QUIET = 2.0         # auto's epoch under the load / its epoch without it
+BUSY_TARGET_OVER_ONE_THREAD = 1.2    # auto's epoch under the load / one BLAS thread's under the same load

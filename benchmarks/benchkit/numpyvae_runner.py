@@ -25,8 +25,12 @@ def load_train_images(limit, allow_synthetic):
     return np.ascontiguousarray(images).reshape(len(images), -1), source
 
 
-def numpyvae_training(backend, data, spec):
-    """Train `spec["epochs"]` epochs; per-epoch seconds and mean train loss per image."""
+def numpyvae_training(backend, data, spec, threads=None):
+    """Train `spec["epochs"]` epochs; per-epoch seconds and mean train loss per image.
+
+    threads: a numpyvae.threads.Threads to tick after every step, or None. With spec["max_seconds"],
+    an epoch that runs longer stops there and its time is extrapolated from the steps it made.
+    """
     from numpyvae import VAE, Adam
     xp = backend.xp
     batch, hidden, seed = spec["batch_size"], spec["hidden_dim"], spec["seed"]
@@ -43,9 +47,10 @@ def numpyvae_training(backend, data, spec):
     optimizer = Adam(model, lr=spec["lr"])
     eps_rng = backend.rng((seed, spec["noise_seed"]))   # repeats differ only in this noise
     seconds, losses, steps = [], [], 0
+    limit = spec.get("max_seconds")                     # busy-load runs: stop a hopeless epoch early
     for epoch in range(1, spec["epochs"] + 1):
         total = xp.zeros((), dtype=np.float64)          # summed on the device, read once per epoch
-        steps = 0
+        steps, steps_per_epoch = 0, data.num_batches(batch)
         backend.synchronize()
         started = time.perf_counter()
         for x in data.batches(batch, shuffle=True, seed=(seed, epoch)):
@@ -53,9 +58,15 @@ def numpyvae_training(backend, data, spec):
             optimizer.step()
             total += loss
             steps += 1
+            if threads is not None:
+                threads.tick()
+            if limit and steps < steps_per_epoch and time.perf_counter() - started > limit:
+                break
         backend.synchronize()
-        seconds.append(time.perf_counter() - started)
-        losses.append(backend.scalar(total) / len(data))
+        seconds.append((time.perf_counter() - started) * steps_per_epoch / steps)
+        losses.append(backend.scalar(total) / (steps * batch if steps < steps_per_epoch else len(data)))
+        if steps < steps_per_epoch:
+            break                                       # the report marks it: steps < the epoch's
     return seconds, losses, steps
 
 
@@ -89,7 +100,20 @@ def measure(spec, images):
     backend = get_backend(spec["backend"])
     data = DeviceDataset(images, backend)
     result = {"numpy_version": np.__version__}
-    if spec["task"] == "train":
+    if spec["task"] == "train" and "blas_threads" in spec:      # a busy-load run (benchkit.busy)
+        from benchkit.quiet import OthersMeter
+        from numpyvae.threads import Threads
+        setting = spec["blas_threads"]
+        with Threads(setting) as threads, OthersMeter() as others:
+            seconds, losses, steps = numpyvae_training(backend, data, spec, threads)
+        ends = [step for step, _ in threads.history[1:]] + [threads.steps]
+        steps_at = {}                                  # {thread count: steps run at it}
+        for (start, count), end in zip(threads.history, ends):
+            steps_at[str(count)] = steps_at.get(str(count), 0) + end - start
+        result.update(epoch_seconds=seconds, epoch_loss=losses, steps=steps, others_cores=others.cores,
+                      extrapolated=steps < data.num_batches(spec["batch_size"]), steps_at_threads=steps_at,
+                      threads_history=threads.history[:50])
+    elif spec["task"] == "train":
         seconds, losses, steps = numpyvae_training(backend, data, spec)
         result.update(epoch_seconds=seconds, epoch_loss=losses, steps=steps)
     else:

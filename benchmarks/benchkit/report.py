@@ -118,7 +118,7 @@ def markdown(report):
     ]
     numpy_row = by_name.get("numpy")
     if numpy_row:
-        lines.append(f"Targets (issue #9): NumPy epoch / matmul floor <= {TARGET_OVER_MATMUL_FLOOR}: measured "
+        lines.append(f"Speed targets: NumPy epoch / matmul floor <= {TARGET_OVER_MATMUL_FLOOR}: measured "
                      f"{numpy_row['epoch_over_matmul_floor']:.2f}" + (
                          f"; NumPy epoch / PyTorch's <= {TARGET_OVER_TORCH}: measured "
                          f"{numpy_row['seconds_per_epoch'] / reference['seconds_per_epoch']:.2f}." if reference else "."))
@@ -157,6 +157,6 @@ def markdown(report):
                 cells.append(f"{table['numpy'][str(value)]['seconds_per_step'] / table['torch'][str(value)]['seconds_per_step']:.2f}")
             lines.append(f"| {value} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{report['command']}` ({report['date']}). On a machine with an NVIDIA GPU, "
-                  "`pip install 'numpyvae[cuda]'` and run the same command: the CuPy row is measured when a "
+                  "`pip install -e '.[cuda]'` in the checkout and run the same command: the CuPy row is measured when a "
                   "CUDA device is usable."]
     return "\n".join(lines) + "\n"
