@@ -24,6 +24,7 @@ Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -220,6 +221,12 @@ class Linear:
         """Name -> shape of what this layer owns, in flat-buffer order."""
         return {f"{self.name}.W": (self.fan_in, self.fan_out), f"{self.name}.b": (self.fan_out,)}
 
+    def output_shape(self, input_shape):
+        """The shape of one example's output, from its input's (the batch axis left out): (I,) -> (O,)."""
+        if tuple(input_shape) != (self.fan_in,):
+            raise ValueError(f"{self.name} takes ({self.fan_in},) inputs, not {tuple(input_shape)}")
+        return (self.fan_out,)
+
     def forward(self, xp, params, x, ws=None):
         out = buffer(ws, f"{self.name}.y", (x.shape[0], self.fan_out))
         return linear_forward(xp, x, params[f"{self.name}.W"], params[f"{self.name}.b"], out=out)
@@ -240,6 +247,9 @@ class ReLU:
     def parameters(self):
         return {}
 
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
     def forward(self, xp, params, x, ws=None):
         return relu_forward(xp, x, out=buffer(ws, f"{self.name}.y", x.shape),
                             mask=buffer(ws, f"{self.name}.mask", x.shape, bool))
@@ -248,10 +258,59 @@ class ReLU:
         return relu_backward(xp, dy, cache, out=buffer(ws, f"{self.name}.dx", dy.shape))
 
 
-def sequence_forward(xp, layers, params, x, ws=None):
-    """Run `layers` in order: (output, one cache per layer)."""
+class ReshapeCache(NamedTuple):
+    input_shape: tuple  # (B, ...) what backward gives back
+
+
+class Reshape:
+    """Each example to `shape`: (B, ...) -> (B, *shape), a view (no copy, no parameters).
+
+    Between a dense layer's (B, F) rows and a convolution's (B, C, H, W) images. Reshaping only
+    renames the entries, so the gradient is dy with the input's shape: backward reshapes back.
+    """
+
+    def __init__(self, name, shape):
+        self.name, self.shape = name, tuple(shape)
+
+    def parameters(self):
+        return {}
+
+    def output_shape(self, input_shape):
+        if math.prod(input_shape) != math.prod(self.shape):
+            raise ValueError(f"{self.name} cannot reshape {tuple(input_shape)} to {self.shape}")
+        return self.shape
+
+    def forward(self, xp, params, x, ws=None):
+        return x.reshape((x.shape[0],) + self.shape), ReshapeCache(x.shape)
+
+    def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
+        return dy.reshape(cache.input_shape)
+
+
+class Flatten(Reshape):
+    """Each example to one row: (B, C, H, W) -> (B, C * H * W), as torch.nn.Flatten does."""
+
+    def __init__(self, name, input_shape):
+        super().__init__(name, (math.prod(input_shape),))
+
+
+def output_shape(layers, input_shape):
+    """The shape of one example after `layers`, inferred layer by layer (each checks its input)."""
+    shape = tuple(input_shape)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    return shape
+
+
+def sequence_forward(xp, layers, params, x, ws=None, visit=None):
+    """Run `layers` in order: (output, one cache per layer).
+
+    visit(layer, x), if given, sees each layer's input first (gradcheck reads the ReLUs' inputs).
+    """
     caches = []
     for layer in layers:
+        if visit is not None:
+            visit(layer, x)
         x, cache = layer.forward(xp, params, x, ws)
         caches.append(cache)
     return x, caches

@@ -36,6 +36,7 @@ from numpyvae import checkpoint, datasets, evaluate
 from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
+from numpyvae.network import make_spec
 from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RESUMABLE_CHANGES, ConfigError,  # noqa: F401
                              Diverged, Interrupted, NothingToDo, RunError,
@@ -279,7 +280,7 @@ def format_epoch(row, epochs):
 
 
 def describe(config, backend_name, images, steps):
-    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} VAE, {config.likelihood} likelihood"
+    return (f"{make_spec(**config.model_settings()).describe()}, {config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
@@ -372,10 +373,10 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress):
     backend = get_backend(config.backend)
     train_images, train_labels = datasets.load_fashion_mnist("train", config.data_dir, download)
     test_images, test_labels = datasets.load_fashion_mnist("test", config.data_dir, download)
-    input_dim = math.prod(train_images.shape[1:])
-    if resume and input_dim != config.input_dim:
-        raise ConfigError(f"the data has {input_dim} pixels per image but the run's model takes {config.input_dim}")
-    config = replace(config, input_dim=input_dim)
+    input_shape = (1,) + tuple(train_images.shape[1:])      # grey images: one channel
+    if resume and input_shape != config.input_shape:
+        raise ConfigError(f"the data has images of shape {input_shape} but the run's model takes {config.input_shape}")
+    config = replace(config, input_shape=input_shape)
 
     model = build_model(config, backend)
     optimizer = Adam(model, lr=config.lr)
@@ -412,7 +413,7 @@ def _resumable(run_dir, wanted):
     if not (run_dir / checkpoint.FILENAME).exists():
         raise RunError(f"cannot resume: {run_dir} has no {checkpoint.FILENAME} (start it without --resume)")
     run_config, saved = open_run(run_dir)
-    check_same_run(run_config, replace(wanted, input_dim=run_config.input_dim),
+    check_same_run(run_config, replace(wanted, input_shape=run_config.input_shape),
                    "cannot resume with different settings (start a new --run-dir to change them)")
     config = replace(run_config, **{name: getattr(wanted, name) for name in RESUMABLE_CHANGES})
     if config.epochs <= saved.epoch:
