@@ -277,9 +277,13 @@ def sequence_backward(xp, layers, params, grads, dy, caches, ws=None, need_dx=Tr
 # strided *view*: no Python loop over pixels. Every gradient is then a product too, plus the
 # reverse of im2col ("col2im"), which adds each patch entry back onto the pixel it was read from.
 #
-# Inside, the products work channels-first, (C, B, H, W): then the weights meet all B Ho Wo
-# pixels of the batch in ONE large matrix product (one BLAS / cuBLAS call), and only the
-# layer's input and output are transposed to and from NCHW.
+# Inside, the products work on channels-outermost layouts: then the weights meet all B Ho Wo
+# pixels of the batch in ONE large matrix product (one BLAS / cuBLAS call), and only a layer's
+# input and output are transposed to and from NCHW. Two such layouts serve, for speed alone
+# (the arithmetic is the same):
+#   channels-first (C, B, H, W): im2col reads NCHW images in rows, and H x W blocks move whole;
+#   batch-last     (C, H, W, B): col2im's strided adds then move runs of B numbers at a time,
+#                  where in NCHW they would move runs of Wo (7 here: NumPy pays per run).
 
 def conv_output_size(size, kernel_size, stride, padding):
     """Ho = (H + 2p - k) // s + 1: how many windows fit along one side of the padded image."""
@@ -308,10 +312,41 @@ def _scratch(xp, ws, name, shape, dtype):
 
 def channels_first(xp, x, out=None):
     """(B, C, H, W) -> (C, B, H, W), a contiguous copy: every H x W block moves in one piece."""
-    if out is None:
-        out = xp.empty((x.shape[1], x.shape[0]) + tuple(x.shape[2:]), dtype=x.dtype)
+    B, C, H, W = x.shape
+    out = xp.empty((C, B, H, W), dtype=x.dtype) if out is None else out
     xp.copyto(out, x.transpose(1, 0, 2, 3))
     return out
+
+
+def batch_last(xp, x, out=None):
+    """(B, C, H, W) -> (C, H, W, B), a contiguous copy."""
+    B, C, H, W = x.shape
+    out = xp.empty((C, H, W, B), dtype=x.dtype) if out is None else out
+    xp.copyto(out, x.transpose(1, 2, 3, 0))
+    return out
+
+
+def from_channels_first(xp, a, out=None, bias=None):
+    """(C, B, H, W) -> (B, C, H, W), plus bias[c] when given (the bias costs no extra pass)."""
+    a = a.transpose(1, 0, 2, 3)
+    out = xp.empty(a.shape, dtype=a.dtype) if out is None else out
+    if bias is None:
+        xp.copyto(out, a)
+    else:
+        xp.add(a, bias[:, None, None], out=out)
+    return out
+
+
+def from_batch_last(xp, a, out=None, scratch=None):
+    """(C, H, W, B) -> (B, C, H, W), through channels-first (C, B, H, W) in `scratch`.
+
+    Two copies beat one here: the first transposes one channel's (H W, B) block at a time,
+    small enough to stay in cache, the second moves whole H x W blocks.
+    """
+    C, H, W, B = a.shape
+    scratch = xp.empty((C, B, H, W), dtype=a.dtype) if scratch is None else scratch
+    xp.copyto(scratch, a.transpose(0, 3, 1, 2))
+    return from_channels_first(xp, scratch, out=out)
 
 
 def pad(xp, x, padding, out=None):
@@ -332,7 +367,7 @@ def im2col(xp, x, kernel_size, stride, padding, padded=None, out=None):
     """The patch matrix of x: cols[c, u, v, b, i, j] = x_padded[b, c, s i + u, s j + v].
 
     x (B, C, H, W) -> cols (C, k, k, B, Ho, Wo), read as a (C k k, B Ho Wo) matrix: column
-    (b, i, j) holds the k x k x C window under output pixel (i, j) of image b.
+    (b, i, j) holds the C x k x k window under output pixel (i, j) of image b.
 
     Strides do the unrolling. Element [b, c, h, w] of the padded image sits at byte
     b sb + c sc + h sh + w sw, so the window entry above sits at
@@ -355,28 +390,40 @@ def im2col(xp, x, kernel_size, stride, padding, padded=None, out=None):
     return out
 
 
-def col2im(xp, cols, input_shape, stride, padding, out=None):
-    """The adjoint of im2col: x[b, c, h, w] = sum of cols[c, u, v, b, i, j] over s i + u - p = h, s j + v - p = w.
+def col2im(xp, cols, image_size, stride, padding, out=None):
+    """The adjoint of im2col, batch-last: x[c, h, w, b] = sum of cols[c, u, v, i, j, b] over s i + u - p = h, s j + v - p = w.
 
-    cols (C, k, k, B, Ho, Wo) -> (B, C, H, W). im2col copied pixel (h, w) into every window
-    that covers it; going back, each copy's value is added onto the pixel (a scatter-add).
-    Within one kernel offset (u, v) the windows' entries land on distinct pixels (the grid
-    u + s i, v + s j), so one strided add per offset is exact; across offsets they overlap,
-    and that is why this loops over the k x k offsets rather than adding through one
-    overlapping view (a vectorized add through overlapping memory loses updates).
-    out: a buffer for the padded sums (B, C, H + 2p, W + 2p). Returns a view of its inside:
+    cols (C, k, k, Ho, Wo, B) -> (C, H, W, B), with image_size = (H, W). im2col copied pixel
+    (h, w) into every window that covers it; going back, each copy's value is added onto the
+    pixel (a scatter-add). Within one kernel offset (u, v) the windows' entries land on
+    distinct pixels (the grid u + s i, v + s j), so one strided add per offset is exact;
+    across offsets they overlap, and that is why this loops over the k x k offsets rather
+    than adding through one overlapping view (an add through overlapping memory loses updates).
+    out: a buffer for the padded sums (C, H + 2p, W + 2p, B). Returns a view of its inside:
     the padding's share of the gradient belongs to no input pixel and is dropped.
     """
-    C, k, _, B, Ho, Wo = cols.shape
-    H, W = input_shape[2], input_shape[3]
-    s, p = stride, padding
+    C, k, _, Ho, Wo, B = cols.shape
+    (H, W), s, p = image_size, stride, padding
     if out is None:
-        out = xp.empty((B, C, H + 2 * p, W + 2 * p), dtype=cols.dtype)
+        out = xp.empty((C, H + 2 * p, W + 2 * p, B), dtype=cols.dtype)
     out.fill(0)
     for u in range(k):
         for v in range(k):
-            out[:, :, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s] += cols[:, u, v].transpose(1, 0, 2, 3)
-    return out[:, :, p:p + H, p:p + W]
+            out[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s] += cols[:, u, v]
+    return out[:, p:p + H, p:p + W]
+
+
+def conv2d_channels_first(xp, cols, W, out=None):
+    """The convolution itself: y[o, (b, i, j)] = sum over c, u, v of W[o, c, u, v] cols[(c, u, v), (b, i, j)].
+
+    cols (C, k, k, B, Ho, Wo), W (O, C, k, k) -> (O, B, Ho, Wo): the one matrix product Wm @ cols,
+    Wm = W as (O, C k k). (It serves batch-last patches (C, k, k, Ho, Wo, B) just as well.)
+    """
+    O = W.shape[0]
+    if out is None:
+        out = xp.empty((O,) + tuple(cols.shape[3:]), dtype=cols.dtype)
+    xp.matmul(W.reshape(O, -1), cols.reshape(W[0].size, -1), out=out.reshape(O, -1))
+    return out
 
 
 def conv2d_weight_grad(xp, dy_cf, cols, dW):
@@ -390,40 +437,35 @@ def conv2d_weight_grad(xp, dy_cf, cols, dW):
     return dW
 
 
-def conv2d_input_grad(xp, dy_cf, W, input_shape, stride, padding, ws=None, name="conv2d"):
-    """dx of a convolution with weights W (O, C, k, k), from dy_cf (O, B, Ho, Wo) -> (B, C, H, W).
+def conv2d_patch_grad(xp, dy_bl, W, out=None):
+    """dcols[c, u, v, i, j, b] = sum over o of W[o, c, u, v] dy[b, o, i, j]: the gradient with respect to each patch entry.
 
-    From y[b, o, i, j] = sum over c, u, v of W[o, c, u, v] x_padded[b, c, s i + u, s j + v]:
-        dcols[c, u, v, b, i, j] = sum over o of W[o, c, u, v] dy[b, o, i, j]   dcols = Wm^T dY
-    is the gradient with respect to each patch entry, and a padded pixel's gradient is the
-    sum over the patch entries that were copies of it: col2im(dcols).
-    This is also ConvTranspose2d's forward (see conv_transpose2d_forward).
-    Returns a view into the padded buffer `{name}.dx_padded`.
+    dy_bl (O, Ho, Wo, B) batch-last, W (O, C, k, k) -> dcols (C, k, k, Ho, Wo, B) batch-last:
+    the one matrix product Wm^T @ dY, (C k k, O) @ (O, Ho Wo B).
     """
     O, C, k, _ = W.shape
-    B, Ho, Wo = dy_cf.shape[1:]
-    H, Wd = input_shape[2], input_shape[3]
-    dcols = _scratch(xp, ws, f"{name}.dcols", (C, k, k, B, Ho, Wo), dy_cf.dtype)
-    xp.matmul(W.reshape(O, -1).T, dy_cf.reshape(O, -1), out=dcols.reshape(C * k * k, -1))   # (C k k, B Ho Wo)
-    padded = _scratch(xp, ws, f"{name}.dx_padded", (B, C, H + 2 * padding, Wd + 2 * padding), dy_cf.dtype)
-    return col2im(xp, dcols, input_shape, stride, padding, out=padded)
-
-
-def conv2d_channels_first(xp, cols, W, out=None):
-    """The convolution itself, channels-first: y_cf[o, (b, i, j)] = sum over c, u, v of W[o, c, u, v] cols[(c, u, v), (b, i, j)].
-
-    cols (C, k, k, B, Ho, Wo), W (O, C, k, k) -> (O, B, Ho, Wo): the one matrix product Wm @ cols.
-    """
-    O = W.shape[0]
     if out is None:
-        out = xp.empty((O,) + tuple(cols.shape[3:]), dtype=cols.dtype)
-    xp.matmul(W.reshape(O, -1), cols.reshape(W[0].size, -1), out=out.reshape(O, -1))
+        out = xp.empty((C, k, k) + tuple(dy_bl.shape[1:]), dtype=dy_bl.dtype)
+    xp.matmul(W.reshape(O, -1).T, dy_bl.reshape(O, -1), out=out.reshape(C * k * k, -1))
     return out
 
 
-def _to_nchw_plus_bias(xp, y_cf, b, out):
-    """(O, B, H, W) -> (B, O, H, W) plus b[o], in one pass: the transpose and the bias share the copy."""
-    return xp.add(y_cf.transpose(1, 0, 2, 3), b[:, None, None], out=out)
+def conv2d_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=None, name="conv2d"):
+    """dx (B, C, H, W) of a convolution with weights W (O, C, k, k), from dy_bl (O, Ho, Wo, B) batch-last.
+
+    From y[b, o, i, j] = sum over c, u, v of W[o, c, u, v] x_padded[b, c, s i + u, s j + v],
+    each patch entry's gradient is dcols = Wm^T dY (conv2d_patch_grad), and a padded pixel's
+    gradient is the sum over the patch entries that were copies of it: col2im(dcols).
+    This is also ConvTranspose2d's forward (see conv_transpose2d_forward).
+    out: a buffer for dx (B, C, H, W); the scratch comes from ws as `{name}.dcols`, `{name}.sums`, ...
+    """
+    O, C, k, _ = W.shape
+    Ho, Wo, B = dy_bl.shape[1:]
+    H, Wd = input_shape[2], input_shape[3]
+    dcols = conv2d_patch_grad(xp, dy_bl, W, out=_scratch(xp, ws, f"{name}.dcols", (C, k, k, Ho, Wo, B), dy_bl.dtype))
+    sums = _scratch(xp, ws, f"{name}.sums", (C, H + 2 * padding, Wd + 2 * padding, B), dy_bl.dtype)
+    dx_bl = col2im(xp, dcols, (H, Wd), stride, padding, out=sums)                          # (C, H, W, B)
+    return from_batch_last(xp, dx_bl, out=out, scratch=_scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dy_bl.dtype))
 
 
 class Conv2dCache(NamedTuple):
@@ -445,12 +487,13 @@ def conv2d_forward(xp, x, W, b, stride=1, padding=0, ws=None, name="conv2d"):
         raise ValueError(f"conv2d expects input (B, {W.shape[1]}, H, W), got {tuple(x.shape)}")
     B, C, H, Wd = x.shape
     O, _, k, _ = W.shape
-    Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(Wd, k, stride, padding)
-    padded = _scratch(xp, ws, f"{name}.x_padded", (B, C, H + 2 * padding, Wd + 2 * padding), x.dtype) if padding else None
-    cols = im2col(xp, x, k, stride, padding, padded=padded,
+    p = padding
+    Ho, Wo = conv_output_size(H, k, stride, p), conv_output_size(Wd, k, stride, p)
+    padded = _scratch(xp, ws, f"{name}.x_padded", (B, C, H + 2 * p, Wd + 2 * p), x.dtype) if p else None
+    cols = im2col(xp, x, k, stride, p, padded=padded,
                   out=_scratch(xp, ws, f"{name}.cols", (C, k, k, B, Ho, Wo), x.dtype))
     y_cf = conv2d_channels_first(xp, cols, W, out=_scratch(xp, ws, f"{name}.y_cf", (O, B, Ho, Wo), x.dtype))
-    y = _to_nchw_plus_bias(xp, y_cf, b, _scratch(xp, ws, f"{name}.y", (B, O, Ho, Wo), x.dtype))
+    y = from_channels_first(xp, y_cf, out=_scratch(xp, ws, f"{name}.y", (B, O, Ho, Wo), x.dtype), bias=b)
     return y, Conv2dCache(cols, tuple(x.shape), stride, padding)
 
 
@@ -463,18 +506,21 @@ def conv2d_backward(xp, dy, cache, W, dW, db, need_dx=True, ws=None, name="conv2
         dL/db[o]          = sum over b, i, j of dy[b, o, i, j]    (the bias is added to every pixel)
         dL/dx[b, c, h, w] = sum over o and every (u, v, i, j) with s i + u - p = h, s j + v - p = w
                             of W[o, c, u, v] dy[b, o, i, j]        (dcols = Wm^T @ dY, then col2im)
-    dx is a view into the buffer `{name}.dx_padded` (its inside; no copy).
+    The first layer's input is data, so the model asks for no dx there.
     """
-    dy_cf = channels_first(xp, dy, out=_scratch(xp, ws, f"{name}.dy_cf", (dy.shape[1], dy.shape[0]) + tuple(dy.shape[2:]), dy.dtype))
+    B, O, Ho, Wo = dy.shape
+    dy_cf = channels_first(xp, dy, out=_scratch(xp, ws, f"{name}.dy_cf", (O, B, Ho, Wo), dy.dtype))
     conv2d_weight_grad(xp, dy_cf, cache.cols, dW)
-    dy_cf.reshape(dy_cf.shape[0], -1).sum(axis=1, out=db)
+    dy_cf.reshape(O, -1).sum(axis=1, out=db)
     if not need_dx:
         return None
-    return conv2d_input_grad(xp, dy_cf, W, cache.input_shape, cache.stride, cache.padding, ws=ws, name=name)
+    dy_bl = batch_last(xp, dy, out=_scratch(xp, ws, f"{name}.dy_bl", (O, Ho, Wo, B), dy.dtype))
+    return conv2d_input_grad(xp, dy_bl, W, cache.input_shape, cache.stride, cache.padding,
+                             out=_scratch(xp, ws, f"{name}.dx", cache.input_shape, dy.dtype), ws=ws, name=name)
 
 
 class ConvTranspose2dCache(NamedTuple):
-    x_cf: object        # (C, B, H, W) the input, channels-first: dW needs it
+    x: object           # (B, C, H, W) the input: dW needs it
     stride: int
     padding: int
 
@@ -492,7 +538,7 @@ def conv_transpose2d_forward(xp, x, W, b, stride=1, padding=0, output_padding=0,
     the formula in conv2d_backward. Put x where dy was and it is the formula above, term by
     term: the transposed convolution IS x -> A^T x, hence its name. It is no inverse of the
     convolution: it spreads each pixel over a window where the convolution gathered one.
-    So this runs conv2d_input_grad, with x channels-first as the "dy".
+    So this runs conv2d_input_grad, with x (batch-last) as the "dy".
     output_padding (< s) adds rows and columns at the bottom and right that no window
     reaches (they hold the bias alone): with s > 1, Hout and Hout + 1 pixel images can both
     convolve down to H, and output_padding says which one to make.
@@ -503,10 +549,11 @@ def conv_transpose2d_forward(xp, x, W, b, stride=1, padding=0, output_padding=0,
     O, k = W.shape[1], W.shape[2]
     Hout = conv_transpose_output_size(H, k, stride, padding, output_padding)
     Wout = conv_transpose_output_size(Wd, k, stride, padding, output_padding)
-    x_cf = channels_first(xp, x, out=_scratch(xp, ws, f"{name}.x_cf", (C, B, H, Wd), x.dtype))
-    spread = conv2d_input_grad(xp, x_cf, W, (B, O, Hout, Wout), stride, padding, ws=ws, name=name)
-    y = xp.add(spread, b[:, None, None], out=_scratch(xp, ws, f"{name}.y", (B, O, Hout, Wout), x.dtype))
-    return y, ConvTranspose2dCache(x_cf, stride, padding)
+    x_bl = batch_last(xp, x, out=_scratch(xp, ws, f"{name}.x_bl", (C, H, Wd, B), x.dtype))
+    y = conv2d_input_grad(xp, x_bl, W, (B, O, Hout, Wout), stride, padding,
+                          out=_scratch(xp, ws, f"{name}.y", (B, O, Hout, Wout), x.dtype), ws=ws, name=name)
+    y += b[:, None, None]
+    return y, ConvTranspose2dCache(x, stride, padding)
 
 
 def conv_transpose2d_backward(xp, dy, cache, W, dW, db, need_dx=True, ws=None, name="conv_transpose2d"):
@@ -521,21 +568,19 @@ def conv_transpose2d_backward(xp, dy, cache, W, dW, db, need_dx=True, ws=None, n
                             (= conv2d_weight_grad with x in dy's place: x_cf @ cols^T)
         dL/db[o]          = sum over b, h, w of dy[b, o, h, w]
     """
-    C, B, H, Wd = cache.x_cf.shape
+    B, C, H, Wd = cache.x.shape
     O, k = W.shape[1], W.shape[2]
     s, p = cache.stride, cache.padding
     padded = _scratch(xp, ws, f"{name}.dy_padded", (B, O, dy.shape[2] + 2 * p, dy.shape[3] + 2 * p), dy.dtype) if p else None
-    cols = _scratch(xp, ws, f"{name}.cols", (O, k, k, B, H, Wd), dy.dtype)
-    # the window grid of dy is exactly H x W: Hout + 2p - k = (H - 1) s + output_padding, output_padding < s
-    im2col(xp, dy, k, s, p, padded=padded, out=cols)
-    conv2d_weight_grad(xp, cache.x_cf, cols, dW)
+    # dy's window grid is exactly H x W: Hout + 2p - k = (H - 1) s + output_padding, and output_padding < s
+    cols = im2col(xp, dy, k, s, p, padded=padded, out=_scratch(xp, ws, f"{name}.cols", (O, k, k, B, H, Wd), dy.dtype))
+    x_cf = channels_first(xp, cache.x, out=_scratch(xp, ws, f"{name}.x_cf", (C, B, H, Wd), dy.dtype))
+    conv2d_weight_grad(xp, x_cf, cols, dW)
     dy.sum(axis=(0, 2, 3), out=db)
     if not need_dx:
         return None
     dx_cf = conv2d_channels_first(xp, cols, W, out=_scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dy.dtype))
-    dx = _scratch(xp, ws, f"{name}.dx", (B, C, H, Wd), dy.dtype)
-    xp.copyto(dx, dx_cf.transpose(1, 0, 2, 3))
-    return dx
+    return from_channels_first(xp, dx_cf, out=_scratch(xp, ws, f"{name}.dx", (B, C, H, Wd), dy.dtype))
 
 
 class Conv2d:

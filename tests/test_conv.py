@@ -1,6 +1,10 @@
 """Conv2d and ConvTranspose2d: PyTorch parity, finite differences, caught mutations, devices, no allocation."""
+import json
 import math
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,15 +128,15 @@ def test_gradcheck_table_has_conv_rows_that_pass():
 
 # -- the checks catch wrong gradients ------------------------------------------------------------
 
-def flipped_kernel_input_grad(xp, dy_cf, W, input_shape, stride, padding, ws=None, name="conv2d"):
+def flipped_kernel_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=None, name="conv2d"):
     """The classic slip: the input gradient as a convolution with the kernel turned by 180 degrees,
     on top of reading the patches in place (the flip belongs to one formulation or the other)."""
-    return ORIGINAL_INPUT_GRAD(xp, dy_cf, W[:, :, ::-1, ::-1], input_shape, stride, padding, ws, name)
+    return ORIGINAL_INPUT_GRAD(xp, dy_bl, W[:, :, ::-1, ::-1], input_shape, stride, padding, out, ws, name)
 
 
-def wrong_stride_col2im(xp, cols, input_shape, stride, padding, out=None):
+def wrong_stride_col2im(xp, cols, image_size, stride, padding, out=None):
     """col2im adding back at stride 1 whatever the forward's stride was."""
-    return ORIGINAL_COL2IM(xp, cols, input_shape, 1, padding, out)
+    return ORIGINAL_COL2IM(xp, cols, image_size, 1, padding, out)
 
 
 ORIGINAL_INPUT_GRAD, ORIGINAL_COL2IM = layers.conv2d_input_grad, layers.col2im
@@ -281,3 +285,20 @@ def test_without_a_workspace_each_call_gets_fresh_arrays():
     problem = random_problem("conv", MUTATION_CASE)
     first, second = run_layer("conv", *problem), run_layer("conv", *problem)
     assert all(not np.shares_memory(a, b) for a, b in zip(first, second))
+
+
+def test_layer_benchmark_runs_and_writes_its_report(tmp_path):
+    """benchmarks/bench_conv_layers.py --quick: a smoke test of the script, not a timing."""
+    pytest.importorskip("torch")
+    pytest.importorskip("threadpoolctl")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv_layers.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "conv_layers.json").read_text())
+    rows = report["runs"][0]["rows"]
+    assert [row["layer"] for row in rows] == ["conv 1->32, 28->14", "conv 32->64, 14->7",
+                                              "convT 64->32, 7->14", "convT 32->1, 14->28"]
+    assert all(row["numpyvae_forward_ms"] > 0 and row["torch_backward_ms"] > 0 for row in rows)
+    assert all(row["numpyvae_pieces_ms"]["products (BLAS)"] > 0 for row in rows)
+    assert "| all four, forward + backward |" in (tmp_path / "conv_layers.md").read_text()
