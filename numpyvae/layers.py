@@ -1,4 +1,5 @@
-"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize, Concat.
+"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize, Concat,
+Conv2d and ConvTranspose2d.
 
 Every layer is two functions, in CS231n's style:
 
@@ -391,9 +392,10 @@ def im2col(xp, x, kernel_size, stride, padding, padded=None, out=None):
 
 
 def col2im(xp, cols, image_size, stride, padding, out=None):
-    """The adjoint of im2col, batch-last: x[c, h, w, b] = sum of cols[c, u, v, i, j, b] over s i + u - p = h, s j + v - p = w.
+    """The adjoint of im2col: x[c, h, w, b] = sum of cols[c, u, v, i, j, b] over s i + u - p = h, s j + v - p = w.
 
-    cols (C, k, k, Ho, Wo, B) -> (C, H, W, B), with image_size = (H, W). im2col copied pixel
+    cols (C, k, k, Ho, Wo, B) -> (C, H, W, B), with image_size = (H, W): im2col's patches and
+    image, batch-last (see the layouts above: the adds then move runs of B numbers). im2col copied pixel
     (h, w) into every window that covers it; going back, each copy's value is added onto the
     pixel (a scatter-add). Within one kernel offset (u, v) the windows' entries land on
     distinct pixels (the grid u + s i, v + s j), so one strided add per offset is exact;
@@ -438,7 +440,7 @@ def conv2d_weight_grad(xp, dy_cf, cols, dW):
 
 
 def conv2d_patch_grad(xp, dy_bl, W, out=None):
-    """dcols[c, u, v, i, j, b] = sum over o of W[o, c, u, v] dy[b, o, i, j]: the gradient with respect to each patch entry.
+    """dcols[c, u, v, i, j, b] = sum over o of W[o, c, u, v] dy[b, o, i, j]: each patch entry's gradient.
 
     dy_bl (O, Ho, Wo, B) batch-last, W (O, C, k, k) -> dcols (C, k, k, Ho, Wo, B) batch-last:
     the one matrix product Wm^T @ dY, (C k k, O) @ (O, Ho Wo B).
@@ -462,10 +464,11 @@ def conv2d_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=N
     O, C, k, _ = W.shape
     Ho, Wo, B = dy_bl.shape[1:]
     H, Wd = input_shape[2], input_shape[3]
-    dcols = conv2d_patch_grad(xp, dy_bl, W, out=_scratch(xp, ws, f"{name}.dcols", (C, k, k, Ho, Wo, B), dy_bl.dtype))
-    sums = _scratch(xp, ws, f"{name}.sums", (C, H + 2 * padding, Wd + 2 * padding, B), dy_bl.dtype)
+    dtype = dy_bl.dtype
+    dcols = conv2d_patch_grad(xp, dy_bl, W, out=_scratch(xp, ws, f"{name}.dcols", (C, k, k, Ho, Wo, B), dtype))
+    sums = _scratch(xp, ws, f"{name}.sums", (C, H + 2 * padding, Wd + 2 * padding, B), dtype)
     dx_bl = col2im(xp, dcols, (H, Wd), stride, padding, out=sums)                          # (C, H, W, B)
-    return from_batch_last(xp, dx_bl, out=out, scratch=_scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dy_bl.dtype))
+    return from_batch_last(xp, dx_bl, out=out, scratch=_scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dtype))
 
 
 class Conv2dCache(NamedTuple):
@@ -509,6 +512,7 @@ def conv2d_backward(xp, dy, cache, W, dW, db, need_dx=True, ws=None, name="conv2
     The first layer's input is data, so the model asks for no dx there.
     """
     B, O, Ho, Wo = dy.shape
+    # dy in two layouts: channels-first to meet the patches (dW), batch-last for col2im (dx)
     dy_cf = channels_first(xp, dy, out=_scratch(xp, ws, f"{name}.dy_cf", (O, B, Ho, Wo), dy.dtype))
     conv2d_weight_grad(xp, dy_cf, cache.cols, dW)
     dy_cf.reshape(O, -1).sum(axis=1, out=db)
@@ -526,11 +530,13 @@ class ConvTranspose2dCache(NamedTuple):
 
 
 def conv_transpose2d_forward(xp, x, W, b, stride=1, padding=0, output_padding=0, ws=None, name="conv_transpose2d"):
-    """y[b, o, h, w] = b[o] + sum over c, and u, v, i, j with s i + u - p = h, s j + v - p = w, of x[b, c, i, j] W[c, o, u, v].
+    """The transposed convolution: each input pixel stamps its k x k kernel, scaled, onto the output at stride s.
+
+        y[b, o, h, w] = b[o] + sum of x[b, c, i, j] W[c, o, u, v]
+                        over c and every (u, v, i, j) with s i + u - p = h, s j + v - p = w
 
     x (B, C, H, W), W (C, O, k, k), b (O,) -> y (B, O, Hout, Wout), cache, with
     Hout = (H - 1) s - 2p + k + output_padding; PyTorch's torch.nn.functional.conv_transpose2d.
-    Each input pixel stamps its k x k kernel, scaled, onto the output at stride s.
 
     Why this is the convolution's input gradient: read W (C, O, k, k) as the weights of a
     Conv2d from O channels to C channels. That convolution is a linear map, a matrix A, from
@@ -571,9 +577,11 @@ def conv_transpose2d_backward(xp, dy, cache, W, dW, db, need_dx=True, ws=None, n
     B, C, H, Wd = cache.x.shape
     O, k = W.shape[1], W.shape[2]
     s, p = cache.stride, cache.padding
-    padded = _scratch(xp, ws, f"{name}.dy_padded", (B, O, dy.shape[2] + 2 * p, dy.shape[3] + 2 * p), dy.dtype) if p else None
+    Hout, Wout = dy.shape[2:]
+    padded = _scratch(xp, ws, f"{name}.dy_padded", (B, O, Hout + 2 * p, Wout + 2 * p), dy.dtype) if p else None
     # dy's window grid is exactly H x W: Hout + 2p - k = (H - 1) s + output_padding, and output_padding < s
-    cols = im2col(xp, dy, k, s, p, padded=padded, out=_scratch(xp, ws, f"{name}.cols", (O, k, k, B, H, Wd), dy.dtype))
+    cols = im2col(xp, dy, k, s, p, padded=padded,
+                  out=_scratch(xp, ws, f"{name}.cols", (O, k, k, B, H, Wd), dy.dtype))
     x_cf = channels_first(xp, cache.x, out=_scratch(xp, ws, f"{name}.x_cf", (C, B, H, Wd), dy.dtype))
     conv2d_weight_grad(xp, x_cf, cols, dW)
     dy.sum(axis=(0, 2, 3), out=db)
@@ -596,7 +604,8 @@ class Conv2d:
 
     def parameters(self):
         k = self.kernel_size
-        return {f"{self.name}.W": (self.out_channels, self.in_channels, k, k), f"{self.name}.b": (self.out_channels,)}
+        return {f"{self.name}.W": (self.out_channels, self.in_channels, k, k),
+                f"{self.name}.b": (self.out_channels,)}
 
     def output_shape(self, input_shape):
         """(C, H, W) of one example in -> (out_channels, Ho, Wo) out."""
@@ -614,7 +623,7 @@ class Conv2d:
 
 
 class ConvTranspose2d:
-    """A ConvTranspose2d layer named `name`: it owns `name.W` (in_channels, out_channels, k, k) and `name.b` (out_channels,).
+    """A ConvTranspose2d layer named `name`: owns `name.W` (in_channels, out_channels, k, k), `name.b` (out_channels,).
 
     fan_in = out_channels k k, as PyTorch's init counts it: torch's _calculate_fan_in_and_fan_out
     reads dimension 1 of the weight as the inputs, and for this layout that is out_channels.
@@ -629,13 +638,15 @@ class ConvTranspose2d:
 
     def parameters(self):
         k = self.kernel_size
-        return {f"{self.name}.W": (self.in_channels, self.out_channels, k, k), f"{self.name}.b": (self.out_channels,)}
+        return {f"{self.name}.W": (self.in_channels, self.out_channels, k, k),
+                f"{self.name}.b": (self.out_channels,)}
 
     def output_shape(self, input_shape):
         """(C, H, W) of one example in -> (out_channels, Hout, Wout) out."""
         _, H, W = input_shape
         k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
-        return (self.out_channels, conv_transpose_output_size(H, k, s, p, op), conv_transpose_output_size(W, k, s, p, op))
+        return (self.out_channels, conv_transpose_output_size(H, k, s, p, op),
+                conv_transpose_output_size(W, k, s, p, op))
 
     def forward(self, xp, params, x, ws=None):
         return conv_transpose2d_forward(xp, x, params[f"{self.name}.W"], params[f"{self.name}.b"], self.stride,

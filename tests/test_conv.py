@@ -63,7 +63,8 @@ def random_problem(kind, case, seed=0):
     w_shape = (c_out, c_in, k, k) if kind == "conv" else (c_in, c_out, k, k)
     weights, bias = rng.standard_normal(w_shape), rng.standard_normal(c_out)
     if kind == "conv":
-        out = (c_out, layers.conv_output_size(H, k, stride, padding), layers.conv_output_size(W, k, stride, padding))
+        out = (c_out, layers.conv_output_size(H, k, stride, padding),
+               layers.conv_output_size(W, k, stride, padding))
     else:
         out = (c_out, layers.conv_transpose_output_size(H, k, stride, padding, output_padding),
                layers.conv_transpose_output_size(W, k, stride, padding, output_padding))
@@ -88,8 +89,9 @@ def test_random_shapes_equal_pytorch():
     checked = 0
     while checked < 40:
         k, s = int(rng.integers(1, 6)), int(rng.integers(1, 4))
-        case = (int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 5)), k, s,
-                int(rng.integers(0, k)), int(rng.integers(0, s)), int(rng.integers(k, 16)), int(rng.integers(k, 16)))
+        batch, c_in, c_out = (int(n) for n in rng.integers(1, [4, 5, 5]))
+        padding, output_padding, H, W = (int(n) for n in rng.integers([0, 0, k, k], [k, s, 16, 16]))
+        case = (batch, c_in, c_out, k, s, padding, output_padding, H, W)
         for kind in ("conv", "transpose"):
             try:
                 problem = random_problem(kind, case, seed=checked)
@@ -190,7 +192,8 @@ def test_entries_shapes_and_fan_in_match_pytorch():
         for layer, torch_layer in path:
             params = {n: np.zeros(s) for n, s in layer.parameters().items()}
             y, _ = layer.forward(np, params, np.zeros((1,) + shape))
-            assert y.shape[1:] == layer.output_shape(shape) == tuple(torch_layer(torch.zeros((1,) + shape)).shape[1:])
+            expected = tuple(torch_layer(torch.zeros((1,) + shape)).shape[1:])
+            assert y.shape[1:] == layer.output_shape(shape) == expected
             shape = layer.output_shape(shape)
         assert shape == end
 
@@ -246,11 +249,13 @@ def conv_stack():
     stack = [Conv2d("e1", 2, 8, 3, 2, 1), ReLU("r1"), Conv2d("e2", 8, 16, 3, 2, 1), ReLU("r2"),
              ConvTranspose2d("d1", 16, 8, 3, 2, 1, 1), ReLU("r3"), ConvTranspose2d("d2", 8, 2, 3, 2, 1, 1)]
     shapes = {n: s for layer in stack for n, s in layer.parameters().items()}
-    flat, flat_grads = init_params(stack, seed=0).astype(np.float32), np.zeros(sum(map(math.prod, shapes.values())), np.float32)
+    flat = init_params(stack, seed=0).astype(np.float32)
+    flat_grads = np.zeros_like(flat)
     params, grads, offset = {}, {}, 0
     for name, shape in shapes.items():
         size = math.prod(shape)
-        params[name], grads[name] = flat[offset:offset + size].reshape(shape), flat_grads[offset:offset + size].reshape(shape)
+        params[name] = flat[offset:offset + size].reshape(shape)
+        grads[name] = flat_grads[offset:offset + size].reshape(shape)
         offset += size
     return stack, params, grads
 
