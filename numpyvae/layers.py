@@ -338,8 +338,8 @@ def from_channels_first(xp, a, out=None, bias=None):
     return out
 
 
-def from_batch_last(xp, a, out=None, scratch=None):
-    """(C, H, W, B) -> (B, C, H, W), through channels-first (C, B, H, W) in `scratch`.
+def from_batch_last(xp, a, out=None, scratch=None, bias=None):
+    """(C, H, W, B) -> (B, C, H, W), plus bias[c] when given, through channels-first (C, B, H, W) in `scratch`.
 
     Two copies beat one here: the first transposes one channel's (H W, B) block at a time,
     small enough to stay in cache, the second moves whole H x W blocks.
@@ -347,7 +347,7 @@ def from_batch_last(xp, a, out=None, scratch=None):
     C, H, W, B = a.shape
     scratch = xp.empty((C, B, H, W), dtype=a.dtype) if scratch is None else scratch
     xp.copyto(scratch, a.transpose(0, 3, 1, 2))
-    return from_channels_first(xp, scratch, out=out)
+    return from_channels_first(xp, scratch, out=out, bias=bias)
 
 
 def pad(xp, x, padding, out=None):
@@ -452,13 +452,14 @@ def conv2d_patch_grad(xp, dy_bl, W, out=None):
     return out
 
 
-def conv2d_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=None, name="conv2d"):
+def conv2d_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, bias=None, ws=None, name="conv2d"):
     """dx (B, C, H, W) of a convolution with weights W (O, C, k, k), from dy_bl (O, Ho, Wo, B) batch-last.
 
     From y[b, o, i, j] = sum over c, u, v of W[o, c, u, v] x_padded[b, c, s i + u, s j + v],
     each patch entry's gradient is dcols = Wm^T dY (conv2d_patch_grad), and a padded pixel's
     gradient is the sum over the patch entries that were copies of it: col2im(dcols).
-    This is also ConvTranspose2d's forward (see conv_transpose2d_forward).
+    This is also ConvTranspose2d's forward (see conv_transpose2d_forward), which passes its
+    `bias` (C,) to be added on the way back to NCHW (a convolution's input gradient has none).
     out: a buffer for dx (B, C, H, W); the scratch comes from ws as `{name}.dcols`, `{name}.sums`, ...
     """
     O, C, k, _ = W.shape
@@ -468,7 +469,8 @@ def conv2d_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=N
     dcols = conv2d_patch_grad(xp, dy_bl, W, out=_scratch(xp, ws, f"{name}.dcols", (C, k, k, Ho, Wo, B), dtype))
     sums = _scratch(xp, ws, f"{name}.sums", (C, H + 2 * padding, Wd + 2 * padding, B), dtype)
     dx_bl = col2im(xp, dcols, (H, Wd), stride, padding, out=sums)                          # (C, H, W, B)
-    return from_batch_last(xp, dx_bl, out=out, scratch=_scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dtype))
+    scratch = _scratch(xp, ws, f"{name}.dx_cf", (C, B, H, Wd), dtype)
+    return from_batch_last(xp, dx_bl, out=out, scratch=scratch, bias=bias)
 
 
 class Conv2dCache(NamedTuple):
@@ -557,8 +559,7 @@ def conv_transpose2d_forward(xp, x, W, b, stride=1, padding=0, output_padding=0,
     Wout = conv_transpose_output_size(Wd, k, stride, padding, output_padding)
     x_bl = batch_last(xp, x, out=_scratch(xp, ws, f"{name}.x_bl", (C, H, Wd, B), x.dtype))
     y = conv2d_input_grad(xp, x_bl, W, (B, O, Hout, Wout), stride, padding,
-                          out=_scratch(xp, ws, f"{name}.y", (B, O, Hout, Wout), x.dtype), ws=ws, name=name)
-    y += b[:, None, None]
+                          out=_scratch(xp, ws, f"{name}.y", (B, O, Hout, Wout), x.dtype), bias=b, ws=ws, name=name)
     return y, ConvTranspose2dCache(x, stride, padding)
 
 

@@ -130,10 +130,11 @@ def test_gradcheck_table_has_conv_rows_that_pass():
 
 # -- the checks catch wrong gradients ------------------------------------------------------------
 
-def flipped_kernel_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, ws=None, name="conv2d"):
+def flipped_kernel_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, bias=None, ws=None,
+                              name="conv2d"):
     """The classic slip: the input gradient as a convolution with the kernel turned by 180 degrees,
     on top of reading the patches in place (the flip belongs to one formulation or the other)."""
-    return ORIGINAL_INPUT_GRAD(xp, dy_bl, W[:, :, ::-1, ::-1], input_shape, stride, padding, out, ws, name)
+    return ORIGINAL_INPUT_GRAD(xp, dy_bl, W[:, :, ::-1, ::-1], input_shape, stride, padding, out, bias, ws, name)
 
 
 def wrong_stride_col2im(xp, cols, image_size, stride, padding, out=None):
