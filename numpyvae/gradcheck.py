@@ -161,6 +161,29 @@ def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
     dmu, dlogvar = losses.gaussian_kl_backward(np, losses.gaussian_kl_forward(np, mu, logvar)[1])
     row("GaussianKL dmu", dmu, numerical_gradient(f, mu))
     row("GaussianKL dlogvar", dlogvar, numerical_gradient(f, logvar))
+    return rows + check_conv_layers(seed)
+
+
+def check_conv_layers(seed=0):
+    """Rows for Conv2d and ConvTranspose2d (dx, dW, db), float64 NumPy, at stride 2 with padding
+    and odd sizes: every kernel offset, the padding and output_padding are exercised."""
+    rng = np.random.default_rng(seed)
+    tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
+    rows = []
+    cases = (("Conv2d", layers.conv2d_forward, layers.conv2d_backward, (2, 3, 7, 6), (4, 3, 3, 3), {}),
+             ("ConvTranspose2d", layers.conv_transpose2d_forward, layers.conv_transpose2d_backward,
+              (2, 4, 4, 3), (4, 3, 3, 3), {"output_padding": 1}))
+    for name, forward_fn, backward_fn, x_shape, w_shape, extra in cases:
+        x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        b = rng.standard_normal(w_shape[0] if forward_fn is layers.conv2d_forward else w_shape[1])
+        forward = lambda: forward_fn(np, x, W, b, stride=2, padding=1, **extra)[0]
+        y, cache = forward_fn(np, x, W, b, stride=2, padding=1, **extra)
+        dy = rng.standard_normal(y.shape)
+        dW, db = np.empty_like(W), np.empty_like(b)
+        dx = backward_fn(np, dy, cache, W, dW, db)
+        for label, analytic, wrt in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
+            rows.append(Row(f"{name} {label}", analytic.shape, analytic.size,
+                            rel_error(analytic, numerical_vjp(forward, wrt, dy)), tol))
     return rows
 
 

@@ -1,0 +1,258 @@
+"""Benchmark: each conv layer of the default conv VAE, forward and backward, numpyvae against PyTorch.
+
+    python benchmarks/bench_conv_layers.py [--rounds 15] [--block 0.2] [--threads 1,2] [--out benchmarks/results]
+
+The four layers of TensorFlow's CVAE shape, batch 128, float32 (issue 18):
+    conv 1->32 k3 s2 p1 (28->14), conv 32->64 k3 s2 p1 (14->7),
+    transposed conv 64->32 k3 s2 p1 op1 (7->14), transposed conv 32->1 k3 s2 p1 op1 (14->28).
+The first layer's backward computes no input gradient (its input is data), in both libraries.
+
+One process, both libraries, the same number of threads (threadpoolctl for BLAS, torch.set_num_threads).
+Each round runs every (layer, library) pair for a block of `--block` seconds of steps (forward then
+backward, each timed, as in training), the libraries in alternating order, and records the median
+step of the block; the report gives the median over rounds, and for numpyvae where the time goes
+(a second pass with the layer's pieces wrapped in timers). PyTorch's gradients are set to None
+before each backward, as optimizer.zero_grad() does by default, so it allocates them fresh and
+numpyvae assigns them: neither adds into old ones. The 1-minute load average is recorded before
+and after, and each round how many cores the rest of the machine used (benchkit.quiet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))        # benchkit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # numpyvae from this checkout
+
+from benchkit.quiet import OthersMeter                           # noqa: E402
+from benchkit.report import machine_info                         # noqa: E402
+from numpyvae import layers                                      # noqa: E402
+from numpyvae.layers import Conv2d, ConvTranspose2d, Workspace   # noqa: E402
+
+BATCH = 128
+# label, numpyvae entry, its PyTorch twin's (class name, arguments), input (C, H, W), input gradient wanted
+LAYERS = [
+    ("conv 1->32, 28->14", Conv2d("e1", 1, 32, 3, 2, 1), ("Conv2d", (1, 32, 3, 2, 1)), (1, 28, 28), False),
+    ("conv 32->64, 14->7", Conv2d("e2", 32, 64, 3, 2, 1), ("Conv2d", (32, 64, 3, 2, 1)), (32, 14, 14), True),
+    ("convT 64->32, 7->14", ConvTranspose2d("d1", 64, 32, 3, 2, 1, 1), ("ConvTranspose2d", (64, 32, 3, 2, 1, 1)),
+     (64, 7, 7), True),
+    ("convT 32->1, 14->28", ConvTranspose2d("d2", 32, 1, 3, 2, 1, 1), ("ConvTranspose2d", (32, 1, 3, 2, 1, 1)),
+     (32, 14, 14), True),
+]
+# numpyvae's pieces, by what they do; a piece called inside another counts for the outer one only
+PIECES = {
+    "products (BLAS)": ("conv2d_channels_first", "conv2d_weight_grad", "conv2d_patch_grad"),
+    "im2col (pad + patch copy)": ("im2col",),
+    "col2im (scatter-add)": ("col2im",),
+    "layout copies (NCHW <-> inside)": ("channels_first", "batch_last", "from_channels_first", "from_batch_last"),
+}
+
+
+class Ours:
+    """One numpyvae layer with its parameters, gradients, workspace and input: step() runs forward + backward."""
+
+    def __init__(self, layer, input_shape, need_dx, rng):
+        self.layer, self.need_dx, self.ws = layer, need_dx, Workspace(np, np.float32)
+        shapes = layer.parameters()
+        self.params = {n: (0.1 * rng.standard_normal(s)).astype(np.float32) for n, s in shapes.items()}
+        self.grads = {n: np.empty(s, np.float32) for n, s in shapes.items()}
+        self.x = rng.standard_normal((BATCH,) + input_shape).astype(np.float32)
+        y, _ = layer.forward(np, self.params, self.x, self.ws)
+        self.dy = rng.standard_normal(y.shape).astype(np.float32)
+
+    def step(self):
+        started = time.perf_counter()
+        _, cache = self.layer.forward(np, self.params, self.x, self.ws)
+        middle = time.perf_counter()
+        self.layer.backward(np, self.params, self.grads, self.dy, cache, self.ws, need_dx=self.need_dx)
+        return middle - started, time.perf_counter() - middle
+
+
+class Theirs:
+    """The same layer in PyTorch, on the same numbers."""
+
+    def __init__(self, torch, spec, ours):
+        kind, args = spec
+        self.module = getattr(torch.nn, kind)(*args)
+        with torch.no_grad():
+            self.module.weight.copy_(torch.from_numpy(ours.params[f"{ours.layer.name}.W"]))
+            self.module.bias.copy_(torch.from_numpy(ours.params[f"{ours.layer.name}.b"]))
+        self.x = torch.from_numpy(ours.x).requires_grad_(ours.need_dx)
+        self.dy = torch.from_numpy(ours.dy)
+
+    def step(self):
+        self.module.weight.grad = self.module.bias.grad = self.x.grad = None
+        started = time.perf_counter()
+        y = self.module(self.x)
+        middle = time.perf_counter()
+        y.backward(self.dy)
+        return middle - started, time.perf_counter() - middle
+
+
+def block(runner, seconds):
+    """Median (forward, backward) seconds over about `seconds` of steps, after one untimed step."""
+    runner.step()
+    steps, spent = [], 0.0
+    while spent < seconds or len(steps) < 3:
+        forward, backward = runner.step()
+        steps.append((forward, backward))
+        spent += forward + backward
+    return statistics.median(f for f, _ in steps), statistics.median(b for _, b in steps)
+
+
+class PieceTimers:
+    """Wraps numpyvae's conv pieces (PIECES) in timers for the duration of a `with` block."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(PIECES, 0.0)
+        self._inside = False
+
+    def _wrap(self, piece, function):
+        def timed(*args, **kwargs):
+            if self._inside:
+                return function(*args, **kwargs)
+            self._inside, started = True, time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[piece] += time.perf_counter() - started
+                self._inside = False
+        return timed
+
+    def __enter__(self):
+        self._saved = {}
+        for piece, names in PIECES.items():
+            for name in names:
+                self._saved[name] = getattr(layers, name)
+                setattr(layers, name, self._wrap(piece, self._saved[name]))
+        return self
+
+    def __exit__(self, *exc):
+        for name, function in self._saved.items():
+            setattr(layers, name, function)
+        return False
+
+
+def breakdown(runner, steps):
+    """Milliseconds per step of each piece of numpyvae's forward + backward, median over `steps` steps."""
+    per_step = []
+    runner.step()
+    for _ in range(steps):
+        with PieceTimers() as timers:
+            forward, backward = runner.step()
+        row = {piece: 1e3 * s for piece, s in timers.seconds.items()}
+        row["total"] = 1e3 * (forward + backward)
+        row["rest (bias, db sums, Python)"] = row["total"] - sum(timers.seconds.values()) * 1e3
+        per_step.append(row)
+    return {key: statistics.median(row[key] for row in per_step) for key in per_step[0]}
+
+
+def measure(torch, threads, rounds, seconds, breakdown_steps):
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for label, layer, spec, input_shape, need_dx in LAYERS:
+        ours = Ours(layer, input_shape, need_dx, rng)
+        pairs.append((label, {"numpyvae": ours, "torch": Theirs(torch, spec, ours)}))
+    times = {label: {lib: [] for lib in runners} for label, runners in pairs}
+    others = []
+    with threadpool_limits(threads, user_api="blas"):
+        for round_ in range(rounds):
+            with OthersMeter() as meter:
+                for label, runners in pairs:
+                    order = ("numpyvae", "torch") if round_ % 2 == 0 else ("torch", "numpyvae")
+                    for lib in order:
+                        times[label][lib].append(block(runners[lib], seconds))
+            others.append(meter.cores)
+        pieces = {label: breakdown(runners["numpyvae"], breakdown_steps) for label, runners in pairs}
+    rows = []
+    for label, _ in pairs:
+        row = {"layer": label}
+        for lib in ("numpyvae", "torch"):
+            row[f"{lib}_forward_ms"] = 1e3 * statistics.median(f for f, _ in times[label][lib])
+            row[f"{lib}_backward_ms"] = 1e3 * statistics.median(b for _, b in times[label][lib])
+        row["ratio"] = ((row["numpyvae_forward_ms"] + row["numpyvae_backward_ms"])
+                        / (row["torch_forward_ms"] + row["torch_backward_ms"]))
+        row["numpyvae_pieces_ms"] = pieces[label]
+        rows.append(row)
+    return {"threads": threads, "rows": rows, "others_cores": others,
+            "raw_seconds": {label: {lib: v for lib, v in libs.items()} for label, libs in times.items()}}
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = [f"# Conv layers: numpyvae against PyTorch, per layer", "",
+             f"`python benchmarks/bench_conv_layers.py {' '.join(report['argv'])}`, {report['date']}; "
+             f"{m['cpu']}, {m['cores']} cores; NumPy {m['numpy']} ({m['blas']}, kernel {m['blas_kernel']}; "
+             f"forced by the environment: {m['blas_environment']}), PyTorch {report['torch']}. "
+             f"Batch {BATCH}, float32, the default conv VAE's four conv layers. 1-minute load average: "
+             f"{report['load_before'][0]:.1f} before, {report['load_after'][0]:.1f} after "
+             f"(on {m['cores']} cores; the benchmark's own threads count in it). Medians over "
+             f"{report['rounds']} interleaved rounds of {report['block']} s blocks per layer and library.", ""]
+    for run in report["runs"]:
+        quiet = [o for o in run["others_cores"] if o is not None]
+        lines += [f"## {run['threads']} thread{'s' if run['threads'] > 1 else ''}", "",
+                  f"Other processes used {statistics.median(quiet):.2f} cores (median over rounds; "
+                  f"max {max(quiet):.2f})." if quiet else "", "",
+                  "| layer | numpyvae forward, ms | PyTorch forward, ms | numpyvae backward, ms | "
+                  "PyTorch backward, ms | numpyvae / PyTorch (forward + backward) |",
+                  "|---|---|---|---|---|---|"]
+        total = {"numpyvae": 0.0, "torch": 0.0}
+        for row in run["rows"]:
+            lines.append(f"| {row['layer']} | {row['numpyvae_forward_ms']:.2f} | {row['torch_forward_ms']:.2f} | "
+                         f"{row['numpyvae_backward_ms']:.2f} | {row['torch_backward_ms']:.2f} | **{row['ratio']:.2f}** |")
+            for lib in total:
+                total[lib] += row[f"{lib}_forward_ms"] + row[f"{lib}_backward_ms"]
+        lines += [f"| all four, forward + backward | {total['numpyvae']:.2f} || {total['torch']:.2f} || "
+                  f"**{total['numpyvae'] / total['torch']:.2f}** |", "",
+                  "Where numpyvae's time goes, ms per forward + backward (median of steps timed piece by piece):", "",
+                  "| layer | " + " | ".join(run["rows"][0]["numpyvae_pieces_ms"]) + " |",
+                  "|---|" + "---|" * len(run["rows"][0]["numpyvae_pieces_ms"])]
+        for row in run["rows"]:
+            lines.append(f"| {row['layer']} | " + " | ".join(f"{v:.2f}" for v in row["numpyvae_pieces_ms"].values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--block", type=float, default=0.2, help="seconds of timed steps per layer and library per round")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts to run (default 1,2)")
+    parser.add_argument("--breakdown-steps", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="folder for conv_layers.md and conv_layers.json")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of tiny blocks, to check the script runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.block, args.breakdown_steps = 2, 0.01, 2
+    try:
+        import torch
+    except ImportError:
+        print("bench_conv_layers: needs PyTorch (pip install torch) to compare against", file=sys.stderr)
+        return 1
+    report = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "argv": (argv or sys.argv[1:]),
+              "machine": machine_info(), "torch": torch.__version__, "rounds": args.rounds, "block": args.block,
+              "load_before": os.getloadavg(), "runs": []}
+    for threads in (int(t) for t in args.threads.split(",")):
+        report["runs"].append(measure(torch, threads, args.rounds, args.block, args.breakdown_steps))
+    report["load_after"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "conv_layers.json").write_text(json.dumps(report, indent=1))
+    text = markdown(report)
+    (args.out / "conv_layers.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
