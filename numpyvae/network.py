@@ -165,15 +165,20 @@ def build_network(spec):
 
 
 def widest_row(spec, network=None):
-    """The most numbers one image occupies in any activation (or patch matrix): sizes evaluation's chunks."""
+    """The most numbers one image occupies in any array its decoder builds: sizes evaluation's chunks.
+
+    For a dense decoder that is its widest layer; a convolution's patch matrix holds k * k
+    numbers per pixel of its smaller image and channel of its larger one.
+    """
     network = network or build_network(spec)
-    widest, K = spec.input_dim, spec.num_classes
-    for layers, shape in ((network.features, (spec.input_dim,)), (network.decoder, (spec.latent_dim + K,))):
-        for layer in layers:
-            patches = getattr(layer, "kernel_size", 1) ** 2     # im2col holds k * k copies of each input
-            widest = max(widest, math.prod(shape) * patches)
-            shape = layer.output_shape(shape)
-            widest = max(widest, math.prod(shape) * patches)
+    widest, shape = spec.input_dim, (spec.latent_dim + spec.num_classes,)
+    for layer in network.decoder:
+        out = layer.output_shape(shape)
+        widest = max(widest, math.prod(out))
+        if hasattr(layer, "kernel_size"):
+            small, big = (shape, out) if math.prod(shape[1:]) <= math.prod(out[1:]) else (out, shape)
+            widest = max(widest, layer.kernel_size ** 2 * math.prod(small[1:]) * big[0])
+        shape = out
     return widest
 
 

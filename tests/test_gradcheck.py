@@ -70,8 +70,19 @@ def test_full_size_model_every_tensor_float64(likelihood):
     assert [r.name for r in rows] == list(model.params)
     for r in rows:   # a kink may take out the odd entry, never the check
         assert r.checked + r.kinks == min(30, np.prod(r.shape)) and r.kinks <= 2
-    assert all(r.tolerance == 1e-6 for r in rows)
+    # the rounding noise of 4 images' loss (about 2,200 nats) sits far below 1e-6 on these gradients
+    assert all(r.tolerance == 1e-6 for r in rows if r.name.endswith(".W")), gradcheck.format_table([("", rows)])
     assert_all_pass(rows)
+
+
+def test_the_tolerance_scales_with_the_loss_and_the_gradients_but_is_capped():
+    from numpyvae.gradcheck import MAX_TOLERANCE, tolerance
+    assert tolerance(np.float64, 2_000.0, 1.0) == 1e-6          # the noise, 4.4e-8, is far below
+    big = tolerance(np.float64, 2e6, 1.0)                          # a loss 1,000 times larger
+    assert big == pytest.approx(10 * np.finfo(np.float64).eps * 2e6 / 1e-5)
+    assert tolerance(np.float64, 2e6, 2.0) == pytest.approx(big / 2)   # larger gradients, less relative noise
+    assert tolerance(np.float64, 2_000.0, 1e-9) == MAX_TOLERANCE   # gradients lost in the noise fail
+    assert tolerance(np.float32, 2_000.0, 1.0) == 1e-5
 
 
 @pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
