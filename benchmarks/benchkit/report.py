@@ -85,7 +85,8 @@ def markdown(report):
     torch_version = next((run["torch_version"] for run in report["raw"]["train"].get("torch", [])), None)
     lines = [
         f"Fashion-MNIST, {rows[0]['num_images']:,} training images held in memory; "
-        f"{cfg['input_dim']}-{cfg['hidden_dim']}-{cfg['latent_dim']} VAE, batch {cfg['batch_size']}, "
+        + (f"{cfg['input_dim']}-{cfg['hidden_dim']}-{cfg['latent_dim']} VAE" if cfg.get("arch", "dense") == "dense"
+           else f"{cfg['arch']} VAE (TensorFlow's CVAE shape, Z = {cfg['latent_dim']})") + f", batch {cfg['batch_size']}, "
         f"Adam lr {cfg['lr']:g}; {m['cpu']}, {m['cores']} cores, {report['threads']} threads; "
         f"NumPy {m['numpy']} ({m['blas']}, kernel {m.get('blas_kernel', '?')}; forced by the environment: "
         f"{m.get('blas_environment', '?')})" + (f", PyTorch {torch_version}" if torch_version else "") + ". "
