@@ -24,6 +24,10 @@ with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHO
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
 them, so the optimizer can update everything in a few passes over flat memory.
+Each backward writes its gradients (`out=`), rather than adding into zeroed ones as
+llm.c does: NumPy's matmul cannot accumulate into its output, so adding would cost a
+temporary and a pass per tensor, and in these networks no layer is used twice. The one
+input that fans out, h into the two heads, has its two gradients summed in _backward.
 
 A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
 and `check_settings` is the one place those settings are validated.
