@@ -12,3 +12,4 @@ QUICK = {"epochs": 2, "repeats": 1, "images": 512, "scaling_repeats": 1, "scalin
 # targets of issue #9, shown next to the measured ratios
 TARGET_OVER_TORCH = 0.7          # NumPy epoch time / PyTorch's
 TARGET_OVER_MATMUL_FLOOR = 1.4   # NumPy epoch time / its own matrix products alone
+TARGET_CONV_OVER_TORCH = 1.0     # issue #18: NumPy conv epoch time / PyTorch's, same architecture
