@@ -4,7 +4,7 @@
     numpyvae evaluate RUN_DIR [--samples 10] [--iw-samples 100] [--json]
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
     numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
-    numpyvae gradcheck [--quick] [--dtype float64] [--entries 20]     every gradient against finite differences
+    numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
 

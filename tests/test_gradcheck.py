@@ -52,8 +52,12 @@ def test_entries_straddling_a_relu_kink_are_left_out_and_counted():
     model.params["enc.b"][2] += 3e-6 - pre
     rows = {r.name: r for r in check_model(model, x, eps)}
     assert rows["enc.b"].kinks == 1 and rows["enc.W"].kinks >= 1
-    assert all(r.passed for r in rows.values() if r.kinks <= 0.1 * (r.checked + r.kinks))
-    assert not rows["enc.b"].passed            # 1 of 5 entries is more than a row may lose
+    assert all(r.passed for r in rows.values() if r.kinks <= max(1, 0.1 * (r.checked + r.kinks)))
+    assert rows["enc.b"].passed                # one entry left out is allowed, even of 5 ...
+    pre = x[1] @ model.params["enc.W"][:, 3] + model.params["enc.b"][3]
+    model.params["enc.b"][3] += -2e-6 - pre    # ... a second is more than a row may lose
+    rows = {r.name: r for r in check_model(model, x, eps)}
+    assert rows["enc.b"].kinks == 2 and not rows["enc.b"].passed
 
 
 def test_a_row_whose_kept_entries_are_all_zero_fails():
@@ -61,6 +65,9 @@ def test_a_row_whose_kept_entries_are_all_zero_fails():
     assert not Row("w", (3,), 3, 0.0, 1e-6, all_zero=True).passed
     assert not Row("w", (3,), 0, float("nan"), 1e-6, kinks=3).passed
     assert Row("w", (30,), 29, 1e-9, 1e-6, kinks=1).passed
+    # one kink is allowed even among a few sampled entries (a conv bias moves hundreds of ReLU inputs), two are not
+    assert Row("w", (32,), 4, 1e-9, 1e-6, kinks=1).passed
+    assert not Row("w", (32,), 3, 1e-9, 1e-6, kinks=2).passed
 
 
 @pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
