@@ -286,8 +286,20 @@ def sequence_backward(xp, layers, params, grads, dy, caches, ws=None, need_dx=Tr
 #   batch-last     (C, H, W, B): col2im's strided adds then move runs of B numbers at a time,
 #                  where in NCHW they would move runs of Wo (7 here: NumPy pays per run).
 
+def check_conv_settings(kind, in_channels, out_channels, kernel_size, stride, padding, output_padding=0):
+    """Raise ValueError, in one line, unless every setting is a whole number in its range."""
+    for what, value, least in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
+                               ("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                               ("output_padding", output_padding, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{kind}: {what} must be a whole number of at least {least}, got {value!r}")
+    if output_padding >= stride:
+        raise ValueError(f"{kind}: output_padding must be less than the stride ({stride}), got {output_padding}")
+
+
 def conv_output_size(size, kernel_size, stride, padding):
     """Ho = (H + 2p - k) // s + 1: how many windows fit along one side of the padded image."""
+    check_conv_settings("conv2d", 1, 1, kernel_size, stride, padding)
     out = (size + 2 * padding - kernel_size) // stride + 1
     if out < 1:
         raise ValueError(f"a {kernel_size}x{kernel_size} kernel does not fit a side of {size} "
@@ -297,9 +309,7 @@ def conv_output_size(size, kernel_size, stride, padding):
 
 def conv_transpose_output_size(size, kernel_size, stride, padding, output_padding):
     """Hout = (H - 1) s - 2p + k + output_padding: the size of the convolution input whose output is H."""
-    if not 0 <= output_padding < stride:
-        raise ValueError(f"output_padding must be at least 0 and less than the stride ({stride}), "
-                         f"got {output_padding}")
+    check_conv_settings("conv_transpose2d", 1, 1, kernel_size, stride, padding, output_padding)
     out = (size - 1) * stride - 2 * padding + kernel_size + output_padding
     if out < 1:
         raise ValueError(f"padding {padding} leaves no output pixels for a side of {size}")
@@ -599,6 +609,7 @@ class Conv2d:
     """
 
     def __init__(self, name, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        check_conv_settings(f"Conv2d {name}", in_channels, out_channels, kernel_size, stride, padding)
         self.name, self.in_channels, self.out_channels = name, in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.fan_in = in_channels * kernel_size * kernel_size
@@ -631,11 +642,12 @@ class ConvTranspose2d:
     """
 
     def __init__(self, name, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0):
+        check_conv_settings(f"ConvTranspose2d {name}", in_channels, out_channels, kernel_size, stride, padding,
+                            output_padding)
         self.name, self.in_channels, self.out_channels = name, in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.output_padding = output_padding
         self.fan_in = out_channels * kernel_size * kernel_size
-        conv_transpose_output_size(1, kernel_size, stride, 0, output_padding)   # refuse a bad output_padding now
 
     def parameters(self):
         k = self.kernel_size

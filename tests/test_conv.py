@@ -216,8 +216,15 @@ def test_init_bound_matches_pytorch(layer_type):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="output_padding"):
+    with pytest.raises(ValueError, match="output_padding must be less than the stride"):
         ConvTranspose2d("t", 2, 2, 3, stride=2, output_padding=2)
+    for settings in ((0, 2, 3, 1, 0), (2, 2, 0, 1, 0), (2, 2, 3, 0, 0), (2, 2, 3, 1, -1), (2, 2, 2.5, 1, 0)):
+        with pytest.raises(ValueError, match="must be a whole number"):
+            Conv2d("c", *settings)
+        with pytest.raises(ValueError, match="must be a whole number"):
+            ConvTranspose2d("t", *settings)
+    with pytest.raises(ValueError, match="stride must be"):
+        layers.conv2d_forward(np, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), stride=0)
     with pytest.raises(ValueError, match="does not fit"):
         layers.conv2d_forward(np, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), np.zeros(1))
     with pytest.raises(ValueError, match="expects input"):
