@@ -429,7 +429,7 @@ def conv2d_channels_first(xp, cols, W, out=None):
     """The convolution itself: y[o, (b, i, j)] = sum over c, u, v of W[o, c, u, v] cols[(c, u, v), (b, i, j)].
 
     cols (C, k, k, B, Ho, Wo), W (O, C, k, k) -> (O, B, Ho, Wo): the one matrix product Wm @ cols,
-    Wm = W as (O, C k k). (It serves batch-last patches (C, k, k, Ho, Wo, B) just as well.)
+    Wm = W as (O, C k k). Also ConvTranspose2d's input gradient (see conv_transpose2d_backward).
     """
     O = W.shape[0]
     if out is None:
