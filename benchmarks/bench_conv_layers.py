@@ -54,7 +54,7 @@ LAYERS = [
 ]
 # numpyvae's pieces, by what they do; a piece called inside another counts for the outer one only
 PIECES = {
-    "products (BLAS)": ("conv2d_channels_first", "conv2d_weight_grad", "conv2d_patch_grad"),
+    "products (BLAS)": ("conv2d_product", "conv2d_weight_grad", "conv2d_patch_grad"),
     "im2col (pad + patch copy)": ("im2col",),
     "col2im (scatter-add)": ("col2im",),
     "layout copies (NCHW <-> inside)": ("channels_first", "batch_last", "from_channels_first", "from_batch_last"),
