@@ -434,7 +434,10 @@ def col2im(xp, cols, image_size, stride, padding, out=None):
     out.fill(0)
     for u in range(k):
         for v in range(k):
-            out[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s] += cols[:, u, v]
+            pixels = out[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s]     # (C, Ho, Wo, B), a view
+            # (`out[...] += ...` would also make Python assign the view back onto itself: a wasted pass
+            # wherever the library does not spot that no-op)
+            xp.add(pixels, cols[:, u, v], out=pixels)
     return out[:, p:p + H, p:p + W]
 
 
