@@ -130,7 +130,7 @@ def _off_kink(rng, shape):
 
 
 def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
-    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, every likelihood and the KL, float64 NumPy."""
+    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, the likelihoods, the KL, the convs; float64 NumPy."""
     rng = np.random.default_rng(seed)
     tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
     rows = []

@@ -72,9 +72,18 @@ def random_problem(kind, case, seed=0):
     return x, weights, bias, stride, padding, output_padding, dy
 
 
+@pytest.fixture(params=["layout by rule", "channels-first patches", "batch-last patches"])
+def patch_layout(request, monkeypatch):
+    """Run a test with im2col's layout as patches_batch_last chooses it, and forced either way."""
+    forced = {"channels-first patches": False, "batch-last patches": True}.get(request.param)
+    if forced is not None:
+        monkeypatch.setattr(layers, "patches_batch_last", lambda rows, out_channels: forced)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["conv", "transpose"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}c{}o{}k{}s{}p{}op{}_{}x{}".format(*c))
-def test_forward_and_every_gradient_equal_pytorch(kind, case):
+def test_forward_and_every_gradient_equal_pytorch(kind, case, patch_layout):
     problem = random_problem(kind, case)
     ours = run_layer(kind, *problem)
     theirs = torch_layer(kind, *problem)
@@ -162,8 +171,8 @@ def test_a_broken_input_gradient_is_caught(monkeypatch, mutant):
 
 
 def test_a_flipped_kernel_in_the_forward_is_caught(monkeypatch):
-    original = layers.conv2d_channels_first
-    monkeypatch.setattr(layers, "conv2d_channels_first",
+    original = layers.conv2d_product
+    monkeypatch.setattr(layers, "conv2d_product",
                         lambda xp, cols, W, out=None: original(xp, cols, W[:, :, ::-1, ::-1], out))
     for kind in ("conv", "transpose"):        # the transposed conv's dx is the conv's forward
         problem = random_problem(kind, MUTATION_CASE)
@@ -216,8 +225,15 @@ def test_init_bound_matches_pytorch(layer_type):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="output_padding"):
+    with pytest.raises(ValueError, match="output_padding must be less than the stride"):
         ConvTranspose2d("t", 2, 2, 3, stride=2, output_padding=2)
+    for settings in ((0, 2, 3, 1, 0), (2, 2, 0, 1, 0), (2, 2, 3, 0, 0), (2, 2, 3, 1, -1), (2, 2, 2.5, 1, 0)):
+        with pytest.raises(ValueError, match="must be a whole number"):
+            Conv2d("c", *settings)
+        with pytest.raises(ValueError, match="must be a whole number"):
+            ConvTranspose2d("t", *settings)
+    with pytest.raises(ValueError, match="stride must be"):
+        layers.conv2d_forward(np, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), stride=0)
     with pytest.raises(ValueError, match="does not fit"):
         layers.conv2d_forward(np, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), np.zeros(1))
     with pytest.raises(ValueError, match="expects input"):
@@ -226,7 +242,7 @@ def test_bad_settings_are_refused():
 
 # -- devices and buffers -----------------------------------------------------------------------------
 
-def test_fake_device_gives_the_same_numbers_and_catches_host_arrays():
+def test_fake_device_gives_the_same_numbers_and_catches_host_arrays(patch_layout):
     xp = fakegpu.namespace
     for kind in ("conv", "transpose"):
         problem = random_problem(kind, MUTATION_CASE)
@@ -261,7 +277,7 @@ def conv_stack():
     return stack, params, grads
 
 
-def test_training_steps_allocate_nothing_after_the_first():
+def test_training_steps_allocate_nothing_after_the_first(patch_layout):
     stack, params, grads = conv_stack()
     ws = Workspace(np, np.float32)
     x = np.random.default_rng(0).standard_normal((32, 2, 28, 28)).astype(np.float32)
