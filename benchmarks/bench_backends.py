@@ -46,7 +46,8 @@ sys.path.insert(0, str(HERE.parent))   # numpyvae itself, when run from a checko
 from benchkit.busy import markdown as busy_markdown, measure_bookkeeping, run_busy_load   # noqa: E402
 from benchkit.config import BACKENDS, FULL, MODEL, QUICK             # noqa: E402
 from benchkit.harness import available_backends, interleaved, spawn   # noqa: E402
-from benchkit.matmul import matmul_flops, matmul_shapes              # noqa: E402
+from benchkit.matmul import matmul_flops, network_shapes             # noqa: E402
+from benchkit.numpyvae_runner import network                         # noqa: E402
 from benchkit.plot import plot                                       # noqa: E402
 from benchkit.report import machine_info, markdown, summarize        # noqa: E402
 
@@ -70,6 +71,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS / PyTorch threads (default: all cores)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the batch-size and hidden-size tables")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", choices=("dense", "conv"), default="dense",
+                        help="the model (default dense); conv writes bench_backends_conv.* and needs --no-scaling")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # internal: one measurement, JSON in and out
     args = parser.parse_args(argv)
 
@@ -97,15 +100,18 @@ def main(argv=None):
     log = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
     timeout = 600 if args.quick else 3600
     config = dict(MODEL, **settings)
+    if args.arch != "dense" and not args.no_scaling:
+        parser.error("the scaling tables vary the dense model's hidden size: give --no-scaling with --arch conv")
+    config = dict(config, arch=args.arch)
     base = {"seed": args.seed, "threads": args.threads, "quick": args.quick, "allow_synthetic": args.quick,
-            "images": settings["images"], **MODEL}
+            "images": settings["images"], **MODEL, "arch": args.arch}
 
     log(f"training runs: {', '.join(backends)}" + (f" (skipped: {'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
                                                      if skipped else ""))
     train = interleaved(backends, settings["repeats"],
                         lambda name, r: dict(base, backend=name, task="train", epochs=settings["epochs"], noise_seed=r),
                         args.threads, timeout, log)
-    flops_per_image = matmul_flops(matmul_shapes(1, MODEL["input_dim"], MODEL["hidden_dim"], MODEL["latent_dim"]))
+    flops_per_image = matmul_flops(network_shapes(1, network(base)))
     rows = [summarize(name, train[name], flops_per_image) for name in backends]
 
     scaling, raw_scaling = {}, {}
@@ -139,11 +145,12 @@ def main(argv=None):
             next(r for r in rows if r["backend"] == "numpy")["seconds_per_epoch"]
             / next(r for r in rows if r["backend"] == "torch")["seconds_per_epoch"]) if "numpy" in backends else None
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_backends.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "bench_backends.md").write_text(markdown(report))
-    plot(report, args.out / "bench_backends.png")
+    stem = "bench_backends" + ("" if args.arch == "dense" else f"_{args.arch}")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    plot(report, args.out / f"{stem}.png")
     print(markdown(report))
-    log(f"wrote {args.out / 'bench_backends.json'}, .md and .png")
+    log(f"wrote {args.out / stem}.json, .md and .png")
     return 0
 
 

@@ -1,17 +1,20 @@
-"""The default numpyvae model written in PyTorch, for the benchmark to time against.
+"""numpyvae's model in PyTorch, built from the same description: the tests' reference and the benchmark's rival.
 
-Same model and training as numpyvae's defaults, as pytorch/examples' VAE writes it:
-784-400-20, ReLU, Adam(lr=1e-3) with torch's defaults, batch 128, pixels in [0, 1],
-z = mu + eps * exp(logvar / 2), loss = BCE-with-logits summed over pixels + KL summed
-over latents. It starts from numpyvae's initial weights and visits the images in the
-same order as numpyvae.batches.DeviceDataset, so the two loss curves differ only by
-the noise eps (each framework draws its own).
+TorchVAE(model) walks the model's layer lists (network.py) and makes each entry the PyTorch
+module that computes the same thing, with the same weights: Linear -> nn.Linear (numpyvae's W
+is (fan_in, fan_out), PyTorch's the transpose), Conv2d -> nn.Conv2d and ConvTranspose2d ->
+nn.ConvTranspose2d (numpyvae keeps PyTorch's layouts), ReLU -> nn.ReLU, Reshape and Flatten ->
+a reshape of each example. The wiring is the VAE's: features, the labels joined after them and
+beside z, the two heads, z = mu + eps * exp(logvar / 2), the decoder, the likelihood's
+reconstruction term + KL, summed over the batch. There is no hand-written copy of any network:
+a model numpyvae can build, this builds too, and a layer it cannot translate is an error.
 
-The training set is held in memory as one float32 tensor (188 MB for Fashion-MNIST),
-as in-memory PyTorch training is usually written; each batch is gathered from it by
-index. torch is imported by the benchmark's worker process only.
+The benchmark trains it as in-memory PyTorch training is usually written (the training set as
+one float32 tensor, each batch gathered by index), from numpyvae's initial weights and in the
+image order of numpyvae.batches.DeviceDataset, so the two loss curves differ only by the noise
+eps (each framework draws its own). torch is imported by the tests and the benchmark's worker only.
 
-Shapes: N = images, B = batch, D = pixels, H = hidden, Z = latent.
+Shapes: N = images, B = batch, D = pixels, K = classes, Z = latent.
 """
 from __future__ import annotations
 
@@ -21,39 +24,107 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from numpyvae import layers as numpyvae_layers
 from numpyvae.vae import VAE
+
+# The reconstruction term of each likelihood in losses.LIKELIHOODS, summed over pixels and batch.
+RECONSTRUCTION = {
+    "bernoulli": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="sum"),
+    "gaussian": lambda logits, x: ((torch.sigmoid(logits) - x) ** 2).sum(),
+    # accurate for |logits| < 12 or so (see test_continuous_bernoulli.py)
+    "continuous-bernoulli": lambda logits, x: -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum(),
+}
+
+
+class Reshape(torch.nn.Module):
+    """Each example to `shape`, as numpyvae's Reshape and Flatten entries do."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape)
+
+
+def torch_layer(layer, params):
+    """(module, [(numpyvae name, torch parameter, transposed?)]) for one entry of a numpyvae layer list."""
+    host = {name: np.asarray(value, np.float64) for name, value in params.items()}
+    W, b = host.get(f"{layer.name}.W"), host.get(f"{layer.name}.b")
+    if isinstance(layer, numpyvae_layers.Linear):
+        module, transposed = torch.nn.Linear(layer.fan_in, layer.fan_out), True
+        W = W.T
+    elif type(layer).__name__ == "Conv2d":
+        C_out, C_in, k, _ = W.shape
+        module, transposed = torch.nn.Conv2d(C_in, C_out, k, stride=layer.stride, padding=layer.padding), False
+    elif type(layer).__name__ == "ConvTranspose2d":
+        C_in, C_out, k, _ = W.shape
+        module, transposed = torch.nn.ConvTranspose2d(C_in, C_out, k, stride=layer.stride, padding=layer.padding,
+                                                      output_padding=layer.output_padding), False
+    elif type(layer) is numpyvae_layers.ReLU:
+        return torch.nn.ReLU(), []
+    elif isinstance(layer, numpyvae_layers.Reshape):
+        return Reshape(layer.shape), []
+    else:
+        raise NotImplementedError(f"no PyTorch module for numpyvae's {type(layer).__name__}: add one here")
+    module = module.double()
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
+        module.bias.copy_(torch.from_numpy(b))
+    return module, [(f"{layer.name}.W", module.weight, transposed), (f"{layer.name}.b", module.bias, False)]
 
 
 class TorchVAE(torch.nn.Module):
-    """pytorch/examples' VAE with configurable sizes; nn.Linear stores W as (fan_out, fan_in)."""
+    """The VAE `model` is, in PyTorch autograd, starting from model's current weights (float64 by default)."""
 
-    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20):
+    def __init__(self, model, dtype=torch.float64):
         super().__init__()
-        D, H, Z = input_dim, hidden_dim, latent_dim
-        self.enc, self.mu, self.logvar = torch.nn.Linear(D, H), torch.nn.Linear(H, Z), torch.nn.Linear(H, Z)
-        self.dec, self.out = torch.nn.Linear(Z, H), torch.nn.Linear(H, D)
+        self.likelihood, self.num_classes = model.likelihood, model.num_classes
+        self.recon = RECONSTRUCTION.get(model.likelihood)
+        if self.recon is None:
+            raise NotImplementedError(f"no PyTorch reference for the {model.likelihood!r} likelihood: add one")
+        params = {name: model.backend.to_host(value) for name, value in model.params.items()}
+        self.named = []           # (numpyvae name, torch parameter, transposed?) in numpyvae's order
 
-    def load_numpyvae_init(self, seed):
-        """Copy in the weights numpyvae.VAE(seed=seed) starts from (numpyvae's W is the transpose)."""
-        D, H, Z = self.enc.in_features, self.enc.out_features, self.mu.out_features
-        params = VAE(D, H, Z, seed=seed, dtype=np.float32).params
-        with torch.no_grad():
-            for name in ("enc", "mu", "logvar", "dec", "out"):
-                layer = getattr(self, name)
-                layer.weight.copy_(torch.from_numpy(params[name + ".W"].T.copy()))
-                layer.bias.copy_(torch.from_numpy(params[name + ".b"].copy()))
-        return self
+        def sequential(layer_list):
+            modules = []
+            for layer in layer_list:
+                module, named = torch_layer(layer, params)
+                modules.append(module)
+                self.named += named
+            return torch.nn.Sequential(*modules)
+        self.features, self.encoder = sequential(model.features), sequential(model.encoder)
+        self.mu, self.logvar = (sequential([head]) for head in model.heads)
+        self.decoder = sequential(model.decoder)
+        self.to(dtype)
 
-    def loss(self, x, generator=None):
-        """Negative ELBO summed over the batch: BCE(x, decoder logits) + KL(q(z|x) || N(0, I))."""
-        h = F.relu(self.enc(x))                                            # (B, H)
-        mu, logvar = self.mu(h), self.logvar(h)                            # (B, Z) each
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + eps * torch.exp(0.5 * logvar)                             # (B, Z)
-        logits = self.out(F.relu(self.dec(z)))                             # (B, D)
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())       # Kingma & Welling, App. B
-        return recon + kl
+    def with_labels(self, a, y):
+        if not self.num_classes:
+            return a
+        return torch.cat([a, F.one_hot(y, self.num_classes).to(a.dtype)], dim=1)
+
+    def forward(self, x, eps=None, y=None, generator=None):
+        """(total, recon, kl) summed over the batch; eps drawn from `generator` when not given."""
+        h = self.encoder(self.with_labels(self.features(x), y))                # (B, H)
+        mu, logvar = self.mu(h), self.logvar(h)                                # (B, Z) each
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)                                 # (B, Z)
+        logits = self.decoder(self.with_labels(z, y))                          # (B, D)
+        recon = self.recon(logits, x)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())           # Kingma & Welling, App. B
+        return recon + kl, recon, kl
+
+    def _numpyvae_layout(self, tensor_of):
+        return {name: (tensor_of(p).T if transposed else tensor_of(p)) for name, p, transposed in self.named}
+
+    def grads(self):
+        """PyTorch's gradients in numpyvae's names and layouts (W of a Linear as (fan_in, fan_out))."""
+        return self._numpyvae_layout(lambda p: p.grad.detach().cpu().numpy())
+
+    def params(self):
+        """PyTorch's parameters in numpyvae's names and layouts."""
+        return self._numpyvae_layout(lambda p: p.detach().cpu().numpy())
 
 
 def epoch_order(num_images, seed, epoch):
@@ -70,18 +141,22 @@ def synchronize(device):
 class TorchRun:
     """One training run: the model, Adam, and the data on `device`, ready to time epoch by epoch."""
 
-    def __init__(self, images, batch_size=128, hidden_dim=400, latent_dim=20, seed=0, lr=1e-3, device="cpu"):
-        """images: (N, D) uint8 host array."""
+    def __init__(self, images, batch_size=128, hidden_dim=400, latent_dim=20, seed=0, lr=1e-3, device="cpu",
+                 arch="dense", hidden_dims=None):
+        """images: (N, D) uint8 host array. The model: VAE(arch=..., hidden_dims=...) (default: one hidden_dim)."""
         self.device = torch.device(device)
         self.batch_size, self.seed = batch_size, seed
         self.data = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).float().div_(255)   # (N, D)
-        self.model = TorchVAE(images.shape[1], hidden_dim, latent_dim).load_numpyvae_init(seed).to(self.device)
+        if hidden_dims is None and arch == "dense":
+            hidden_dims = (hidden_dim,)
+        start = VAE(arch=arch, hidden_dims=hidden_dims, latent_dim=latent_dim, seed=seed, dtype=np.float32)
+        self.model = TorchVAE(start, dtype=torch.float32).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def step(self, x):
         """One training step on the batch x; returns the batch's loss as a tensor (not read: no sync)."""
-        loss = self.model.loss(x, self.generator)
+        loss = self.model(x, generator=self.generator)[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

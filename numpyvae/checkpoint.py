@@ -251,8 +251,8 @@ def restore(checkpoint, model, optimizer=None, path="checkpoint"):
     """
     params = checkpoint.params
     if params.shape != (model.num_params,):
-        raise CheckpointError(f"{path} holds {params.size} parameters but a {model.input_dim}-{model.hidden_dim}-"
-                              f"{model.latent_dim} VAE has {model.num_params}: it belongs to a different model")
+        raise CheckpointError(f"{path} holds {params.size} parameters but a {model.spec.describe()} has "
+                              f"{model.num_params}: it belongs to a different model")
     if params.dtype != model.dtype:
         raise CheckpointError(f"{path} holds {params.dtype} parameters but the model is {model.dtype}")
     model.flat_params[...] = model.backend.to_device(params, dtype=model.dtype)

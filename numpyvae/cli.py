@@ -4,7 +4,7 @@
     numpyvae evaluate RUN_DIR [--samples 10] [--iw-samples 100] [--json]
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
     numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
-    numpyvae gradcheck [--quick] [--dtype float64] [--entries 20]     every gradient against finite differences
+    numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
 
@@ -100,6 +100,14 @@ THREADS_HELP = ("BLAS threads: a number, or auto (default): one per CPU this pro
                 "other processes take cores (with auto, results can differ in the last digits from run to run)")
 
 
+def positive_ints(text):
+    """"512,256" -> (512, 256)."""
+    parts = text.split(",")
+    if not text.strip() or not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return tuple(positive_int(part.strip()) for part in parts)
+
+
 def positive_float(text):
     return _number(float, 0, False, text)
 
@@ -111,8 +119,6 @@ def nonnegative_float(text):
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
     from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
-    from numpyvae.datafiles import CLASS_NAMES
-    from numpyvae.losses import LIKELIHOODS
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
@@ -129,13 +135,7 @@ def build_parser():
                        help="epochs in total (default 10); with --resume, go on until this many")
     train.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
     train.add_argument("--lr", type=positive_float, help="Adam learning rate (default 1e-3)")
-    train.add_argument("--hidden-dim", type=positive_int, help="hidden units (default 400)")
-    train.add_argument("--latent-dim", type=positive_int, help="latent dimensions (default 20)")
-    train.add_argument("--likelihood", choices=tuple(LIKELIHOODS), help="reconstruction term (default bernoulli): "
-                       + "; ".join(f"{name}: {term.description}" for name, term in LIKELIHOODS.items()))
-    train.add_argument("--conditional", dest="num_classes", action="store_const", const=len(CLASS_NAMES),
-                       help="a conditional VAE: encoder and decoder also read each image's class, so "
-                            "`numpyvae generate --class` can ask for one (default off)")
+    _network_options(train)
     train.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
     train.add_argument("--warmup-epochs", type=nonnegative_float,
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
@@ -192,15 +192,23 @@ def build_parser():
     generate.add_argument("--backend", choices=BACKEND_NAMES, default="numpy", help="default numpy")
     generate.set_defaults(run=cmd_generate)
 
-    gradcheck = commands.add_parser("gradcheck", help="check every hand-written gradient against finite differences")
+    gradcheck = commands.add_parser(
+        "gradcheck", help="check every hand-written gradient against finite differences",
+        description="Check every layer, then a model, against finite differences. With no model flags: "
+                    "the default 784-400-20 model and a small one, for every likelihood. With model flags "
+                    "(the same as train's) or a run directory: that model, and a small one of its architecture.")
+    gradcheck.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=directory,
+                           help="check the model of this run (its settings, fresh weights)")
     gradcheck.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                            help="dtype of the models checked (default float64)")
     gradcheck.add_argument("--backend", choices=BACKEND_NAMES, default="numpy", help="default numpy")
     gradcheck.add_argument("--entries", type=positive_int, default=20,
                            help="entries checked per tensor of the full-size model (default 20)")
-    gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the 784-400-20 one)")
+    gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the full-size one)")
     gradcheck.add_argument("--seed", type=natural, default=0,
                            help="seed of the weights, data and sampled entries checked (default 0)")
+    network = gradcheck.add_argument_group("model (as for train)", argument_default=argparse.SUPPRESS)
+    _network_options(network)
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     download = commands.add_parser("download", help="download Fashion-MNIST into the data directory")
@@ -224,6 +232,33 @@ def _version():
     return __version__
 
 
+def _network_options(parser):
+    """The flags that describe the network (network.ModelSpec), shared by train and gradcheck.
+
+    Given flags only land in args (the parser's argument_default is SUPPRESS), so a command can
+    tell a setting asked for from a default.
+    """
+    from numpyvae.datafiles import CLASS_NAMES
+    from numpyvae.losses import LIKELIHOODS
+    from numpyvae.network import ARCHITECTURES
+
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES),
+                        help="the network: dense (the seed's, the default) or conv (TensorFlow's CVAE shape)")
+    parser.add_argument("--hidden-dims", type=positive_ints, metavar="N,N,...",
+                        help="dense: the hidden layers' widths (default 400); conv: the channels (default 32,64)")
+    parser.add_argument("--hidden-dim", type=positive_int, help="one hidden layer of this width (dense only; "
+                                                               "the same as --hidden-dims N)")
+    parser.add_argument("--latent-dim", type=positive_int, help="latent dimensions (default 20)")
+    parser.add_argument("--likelihood", choices=tuple(LIKELIHOODS), help="reconstruction term (default bernoulli): "
+                        + "; ".join(f"{name}: {term.description}" for name, term in LIKELIHOODS.items()))
+    parser.add_argument("--conditional", dest="num_classes", action="store_const", const=len(CLASS_NAMES),
+                        help="a conditional VAE: encoder and decoder also read each image's class, so "
+                             "`numpyvae generate --class` can ask for one (default off)")
+
+
+NETWORK_FLAGS = ("arch", "hidden_dims", "hidden_dim", "latent_dim", "likelihood", "num_classes")
+
+
 def _model_options(parser, backend_names):
     parser.add_argument("--backend", choices=backend_names, default="numpy", help="default numpy")
     parser.add_argument("--data-dir", help="Fashion-MNIST directory (default: the run's)")
@@ -236,7 +271,8 @@ def cmd_train(args):
     from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    names = [f.name for f in fields(TrainConfig)] + ["hidden_dim"]     # the older name, still a flag
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
@@ -345,12 +381,22 @@ def cmd_generate(args):
 def cmd_gradcheck(args):
     from numpyvae import gradcheck
 
+    from numpyvae.rundir import ConfigError, TrainConfig, read_config
+
+    given = {name: getattr(args, name) for name in NETWORK_FLAGS if hasattr(args, name)}
+    if args.run_dir is not None and given:
+        raise ConfigError(f"give a run directory or model flags, not both (the run fixes --{next(iter(given))})")
+    settings = None
+    if args.run_dir is not None:
+        settings = read_config(args.run_dir).model_settings()
+    elif given:
+        settings = TrainConfig(**given).validate().model_settings()
     started = time.perf_counter()
 
     def progress(title):          # a section takes up to ~20 s: a line for each, so the wait is not silent
         print(f"checked: {title} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     sections = gradcheck.run_checks(full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
-                                    entries=args.entries, seed=args.seed, progress=progress)
+                                    entries=args.entries, seed=args.seed, settings=settings, progress=progress)
     print(gradcheck.format_table(sections))
     failed = sum(not row.passed for _, rows in sections for row in rows)
     checked = sum(len(rows) for _, rows in sections)

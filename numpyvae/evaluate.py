@@ -26,6 +26,7 @@ import numpy as np
 
 from numpyvae.batches import DeviceDataset
 from numpyvae.layers import reparameterize_forward
+from numpyvae.network import widest_row
 
 EVAL_SEED = 0          # the eps streams of every evaluation: the same noise for every run and epoch
 BINARIZE_SEED = 0      # the one fixed binarization of the test set, shared by every run
@@ -131,7 +132,8 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
 
     Memory stays bounded for any k and any N: images go through in chunks of C, samples
     in blocks of S, and a running logsumexp (in float64) combines the blocks, so the
-    largest array is (S * C, D) with S * C * D <= max_elements.
+    largest array is (S * C, W) with S * C * W <= max_elements, W the widest row the
+    decoder builds (network.widest_row: D for the dense model, a patch matrix for a conv one).
     progress(stage, images_done, images) is called after each chunk, if given.
     Returns the bound as a Python float (negate it for the NLL estimate).
     """
@@ -139,7 +141,7 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
         raise ValueError(f"the number of importance samples must be at least 1, not {k}")
     xp, backend = model.xp, model.backend
     rng = backend.rng((seed, 2))
-    images_per_chunk, samples_per_block = chunk_sizes(k, model.input_dim, max_elements)
+    images_per_chunk, samples_per_block = chunk_sizes(k, widest_row(model.spec, model.network), max_elements)
     total = xp.zeros((), dtype=np.float64)
     done = 0
     for x, y in data.labeled_batches(images_per_chunk):

@@ -183,6 +183,11 @@ class _Namespace:
         return _RandomModule
 
 
+    @property
+    def lib(self):
+        """`xp.lib.stride_tricks.as_strided`, as cupy.lib has it: a view of a device array stays on the device."""
+        return _lib
+
     def __getattr__(self, name):
         attribute = getattr(np, name)
         if isinstance(attribute, type) or not callable(attribute):
@@ -230,4 +235,15 @@ class _RandomModule:
     default_rng = FakeGenerator
 
 
+class _StrideTricks:
+    @staticmethod
+    def as_strided(x, shape=None, strides=None):
+        return _wrap(np.lib.stride_tricks.as_strided(_unwrap(x), shape, strides))
+
+
+class _Lib:
+    stride_tricks = _StrideTricks
+
+
+_lib = _Lib()
 namespace = _Namespace()

@@ -10,6 +10,17 @@ leaves a margin of 20x or more. A layer with many outputs is checked as a vector
 (as CS231n's eval_numerical_gradient_array does): pick a random upstream gradient
 dy and check d(sum(y * dy))/dx, which is exactly what backward(dy) must return.
 
+The tolerance scales with the model. The rounding part of a centred difference's error is
+absolute, about eps_machine * |f| / h, so it grows with the loss |f|, and |f| grows with the
+pixels, the batch and the depth; relative to a tensor's gradients (their largest |a| + |n|,
+`scale`) it is noise / scale. Each row's tolerance is therefore
+    max(TOLERANCE[dtype], NOISE_MARGIN * eps_machine * |f| / (h * scale))    (`tolerance`),
+at most MAX_TOLERANCE. For the 784-400-20 model (|f| about 2,200 on 4 images) that is the
+plain TOLERANCE on almost every row; the conv model's mu.W, whose sampled entries can all be
+small, gets a few times more. A wrong formula moves the largest entries by far more than the
+cap, and a tensor whose gradients are too small to tell from rounding fails at the cap
+rather than passing.
+
 Error measure, per tensor:
     rel_error(a, n) = max|a - n| / max(1e-8, max(|a| + |n|))
 relative to the tensor's largest entries. This is looser than CS231n's per-entry
@@ -23,9 +34,10 @@ its inputs away from 0. The whole-model check cannot (a 784-400-20 model has
 thousands of ReLU inputs, a few always near 0), so for every perturbed entry it
 compares which ReLU inputs are positive at x + h and x - h with the unperturbed
 pattern, and leaves out the rare entry whose perturbation flips one: there the
-loss is not differentiable along that direction. The pattern is computed here,
-from the parameters, not read from the ReLU layer under test. The table counts
-the entries left out ("kinks"); a row with more than MAX_KINK_SHARE of them, or
+loss is not differentiable along that direction. The pattern is recorded during
+one forward pass of the model's own wiring, from the inputs that reach each ReLU,
+not from the ReLU layer under test. The table counts the entries left out
+("kinks"); a row with more than one of them and more than MAX_KINK_SHARE, or
 whose kept entries are all zero, fails, so skipping can never hide a bug.
 """
 from __future__ import annotations
@@ -37,6 +49,7 @@ import numpy as np
 from numpyvae.backend import CHECK_DTYPE, get_backend
 from numpyvae import layers, losses
 from numpyvae.losses import LIKELIHOODS
+from numpyvae.network import make_spec
 from numpyvae.vae import VAE
 
 H = 1e-5
@@ -44,8 +57,10 @@ TOLERANCE = {np.dtype(np.float64): 1e-6,
              # float32 analytic gradients against float64 finite differences: measured
              # 3e-8..5e-7 on the full model; 1e-5 leaves 20x for other seeds and batches.
              np.dtype(np.float32): 1e-5}
+NOISE_MARGIN = 10.0     # a row's tolerance is at least this many times its finite-difference rounding noise
+MAX_TOLERANCE = 1e-3    # ... but never above this: a gradient lost in rounding noise fails, never passes
 KINK_MARGIN = 1e-2      # the ReLU layer check keeps |x| at least this far from 0
-MAX_KINK_SHARE = 0.1    # a row fails if more than this share of its entries straddle a kink
+MAX_KINK_SHARE = 0.1    # a row fails if more than one entry, and more than this share, straddle a kink
 
 
 class Row(NamedTuple):
@@ -61,8 +76,21 @@ class Row(NamedTuple):
     @property
     def passed(self):
         return (self.checked > 0 and not self.all_zero
-                and self.kinks <= MAX_KINK_SHARE * (self.checked + self.kinks)
+                and self.kinks <= max(1, MAX_KINK_SHARE * (self.checked + self.kinks))
                 and bool(self.max_rel_error < self.tolerance))   # NaN fails
+
+
+def tolerance(dtype, loss, scale):
+    """A row's tolerance: TOLERANCE[dtype], or NOISE_MARGIN times the rounding noise of the finite
+    differences relative to the gradients' scale where that is larger (see the module docstring)."""
+    noise = np.finfo(np.float64).eps * abs(loss) / H
+    return min(MAX_TOLERANCE, max(TOLERANCE[np.dtype(dtype)], NOISE_MARGIN * noise / max(scale, 1e-300)))
+
+
+def gradient_scale(analytic, numeric):
+    """max(|a| + |n|): what rel_error divides by."""
+    return max(1e-8, float(np.max(np.abs(np.asarray(analytic, np.float64)) + np.abs(np.asarray(numeric, np.float64)),
+                                  initial=0.0)))
 
 
 def rel_error(analytic, numeric):
@@ -102,7 +130,7 @@ def _off_kink(rng, shape):
 
 
 def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
-    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, every likelihood and the KL, float64 NumPy."""
+    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, the likelihoods, the KL, the convs; float64 NumPy."""
     rng = np.random.default_rng(seed)
     tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
     rows = []
@@ -147,6 +175,29 @@ def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
     dmu, dlogvar = losses.gaussian_kl_backward(np, losses.gaussian_kl_forward(np, mu, logvar)[1])
     row("GaussianKL dmu", dmu, numerical_gradient(f, mu))
     row("GaussianKL dlogvar", dlogvar, numerical_gradient(f, logvar))
+    return rows + check_conv_layers(seed)
+
+
+def check_conv_layers(seed=0):
+    """Rows for Conv2d and ConvTranspose2d (dx, dW, db), float64 NumPy, at stride 2 with padding
+    and odd sizes: every kernel offset, the padding and output_padding are exercised."""
+    rng = np.random.default_rng(seed)
+    tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
+    rows = []
+    cases = (("Conv2d", layers.conv2d_forward, layers.conv2d_backward, (2, 3, 7, 6), (4, 3, 3, 3), {}),
+             ("ConvTranspose2d", layers.conv_transpose2d_forward, layers.conv_transpose2d_backward,
+              (2, 4, 4, 3), (4, 3, 3, 3), {"output_padding": 1}))
+    for name, forward_fn, backward_fn, x_shape, w_shape, extra in cases:
+        x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        b = rng.standard_normal(w_shape[0] if forward_fn is layers.conv2d_forward else w_shape[1])
+        forward = lambda: forward_fn(np, x, W, b, stride=2, padding=1, **extra)[0]
+        y, cache = forward_fn(np, x, W, b, stride=2, padding=1, **extra)
+        dy = rng.standard_normal(y.shape)
+        dW, db = np.empty_like(W), np.empty_like(b)
+        dx = backward_fn(np, dy, cache, W, dW, db)
+        for label, analytic, wrt in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
+            rows.append(Row(f"{name} {label}", analytic.shape, analytic.size,
+                            rel_error(analytic, numerical_vjp(forward, wrt, dy)), tol))
     return rows
 
 
@@ -168,12 +219,10 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
                          eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y)
 
     def loss_and_relu_pattern():
-        total = float(reference.loss(x, eps=eps, beta=beta, y=y)[0])
-        return total, relu_pattern(reference, x, eps, y)
+        return relu_pattern(reference, x, eps, y, beta)
 
-    _, base_pattern = loss_and_relu_pattern()
+    base_loss, base_pattern = loss_and_relu_pattern()
     rng = np.random.default_rng(seed)
-    tol = TOLERANCE[np.dtype(model.dtype)]
     rows = []
     for name, param in reference.params.items():
         analytic = model.backend.to_host(model.grads[name]).astype(np.float64).reshape(-1)
@@ -196,31 +245,27 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
             numeric.append((f_plus - f_minus) / (2 * H))
         error = rel_error(analytic[kept], numeric) if kept else float("nan")
         all_zero = not np.any(analytic[kept]) and not np.any(numeric)
+        tol = tolerance(model.dtype, base_loss, gradient_scale(analytic[kept], numeric))
         rows.append(Row(name, param.shape, len(kept), error, tol, kinks=len(idx) - len(kept),
                         all_zero=bool(all_zero)))
     return rows
 
 
-def relu_pattern(model, x, eps, y=None):
-    """Which ReLU inputs are positive, for every layer of the model that declares `kink_at_zero`.
+def relu_pattern(model, x, eps, y=None, beta=1.0):
+    """(loss, which ReLU inputs are positive) for every layer of the model that declares `kink_at_zero`.
 
-    Read from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a
-    broken ReLU cannot hide its own mistakes behind the kink detector.
+    One forward pass of the model's own wiring, watching each layer's input as it goes by: read
+    from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a broken
+    ReLU cannot hide its own mistakes behind the kink detector.
     """
     signs = []
 
-    def run(layer_list, a):
-        for layer in layer_list:
-            if getattr(layer, "kink_at_zero", False):
-                signs.append((a > 0).ravel())
-            a, _ = layer.forward(np, model.params, a)
-        return a
-    y_hot = model._one_hot(y, x.shape[0])
-    h = run(model.encoder, model._with_labels(x, y_hot)[0])                  # (B, H)
-    mu, logvar = (head.forward(np, model.params, h)[0] for head in model.heads)
-    z = layers.reparameterize_forward(np, mu, logvar, eps)[0]                # (B, Z)
-    run(model.decoder, model._with_labels(z, y_hot)[0])
-    return np.concatenate(signs)
+    def watch(layer, a):
+        if getattr(layer, "kink_at_zero", False):
+            signs.append((a > 0).ravel())
+    x = model._input(x)
+    (total, _, _), _ = model._forward(x, model._input(eps), beta, model._one_hot(y, x.shape[0]), visit=watch)
+    return float(total), np.concatenate(signs) if signs else np.zeros(0, bool)
 
 
 def check_batch(model, batch=4, seed=0):
@@ -245,29 +290,56 @@ class _Sections(list):
             self.progress(section[0])
 
 
-def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, progress=None):
+def small_settings(settings):
+    """A model of the same architecture, depth and likelihood small enough to check at every entry.
+
+    Dense: 6 inputs and widths 5, 4, ...; conv: 7x7 images (each stride-2 convolution rounds up,
+    so the transposed ones need output_padding 0 and 1 both) and 2, 3, ... channels; 3 latents, 4 classes.
+    """
+    spec = make_spec(**settings)
+    image = len(spec.input_shape) == 3 and spec.arch != "dense"
+    return {**spec.settings(),
+            "input_shape": (spec.input_shape[0], 7, 7) if image else (6,),
+            "hidden_dims": tuple((2 + i) if image else max(2, 5 - i) for i in range(len(spec.hidden_dims))),
+            "latent_dim": 3, "num_classes": min(spec.num_classes, 4)}
+
+
+def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, settings=None,
+               progress=None):
     """All the checks the `numpyvae gradcheck` command prints: (section title, rows) pairs.
 
+    settings: a model's settings (VAE(**settings)): check that model and a small one like it.
+    None: the default 784-400-20 model and a small 6-5-3 one, plain and conditional, for every likelihood.
     progress(title), if given, is called as each section is done.
     """
     backend = get_backend(backend)
     sections = _Sections(progress)
     sections.append(("layers and losses (float64, NumPy)", check_layers(seed)))
     dtype = np.dtype(dtype)
+    where = f"({dtype.name}, {backend.name})"
+    if settings is not None:
+        if small:
+            model = VAE(**small_settings(settings), backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
+            sections.append((f"small {model.spec.describe()}, {model.likelihood}, every entry {where}", rows))
+        if full:
+            model = VAE(**settings, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
+            sections.append((f"{model.spec.describe()}, {model.likelihood}, {entries} sampled entries per tensor "
+                             f"{where}", rows))
+        return sections
     for likelihood in LIKELIHOODS:
         if small:
             model = VAE(6, 5, 3, likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
-            sections.append((f"small 6-5-3 VAE, {likelihood}, every entry ({dtype.name}, {backend.name})", rows))
+            sections.append((f"small 6-5-3 VAE, {likelihood}, every entry {where}", rows))
             model = VAE(6, 5, 3, likelihood, num_classes=4, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
-            sections.append((f"small 6-5-3 conditional VAE (4 classes), {likelihood}, every entry "
-                             f"({dtype.name}, {backend.name})", rows))
+            sections.append((f"small 6-5-3 conditional VAE (4 classes), {likelihood}, every entry {where}", rows))
         if full:
             model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
-            sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor "
-                             f"({dtype.name}, {backend.name})", rows))
+            sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor {where}", rows))
     return sections
 
 

@@ -371,10 +371,7 @@ def loss_curves(metrics, path, latent_dim=0, about=None):
 
 def describe(model):
     """What a figure's title says of the model: its sizes, likelihood and whether it is conditional."""
-    sizes = "-".join(str(getattr(model, name)) for name in ("input_dim", "hidden_dim", "latent_dim")
-                     if hasattr(model, name))
-    kind = f"conditional VAE ({model.num_classes} classes)" if model.conditional else "VAE"
-    return f"{sizes} {kind}, {model.likelihood} likelihood"
+    return f"{model.spec.describe()}, {model.likelihood} likelihood"
 
 
 def _title(ax, model, text):

@@ -18,7 +18,7 @@ import io
 import json
 import math
 import signal
-from dataclasses import asdict, dataclass, fields
+from dataclasses import InitVar, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from numpyvae import checkpoint
 from numpyvae.atomicfile import atomic_write, temp_name_pattern
 from numpyvae.backend import BACKEND_NAMES
 from numpyvae.optim import BETAS, EPS
+from numpyvae.network import ARCHITECTURES, make_spec
 from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
@@ -43,8 +44,9 @@ class TrainConfig:
     epochs: int = 10                  # passes over the 60,000 training images
     batch_size: int = 128             # images per Adam step
     lr: float = 1e-3                  # Adam's learning rate
-    input_dim: int = 784              # D: pixels per image, 28 x 28 (taken from the data)
-    hidden_dim: int = 400             # H: units in the encoder's and the decoder's hidden layer
+    input_shape: tuple = (1, 28, 28)  # one image, channels first (taken from the data)
+    arch: str = "dense"               # the network: "dense" (the seed's) or "conv" (network.ARCHITECTURES)
+    hidden_dims: tuple | None = None  # dense: hidden widths (400,); conv: channels (32, 64); None: the arch's
     latent_dim: int = 20              # Z: size of the latent code
     likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli", "gaussian", "continuous-bernoulli"
     num_classes: int = 0              # C: 0 for a plain VAE; a conditional one (--conditional) reads 10 labels
@@ -55,6 +57,24 @@ class TrainConfig:
     backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
     dtype: str = "float32"            # float32 to train; float64 is there for checking
     data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
+    # the older names, read by runs made before `arch` existed: D pixels and one hidden width H
+    input_dim: InitVar[int | None] = None
+    hidden_dim: InitVar[int | None] = None
+
+    def __post_init__(self, input_dim, hidden_dim):
+        """Older names to newer, lists (from JSON) to tuples, and hidden_dims None to the arch's default."""
+        if input_dim is not None or hidden_dim is not None:
+            try:
+                spec = make_spec(input_dim, hidden_dim, input_shape=self.input_shape if input_dim is None else None,
+                                 hidden_dims=None if hidden_dim is not None else self.hidden_dims, arch=self.arch)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            self.input_shape, self.hidden_dims = spec.input_shape, spec.hidden_dims
+        for name in ("input_shape", "hidden_dims"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+        if self.hidden_dims is None and self.arch in ARCHITECTURES:
+            self.hidden_dims = ARCHITECTURES[self.arch].hidden_dims
 
     def validate(self):
         """Raise ConfigError naming the first setting that cannot work."""
@@ -101,8 +121,11 @@ class TrainConfig:
             raise ConfigError(f"{source} is not a JSON object")
         # a run written before a setting existed was made with the value that reproduces it
         values = {**ADDED_LATER, **values}
+        for old, new in RENAMED.items():
+            if old in values and new not in values:
+                values[new] = None      # __post_init__ fills it in from the older setting
         names = {f.name for f in fields(cls)}
-        unknown, missing = set(values) - names, names - set(values)
+        unknown, missing = set(values) - names - set(RENAMED), names - set(values)
         if unknown:
             raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
         if missing:   # a default filled in here would silently define a different run
@@ -111,7 +134,9 @@ class TrainConfig:
 
 
 # Settings added after runs were first written, with the value every older run had.
-ADDED_LATER = {"num_classes": 0}
+ADDED_LATER = {"num_classes": 0, "arch": "dense"}
+# Settings renamed when the network became a description (network.ModelSpec): older name -> newer.
+RENAMED = {"input_dim": "input_shape", "hidden_dim": "hidden_dims"}
 
 # Settings a resumed run may change: how long to go on, where to compute, where the data is.
 # Everything else defines the run, and changing it would make the resumed run a different one.
@@ -278,9 +303,9 @@ def check_position(saved, steps, batch_size, num_images, path):
 
 def check_input_fits(config, image_shape):
     """Refuse (RunError) a run whose model does not take images of `image_shape` (evaluate, figures, generate)."""
-    pixels = math.prod(image_shape)
-    if config.input_dim != pixels:
-        raise RunError(f"the run's model takes {config.input_dim} pixels per image, but the images are "
+    pixels, takes = math.prod(image_shape), math.prod(config.input_shape)
+    if takes != pixels:
+        raise RunError(f"the run's model takes {takes} pixels per image, but the images are "
                        f"{' x '.join(map(str, image_shape))} = {pixels} pixels; numpyvae can evaluate, draw and "
                        f"generate only with a model made for them")
 

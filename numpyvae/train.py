@@ -39,6 +39,7 @@ from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
 from numpyvae.messages import shell_quote, shown
+from numpyvae.network import make_spec
 from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
                              ConfigError, Diverged, Interrupted, NothingToDo, RunError,
@@ -288,9 +289,7 @@ def format_epoch(row, epochs):
 
 
 def describe(config, backend_name, images, steps):
-    conditional = f"conditional ({config.num_classes} classes) " if config.num_classes else ""
-    return (f"{config.input_dim}-{config.hidden_dim}-{config.latent_dim} {conditional}VAE, "
-            f"{config.likelihood} likelihood"
+    return (f"{make_spec(**config.model_settings()).describe()}, {config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
@@ -387,10 +386,10 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     backend = get_backend(config.backend)
     train_images, train_labels = datasets.load_fashion_mnist("train", config.data_dir, download)
     test_images, test_labels = datasets.load_fashion_mnist("test", config.data_dir, download)
-    input_dim = math.prod(train_images.shape[1:])
-    if resume and input_dim != config.input_dim:
-        raise ConfigError(f"the data has {input_dim} pixels per image but the run's model takes {config.input_dim}")
-    config = replace(config, input_dim=input_dim)
+    input_shape = (1,) + tuple(train_images.shape[1:])      # grey images: one channel
+    if resume and input_shape != config.input_shape:
+        raise ConfigError(f"the data has images of shape {input_shape} but the run's model takes {config.input_shape}")
+    config = replace(config, input_shape=input_shape)
 
     model = build_model(config, backend)
     optimizer = Adam(model, lr=config.lr)
@@ -437,7 +436,7 @@ def _resumable(run_dir, wanted):
     # a run that has taken no step yet (it ran out of memory on its first batch, say) may take
     # another batch size: nothing done so far depends on it
     changes = RESUMABLE_CHANGES + (() if saved.adam["t"] else ("batch_size",))
-    check_same_run(run_config, replace(wanted, input_dim=run_config.input_dim),
+    check_same_run(run_config, replace(wanted, input_shape=run_config.input_shape),
                    "cannot resume with different settings (start a new --run-dir to change them)", may_differ=changes)
     config = replace(run_config, **{name: getattr(wanted, name) for name in changes})
     if config.epochs <= saved.epoch:

@@ -13,20 +13,26 @@ decoder's input gradient (B, Z + C) is cut to its first Z columns to give dL/dz,
 encoder's input needs no gradient at all. p(x | z, y) is then a model of each class, and
 decoding z ~ N(0, I) with a chosen y draws new clothes of that class.
 
-The network is declared once, as three ordered layer lists (`encoder`, `heads`,
-`decoder`); the parameter shapes, the forward order and the reverse backward order all
-follow from them. The loss is the negative ELBO, summed over the batch,
+The network is a description, a network.ModelSpec (input shape, arch, hidden_dims, latent_dim,
+likelihood, num_classes), built into four ordered layer lists (`features`, `encoder`, `heads`,
+`decoder`; network.py); the parameter shapes, the forward order and the reverse backward order
+all follow from them. The dense model has no features; a conv model's features are its
+convolutions, so its labels join after the flatten. The loss is the negative ELBO, summed over the batch,
     loss = reconstruction(x, logits) + beta * KL(N(mu, exp(logvar)) || N(0, I)),
 with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHOODS.
 
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
 them, so the optimizer can update everything in a few passes over flat memory.
+Each backward writes its gradients (`out=`), rather than adding into zeroed ones as
+llm.c does: NumPy's matmul cannot accumulate into its output, so adding would cost a
+temporary and a pass per tensor, and in these networks no layer is used twice. The one
+input that fans out, h into the two heads, has its two gradients summed in _backward.
 
 A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
 and `check_settings` is the one place those settings are validated.
 
-Shapes: B = batch, D = input (pixels), H = hidden, Z = latent.
+Shapes: B = batch, D = input (pixels), F = features, H = hidden, Z = latent.
 """
 from __future__ import annotations
 
@@ -36,40 +42,23 @@ import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
 from numpyvae import layers, losses
-from numpyvae.layers import Linear, ReLU, Workspace, buffer, sequence_backward, sequence_forward
+from numpyvae.layers import Workspace, buffer, sequence_backward, sequence_forward
+from numpyvae.network import SETTINGS, build_network, make_spec
 
-SIZES = ("input_dim", "hidden_dim", "latent_dim")
-MODEL_SETTINGS = SIZES + ("likelihood", "num_classes")   # VAE.config: the network, not where or how it runs
+MODEL_SETTINGS = SETTINGS    # VAE.config: the network, not where or how it runs
 # Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
 # 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
 MAX_PARAMETERS = 100_000_000
 
 
-def check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes=0):
-    """Raise ValueError naming the first model setting that cannot work."""
-    losses.get_likelihood(likelihood)
-    for name, size in zip(SIZES, (input_dim, hidden_dim, latent_dim)):
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"{name} must be a positive integer, not {size!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 0:
-        raise ValueError(f"num_classes must be 0 (no labels) or a positive integer, not {num_classes!r}")
-    count = num_parameters(build_layers(int(input_dim), int(hidden_dim), int(latent_dim), int(num_classes)))
+def check_settings(**settings):
+    """The network.ModelSpec of these settings (older names too); ValueError naming the first that cannot work."""
+    spec = make_spec(**settings)
+    count = num_parameters(build_network(spec))
     if count > MAX_PARAMETERS:
-        classes = f" with {num_classes} classes" if num_classes else ""
-        raise ValueError(f"a {input_dim}-{hidden_dim}-{latent_dim} VAE{classes} would have {count:,} parameters; "
-                         f"numpyvae trains at most {MAX_PARAMETERS:,} (choose a smaller hidden_dim or latent_dim)")
-
-
-def build_layers(input_dim, hidden_dim, latent_dim, num_classes=0):
-    """(encoder, heads, decoder): the whole network, as the layer lists everything else reads.
-
-    C = num_classes one-hot columns join the encoder's and the decoder's input (0: no labels).
-    """
-    D, H, Z, C = input_dim, hidden_dim, latent_dim, num_classes
-    encoder = [Linear("enc", D + C, H), ReLU("enc.relu")]        # [x, y] (B, D + C) -> h (B, H)
-    heads = [Linear("mu", H, Z), Linear("logvar", H, Z)]          # h -> mu, logvar (B, Z) each
-    decoder = [Linear("dec", Z + C, H), ReLU("dec.relu"), Linear("out", H, D)]   # [z, y] (B, Z + C) -> logits
-    return encoder, heads, decoder
+        raise ValueError(f"a {spec.describe()} would have {count:,} parameters; numpyvae trains at most "
+                         f"{MAX_PARAMETERS:,} (choose smaller hidden_dims or latent_dim)")
+    return spec
 
 
 def parameter_shapes(layers):
@@ -92,25 +81,34 @@ def flat_views(flat, shapes):
 
 
 class VAE:
-    """A fully connected VAE with hand-written backprop.
+    """A VAE with hand-written backprop, built from a description (network.ModelSpec).
 
     Args:
-        input_dim, hidden_dim, latent_dim: D, H, Z (the seed's 784, 400, 20).
+        input_dim, hidden_dim: the older way to say input_shape and hidden_dims: D pixels (784 is a
+                    1x28x28 image) and one hidden width H, as in VAE(784, 400, 20).
+        latent_dim: Z (the seed's 20).
         likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
                     logits, the default), "gaussian" (the seed's squared error) or
                     "continuous-bernoulli" (cross-entropy normalized into a density on [0, 1]).
         num_classes: C > 0 makes a conditional VAE whose every call takes labels y (B,)
                     in 0..C-1; 0 (the default) is the plain VAE.
+        input_shape: one image's shape, (1, 28, 28) by default; the model reads each as a row of D numbers.
+        arch: "dense" (the default, the seed's model) or "conv" (TensorFlow's CVAE shape); network.ARCHITECTURES.
+        hidden_dims: dense: the hidden layers' widths, (400,) by default; conv: the channels, (32, 64).
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
         dtype: float32 to train (the default), float64 to check gradients.
         seed: seeds the initial weights (drawn on the host, so every backend starts
               from the same numbers) and the default eps stream.
     """
 
-    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, likelihood="bernoulli",
-                 num_classes=0, backend="numpy", dtype=TRAIN_DTYPE, seed=0):
-        check_settings(input_dim, hidden_dim, latent_dim, likelihood, num_classes)
-        self.input_dim, self.hidden_dim, self.latent_dim = int(input_dim), int(hidden_dim), int(latent_dim)
+    def __init__(self, input_dim=None, hidden_dim=None, latent_dim=20, likelihood="bernoulli",
+                 num_classes=0, backend="numpy", dtype=TRAIN_DTYPE, seed=0, *, input_shape=None, arch="dense",
+                 hidden_dims=None):
+        self.spec = check_settings(input_dim=input_dim, hidden_dim=hidden_dim, input_shape=input_shape, arch=arch,
+                                   hidden_dims=hidden_dims, latent_dim=latent_dim, likelihood=likelihood,
+                                   num_classes=num_classes)
+        self.input_shape, self.arch, self.hidden_dims = self.spec.input_shape, self.spec.arch, self.spec.hidden_dims
+        self.input_dim, self.latent_dim = self.spec.input_dim, int(latent_dim)
         self.num_classes = int(num_classes)
         self.likelihood = likelihood
         self.recon_term = losses.LIKELIHOODS[likelihood]
@@ -118,9 +116,9 @@ class VAE:
         self.dtype = np.dtype(dtype)
         xp = self.xp = self.backend.xp
 
-        self.encoder, self.heads, self.decoder = build_layers(self.input_dim, self.hidden_dim, self.latent_dim,
-                                                              self.num_classes)
-        self.layers = self.encoder + self.heads + self.decoder
+        self.network = build_network(self.spec)
+        self.features, self.encoder, self.heads, self.decoder = self.network
+        self.layers = self.network.layers
         self.shapes = parameter_shapes(self.layers)
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
         self.flat_params = self.backend.to_device(init_params(self.layers, seed), dtype=self.dtype)
@@ -135,7 +133,7 @@ class VAE:
     @property
     def config(self):
         """The settings that define the network: VAE(**model.config) builds another like it."""
-        return {name: getattr(self, name) for name in MODEL_SETTINGS}
+        return self.spec.settings()
 
     @property
     def conditional(self):
@@ -167,24 +165,27 @@ class VAE:
         totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
         return totals
 
-    def _forward(self, x, eps, beta, y_hot=None, ws=None):
+    def _forward(self, x, eps, beta, y_hot=None, ws=None, visit=None):
         xp, p = self.xp, self.params
-        x_in, _ = self._with_labels(x, y_hot, "enc.in", ws)                      # (B, D + C)
-        h, enc_caches = sequence_forward(xp, self.encoder, p, x_in, ws)          # (B, H)
+        f, feature_caches = sequence_forward(xp, self.features, p, x, ws, visit)   # (B, F); x itself if dense
+        f_in, f_in_cache = self._with_labels(f, y_hot, "enc.in", ws)             # (B, F + C)
+        h, enc_caches = sequence_forward(xp, self.encoder, p, f_in, ws, visit)   # (B, H)
         (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
         z, z_cache = layers.reparameterize_forward(xp, mu, logvar, eps, std=buffer(ws, "z.std", mu.shape),
                                                    z=buffer(ws, "z", mu.shape))  # (B, Z)
         z_in, z_in_cache = self._with_labels(z, y_hot, "dec.in", ws)             # (B, Z + C)
-        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws)     # (B, D)
+        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws, visit)   # (B, D)
         recon, recon_cache = self.recon_term.forward(xp, logits, x, ws)
         kl, kl_cache = losses.gaussian_kl_forward(xp, mu, logvar, ws)
-        caches = (enc_caches, (mu_cache, logvar_cache), z_cache, z_in_cache, dec_caches, recon_cache, kl_cache)
+        caches = (feature_caches, f_in_cache, enc_caches, (mu_cache, logvar_cache), z_cache, z_in_cache, dec_caches,
+                  recon_cache, kl_cache)
         return (recon + beta * kl, recon, kl), caches
 
     def _backward(self, caches, beta, ws=None):
         """Backward through _forward's steps in exactly the reverse order; fills self.grads."""
         xp, p, g = self.xp, self.params, self.grads
-        enc_caches, head_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache = caches
+        (feature_caches, f_in_cache, enc_caches, head_caches, z_cache, z_in_cache, dec_caches,
+         recon_cache, kl_cache) = caches
         dmu_kl, dlogvar_kl = losses.gaussian_kl_backward(xp, kl_cache, scale=beta, ws=ws)   # (B, Z) each
         dlogits = self.recon_term.backward(xp, recon_cache, ws)                             # (B, D)
         dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)             # (B, Z + C)
@@ -199,14 +200,20 @@ class VAE:
         mu_head, logvar_head = self.heads
         dh = mu_head.backward(xp, p, g, dmu, head_caches[0], ws)                     # (B, H)
         dh += logvar_head.backward(xp, p, g, dlogvar, head_caches[1], ws)
-        sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=False)   # x is data: no dx
+        # x is data: the first layer to see it computes no dx
+        df = sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=bool(self.features))
+        if self.features:
+            if f_in_cache is not None:
+                df, _ = layers.concat_backward(xp, df, f_in_cache)   # (B, F): the label columns are data
+            sequence_backward(xp, self.features, p, g, df, feature_caches, ws, need_dx=False)
 
     # -- using the model: fresh arrays, any number of rows, nothing kept ----------
     def encode(self, x, y=None):
         """x (B, D) (and labels y (B,) if conditional) -> (mu, logvar), each (B, Z)."""
         x = self._input(x)
-        x_in, _ = self._with_labels(x, self._one_hot(y, x.shape[0]))
-        h, _ = sequence_forward(self.xp, self.encoder, self.params, x_in)
+        f, _ = sequence_forward(self.xp, self.features, self.params, x)             # (B, F)
+        f_in, _ = self._with_labels(f, self._one_hot(y, x.shape[0]))
+        h, _ = sequence_forward(self.xp, self.encoder, self.params, f_in)
         mu, logvar = (head.forward(self.xp, self.params, h)[0] for head in self.heads)
         return mu, logvar
 

@@ -99,3 +99,27 @@ def _cmdline(pid):
             return file.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_the_matmul_shapes_are_read_off_the_network():
+    sys.path.insert(0, str(SCRIPT.parent))
+    from benchkit.matmul import matmul_flops, matmul_shapes, network_shapes
+    assert sorted(network_shapes(128, {})) == sorted(matmul_shapes(128, 784, 400, 20))
+    conv = network_shapes(1, {"arch": "conv"})
+    # per image: conv1 2 * 32 * 9 * 196 per product, two products (its input is data: no dx), conv2 three
+    # of 2 * 64 * 288 * 49, the heads and dec 3 + 3 + 3 (mu, logvar, dec) less none, deconvs as conv2, conv1
+    expected = (2 * 2 * 32 * 9 * 196 + 3 * 2 * 64 * 288 * 49 + 3 * 3 * 2 * 3136 * 20
+                + 3 * 2 * 64 * 288 * 49 + 3 * 2 * 32 * 9 * 196)
+    assert matmul_flops(conv) == expected
+
+
+def test_conv_rows_are_written_beside_the_dense_ones(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--arch", "conv", "--no-scaling",
+                           "--backends", "numpy", "--out", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "bench_backends_conv.json").read_text())
+    assert report["config"]["arch"] == "conv" and report["rows"][0]["peak_rss_bytes"] > 0
+    assert "conv VAE (TensorFlow's CVAE shape" in (tmp_path / "bench_backends_conv.md").read_text()
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--arch", "conv"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "give --no-scaling with --arch conv" in refused.stderr

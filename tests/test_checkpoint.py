@@ -220,4 +220,4 @@ def test_a_checkpoint_written_by_np_savez_still_loads(small_checkpoint):
         arrays = {key: archive[key] for key in archive.files}
     np.savez(path, **arrays)
     assert same_contents(checkpoint.load(path), original)
-    assert json.loads(str(arrays["config"]))["hidden_dim"] == 5
+    assert json.loads(str(arrays["config"]))["hidden_dims"] == [5]

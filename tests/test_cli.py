@@ -182,7 +182,7 @@ def test_resume_takes_the_runs_settings_and_refuses_other_ones(small_data, capsy
     assert run_main(capsys, "train", "--epochs", 1, *TINY, *base)[0] == 0
     status, _, err = run_main(capsys, "train", "--epochs", 2, "--hidden-dim", 64, "--run-dir", run_dir, "--resume")
     assert status == 1
-    assert_one_line_error(err, "cannot resume with different settings", "hidden_dim is 64", "hidden_dim 32")
+    assert_one_line_error(err, "cannot resume with different settings", "hidden_dims is (64,)", "hidden_dims (32,)")
     status, out, err = run_main(capsys, "train", "--epochs", 2, "--run-dir", run_dir, "--resume", "--no-figures")
     assert status == 0 and err == "" and "epoch 2/2" in out and "784-32-2" in out
     status, out, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume")

@@ -4,6 +4,9 @@ Its gradients against finite differences and PyTorch autograd, proof that those 
 the gradient through a concatenation is wrong, and a conditional step that allocates nothing and
 moves nothing between host and device.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,59 +63,28 @@ def test_the_checks_fail_when_the_concatenation_passes_back_the_wrong_columns(mo
 
 try:
     import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from torch_reference import TorchVAE     # the one PyTorch builder, shared with the benchmark
 except ImportError:     # only the parity tests need it; they skip, saying why
     torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (CI installs torch==2.13.0)")
-
-
-class TorchCVAE(torch.nn.Module if torch is not None else object):
-    """The same conditional VAE in PyTorch autograd, numpyvae's weights copied in."""
-
-    def __init__(self, model):
-        super().__init__()
-        D, H, Z, C = model.input_dim, model.hidden_dim, model.latent_dim, model.num_classes
-        self.likelihood, self.num_classes = model.likelihood, C
-        self.layers = torch.nn.ModuleDict({
-            "enc": torch.nn.Linear(D + C, H), "mu": torch.nn.Linear(H, Z), "logvar": torch.nn.Linear(H, Z),
-            "dec": torch.nn.Linear(Z + C, H), "out": torch.nn.Linear(H, D)}).double()
-        with torch.no_grad():
-            for name, layer in self.layers.items():
-                layer.weight.copy_(torch.from_numpy(np.asarray(model.params[name + ".W"], np.float64).T))
-                layer.bias.copy_(torch.from_numpy(np.asarray(model.params[name + ".b"], np.float64)))
-
-    def forward(self, x, eps, y):
-        L = self.layers
-        onehot = torch.nn.functional.one_hot(y, self.num_classes).double()
-        h = torch.relu(L["enc"](torch.cat([x, onehot], dim=1)))
-        mu, logvar = L["mu"](h), L["logvar"](h)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        logits = L["out"](torch.relu(L["dec"](torch.cat([z, onehot], dim=1))))
-        if self.likelihood == "bernoulli":
-            recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        elif self.likelihood == "continuous-bernoulli":
-            recon = -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum()
-        elif self.likelihood == "gaussian":
-            recon = ((torch.sigmoid(logits) - x) ** 2).sum()
-        else:
-            raise NotImplementedError(f"no PyTorch reference for the {self.likelihood} likelihood")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        return recon + kl, recon, kl
 
 
 @needs_torch
 @pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
 def test_losses_and_every_gradient_match_autograd(likelihood):
     model = VAE(784, 64, 8, likelihood, num_classes=10, dtype=np.float64, seed=0)
-    reference = TorchCVAE(model)
+    reference = TorchVAE(model)
     x, eps, y = batch(model, 32, seed=1)
     ours = model.loss_and_grads(x, eps=eps, y=y)
     theirs = reference(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(y))
     theirs[0].backward()
     for a, b in zip(ours, theirs):
         assert rel_error(float(a), b.item()) < 1e-12
-    for name, layer in reference.layers.items():
-        assert rel_error(model.grads[name + ".W"], layer.weight.grad.numpy().T) < 1e-9, name
-        assert rel_error(model.grads[name + ".b"], layer.bias.grad.numpy()) < 1e-9, name
+    torch_grads = reference.grads()
+    assert list(torch_grads) == list(model.params)
+    for name in model.params:
+        assert rel_error(model.grads[name], torch_grads[name]) < 1e-9, name
 
 
 @needs_torch
@@ -120,7 +92,7 @@ def test_parity_notices_a_decoder_that_ignores_the_label(monkeypatch):
     """The label must reach the decoder: a wrong label, or a decoder that reads [z, 0], breaks parity."""
     model = VAE(20, 8, 3, num_classes=4, dtype=np.float64, seed=0)
     x, eps, y = batch(model, 8, seed=2)
-    theirs = TorchCVAE(model)(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(y))[0].item()
+    theirs = TorchVAE(model)(torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(y))[0].item()
     assert rel_error(float(model.loss(x, eps=eps, y=y)[0]), theirs) < 1e-12
     assert rel_error(float(model.loss(x, eps=eps, y=(y + 1) % 4)[0]), theirs) > 1e-6
     original = layers.concat_forward

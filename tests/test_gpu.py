@@ -32,11 +32,13 @@ def fake_images(n=96, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
 
 
-def test_fakegpu_training_step_makes_no_transfers_and_no_sync_reads():
+@pytest.mark.parametrize("settings", [{"hidden_dims": (16,)}, {"arch": "conv", "hidden_dims": (4, 8)}],
+                         ids=["dense", "conv"])
+def test_fakegpu_training_step_makes_no_transfers_and_no_sync_reads(settings):
     backend = get_backend("fakegpu")
     counters = backend.xp.counters
     data = DeviceDataset(fake_images(), backend)                     # the one upload of the images
-    model = VAE(hidden_dim=16, latent_dim=2, backend=backend, seed=0)
+    model = VAE(latent_dim=2, backend=backend, seed=0, **settings)
     optimizer = Adam(model)
     total = backend.xp.zeros((), dtype=np.float64)                  # the epoch's loss, kept on the device
     batches = data.batches(16, shuffle=True, seed=(0, 1))           # the order crosses once, here
@@ -53,7 +55,8 @@ def test_fakegpu_training_step_makes_no_transfers_and_no_sync_reads():
     assert counters["sync"] + counters["to_host"] >= 1
 
 
-@pytest.mark.parametrize("settings", [{}, {"num_classes": 10}] + [{"likelihood": name} for name in LIKELIHOODS],
+@pytest.mark.parametrize("settings", [{}, {"num_classes": 10}] + [{"likelihood": name} for name in LIKELIHOODS]
+                         + [{"arch": "conv"}, {"arch": "conv", "num_classes": 10}],
                          ids=lambda settings: ",".join(f"{k}={v}" for k, v in settings.items()) or "default")
 def test_numpy_training_step_allocates_nothing_after_warmup(settings):
     model = VAE(seed=0, **settings)                                  # 784-400-20, float32

@@ -52,8 +52,12 @@ def test_entries_straddling_a_relu_kink_are_left_out_and_counted():
     model.params["enc.b"][2] += 3e-6 - pre
     rows = {r.name: r for r in check_model(model, x, eps)}
     assert rows["enc.b"].kinks == 1 and rows["enc.W"].kinks >= 1
-    assert all(r.passed for r in rows.values() if r.kinks <= 0.1 * (r.checked + r.kinks))
-    assert not rows["enc.b"].passed            # 1 of 5 entries is more than a row may lose
+    assert all(r.passed for r in rows.values() if r.kinks <= max(1, 0.1 * (r.checked + r.kinks)))
+    assert rows["enc.b"].passed                # one entry left out is allowed, even of 5 ...
+    pre = x[1] @ model.params["enc.W"][:, 3] + model.params["enc.b"][3]
+    model.params["enc.b"][3] += -2e-6 - pre    # ... a second is more than a row may lose
+    rows = {r.name: r for r in check_model(model, x, eps)}
+    assert rows["enc.b"].kinks == 2 and not rows["enc.b"].passed
 
 
 def test_a_row_whose_kept_entries_are_all_zero_fails():
@@ -61,6 +65,9 @@ def test_a_row_whose_kept_entries_are_all_zero_fails():
     assert not Row("w", (3,), 3, 0.0, 1e-6, all_zero=True).passed
     assert not Row("w", (3,), 0, float("nan"), 1e-6, kinks=3).passed
     assert Row("w", (30,), 29, 1e-9, 1e-6, kinks=1).passed
+    # one kink is allowed even among a few sampled entries (a conv bias moves hundreds of ReLU inputs), two are not
+    assert Row("w", (32,), 4, 1e-9, 1e-6, kinks=1).passed
+    assert not Row("w", (32,), 3, 1e-9, 1e-6, kinks=2).passed
 
 
 @pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))
@@ -70,8 +77,19 @@ def test_full_size_model_every_tensor_float64(likelihood):
     assert [r.name for r in rows] == list(model.params)
     for r in rows:   # a kink may take out the odd entry, never the check
         assert r.checked + r.kinks == min(30, np.prod(r.shape)) and r.kinks <= 2
-    assert all(r.tolerance == 1e-6 for r in rows)
+    # the rounding noise of 4 images' loss (about 2,200 nats) sits far below 1e-6 on these gradients
+    assert all(r.tolerance == 1e-6 for r in rows if r.name.endswith(".W")), gradcheck.format_table([("", rows)])
     assert_all_pass(rows)
+
+
+def test_the_tolerance_scales_with_the_loss_and_the_gradients_but_is_capped():
+    from numpyvae.gradcheck import MAX_TOLERANCE, tolerance
+    assert tolerance(np.float64, 2_000.0, 1.0) == 1e-6          # the noise, 4.4e-8, is far below
+    big = tolerance(np.float64, 2e6, 1.0)                          # a loss 1,000 times larger
+    assert big == pytest.approx(10 * np.finfo(np.float64).eps * 2e6 / 1e-5)
+    assert tolerance(np.float64, 2e6, 2.0) == pytest.approx(big / 2)   # larger gradients, less relative noise
+    assert tolerance(np.float64, 2_000.0, 1e-9) == MAX_TOLERANCE   # gradients lost in the noise fail
+    assert tolerance(np.float32, 2_000.0, 1.0) == 1e-5
 
 
 @pytest.mark.parametrize("likelihood", list(losses.LIKELIHOODS))

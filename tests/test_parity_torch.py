@@ -2,6 +2,9 @@
 
 torch is a test-only dependency (CI installs torch==2.13.0); the package never imports it.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,48 +14,8 @@ from numpyvae.losses import LIKELIHOODS
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
 torch.set_num_threads(1)
-
-
-class TorchVAE(torch.nn.Module):
-    """pytorch/examples' VAE, sizes configurable, with numpyvae's weights copied in."""
-
-    def __init__(self, model):
-        super().__init__()
-        D, H, Z = model.input_dim, model.hidden_dim, model.latent_dim
-        self.likelihood = model.likelihood
-        self.layers = torch.nn.ModuleDict({
-            "enc": torch.nn.Linear(D, H), "mu": torch.nn.Linear(H, Z), "logvar": torch.nn.Linear(H, Z),
-            "dec": torch.nn.Linear(Z, H), "out": torch.nn.Linear(H, D)}).double()
-        with torch.no_grad():
-            for name, layer in self.layers.items():
-                layer.weight.copy_(torch.from_numpy(np.asarray(model.params[name + ".W"], np.float64).T))
-                layer.bias.copy_(torch.from_numpy(np.asarray(model.params[name + ".b"], np.float64)))
-
-    def grads(self):
-        """PyTorch's gradients in numpyvae's layout: W as (fan_in, fan_out)."""
-        out = {}
-        for name, layer in self.layers.items():
-            out[name + ".W"] = layer.weight.grad.numpy().T
-            out[name + ".b"] = layer.bias.grad.numpy()
-        return out
-
-    def forward(self, x, eps):
-        L = self.layers
-        h = torch.relu(L["enc"](x))
-        mu, logvar = L["mu"](h), L["logvar"](h)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        logits = L["out"](torch.relu(L["dec"](z)))
-        if self.likelihood == "bernoulli":
-            recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        elif self.likelihood == "gaussian":
-            recon = ((torch.sigmoid(logits) - x) ** 2).sum()
-        elif self.likelihood == "continuous-bernoulli":
-            # accurate for |logits| < 12 or so (see test_continuous_bernoulli.py); here they are below 1
-            recon = -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum()
-        else:
-            raise NotImplementedError(f"no PyTorch reference for the {self.likelihood!r} likelihood: write one here")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        return recon + kl, recon, kl
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from torch_reference import TorchVAE  # noqa: E402  the one PyTorch builder, shared with the benchmark
 
 
 def data(model, n, seed):
@@ -88,10 +51,8 @@ def test_adam_steps_match_torch_optim_adam(likelihood):
         torch_opt.zero_grad()
         reference(torch.from_numpy(x), torch.from_numpy(eps))[0].backward()
         torch_opt.step()
-        for name, layer in reference.layers.items():
-            W = layer.weight.detach().numpy().T
-            assert rel_error(model.params[name + ".W"], W) < 1e-9, (step, name)
-            assert rel_error(model.params[name + ".b"], layer.bias.detach().numpy()) < 1e-9, (step, name)
+        for name, value in reference.params().items():
+            assert rel_error(model.params[name], value) < 1e-9, (step, name)
 
 
 def test_parity_would_notice_the_seed_blog_post_bug(monkeypatch):

@@ -47,7 +47,7 @@ def interrupt_at(epoch, step):
 
 def test_defaults_are_the_seed_model():
     config = TrainConfig()
-    assert (config.input_dim, config.hidden_dim, config.latent_dim) == (784, 400, 20)
+    assert (config.input_shape, config.arch, config.hidden_dims, config.latent_dim) == ((1, 28, 28), "dense", (400,), 20)
     assert (config.batch_size, config.lr, config.epochs, config.likelihood) == (128, 1e-3, 10, "bernoulli")
     assert (config.beta, config.warmup_epochs, config.binarize) == (1.0, 0.0, False)
     assert (config.backend, config.dtype) == ("numpy", "float32")
@@ -58,7 +58,8 @@ def test_two_epochs_write_a_complete_run_directory(tiny_config, tmp_path):
     run_dir = tmp_path / "run"
     assert sorted(os.listdir(run_dir)) == [".lock", "checkpoint.npz", "config.json", "metrics.csv"]
     assert json.loads((run_dir / "config.json").read_text()) == {
-        "epochs": 2, "batch_size": 16, "lr": 0.001, "input_dim": 784, "hidden_dim": 32, "latent_dim": 2,
+        "epochs": 2, "batch_size": 16, "lr": 0.001, "input_shape": [1, 28, 28], "arch": "dense", "hidden_dims": [32],
+        "latent_dim": 2,
         "likelihood": "bernoulli", "num_classes": 0, "beta": 1.0, "warmup_epochs": 0.0, "binarize": False,
         "seed": 0,
         "backend": "numpy", "dtype": "float32", "data_dir": tiny_config().data_dir}
@@ -250,8 +251,8 @@ def test_a_new_run_never_overwrites_an_old_one(tiny_config, tmp_path):
 
 def test_resume_refuses_other_settings_and_allows_more_epochs(tiny_config, tmp_path):
     run(tiny_config(epochs=1), tmp_path / "run")
-    with pytest.raises(ConfigError, match="cannot resume with different settings.*hidden_dim is 64, but the run "
-                                          "was made with hidden_dim 32"):
+    with pytest.raises(ConfigError, match=r"cannot resume with different settings.*hidden_dims is \(64,\), but the "
+                                          r"run was made with hidden_dims \(32,\)"):
         run(tiny_config(hidden_dim=64), tmp_path / "run", resume=True)
     with pytest.raises(ConfigError, match="lr is 0.01"):
         run(tiny_config(lr=0.01), tmp_path / "run", resume=True)
@@ -450,9 +451,9 @@ def test_config_json_missing_a_setting_names_it(tiny_config, tmp_path):
     run(tiny_config(epochs=1), tmp_path / "run")
     path = tmp_path / "run" / "config.json"
     values = json.loads(path.read_text())
-    del values["hidden_dim"]
+    del values["hidden_dims"]
     path.write_text(json.dumps(values))
-    with pytest.raises(RunError, match="lacks setting.*hidden_dim"):
+    with pytest.raises(RunError, match="lacks setting.*hidden_dims"):
         rundir.read_config(tmp_path / "run")
 
 
@@ -634,3 +635,31 @@ def test_a_run_written_before_num_classes_existed_still_resumes(tiny_config, tmp
     assert rundir.read_config(run_dir).num_classes == 0
     result, _ = run(tiny_config(epochs=2), run_dir, resume=True)
     assert [row["epoch"] for row in result.metrics] == [1, 2] and not result.model.conditional
+
+
+def as_written_before_arch(values):
+    """A config as numpyvae wrote it before the network became a description: input_dim, one hidden_dim."""
+    values = dict(values)
+    del values["arch"], values["input_shape"]
+    values["input_dim"], values["hidden_dim"] = 784, values.pop("hidden_dims")[0]
+    return values
+
+
+def test_a_run_made_before_arch_existed_loads_and_resumes_as_a_dense_run(tiny_config, tmp_path):
+    run_dir = tmp_path / "run"
+    first, _ = run(tiny_config(epochs=1), run_dir)
+    path = run_dir / "config.json"
+    path.write_text(json.dumps(as_written_before_arch(json.loads(path.read_text()))))
+    with np.load(run_dir / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["config"] = np.array(json.dumps(as_written_before_arch(json.loads(str(arrays["config"]))), sort_keys=True))
+    np.savez(run_dir / "checkpoint.npz", **arrays)
+
+    config, model, _ = rundir.load_run(run_dir)
+    assert (config.input_shape, config.arch, config.hidden_dims) == ((1, 28, 28), "dense", (32,))
+    np.testing.assert_array_equal(model.flat_params, first.model.flat_params)
+    resumed, lines = run(tiny_config(epochs=2), run_dir, resume=True)
+    assert any("resuming" in line and "784-32-2 VAE" in line for line in lines)
+    # and it resumes exactly: the same two epochs as a run never interrupted
+    straight, _ = run(tiny_config(epochs=2), tmp_path / "straight")
+    np.testing.assert_array_equal(resumed.model.flat_params, straight.model.flat_params)

@@ -12,6 +12,7 @@ QUICK = {"epochs": 2, "repeats": 1, "images": 512, "scaling_repeats": 1, "scalin
 # the speed targets set when numpyvae was made fast (issue 9), shown next to the measured ratios
 TARGET_OVER_TORCH = 0.7          # NumPy epoch time / PyTorch's
 TARGET_OVER_MATMUL_FLOOR = 1.4   # NumPy epoch time / its own matrix products alone
+TARGET_CONV_OVER_TORCH = 1.0     # issue #18: NumPy conv epoch time / PyTorch's, same architecture
 
 # issue 19's targets for an epoch beside one competing busy core (benchkit.busy)
 BUSY_TARGET_OVER_QUIET = 2.0         # auto's epoch under the load / its epoch without it

@@ -71,11 +71,13 @@ class TorchStepper:
     def __init__(self, images, batch, spec, graph=False):
         import torch
         from torch_reference import TorchVAE
+        from numpyvae import VAE
         self.torch = torch
         self.device = torch.device(spec["device"])
         D = images.shape[1]
         self.data = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).float().div_(255)   # (N, D)
-        self.model = TorchVAE(D, spec["hidden_dim"], spec["latent_dim"]).load_numpyvae_init(spec["seed"]).to(self.device)
+        numpyvae_model = VAE(D, spec["hidden_dim"], spec["latent_dim"], seed=spec["seed"])   # the same initial weights
+        self.model = TorchVAE(numpyvae_model, dtype=torch.float32).to(self.device)
         # capturable: Adam's step count lives on the device, so a captured step can advance it
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec["lr"],
                                           capturable=graph and self.device.type == "cuda")
@@ -86,7 +88,7 @@ class TorchStepper:
 
     def _whole_step(self):
         x = self.data.index_select(0, self.index)                                     # (B, D)
-        loss = self.model.loss(x)            # noise from the default generator: fresh on every replay
+        loss = self.model(x)[0]              # noise from the default generator: fresh on every replay
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -25,6 +25,37 @@ def matmul_shapes(batch, input_dim, hidden_dim, latent_dim):
     return forward + weight_grads + input_grads
 
 
+def network_shapes(batch, settings):
+    """(m, k, n) of every matrix product in one training step of the VAE(**settings), read off its layer lists.
+
+    A Linear does x @ W, x^T @ dy and (unless its input is data) dy @ W^T, as in matmul_shapes. A
+    convolution is the same three products on its patch matrix (C k k rows, B Ho Wo columns):
+    Wm @ cols, dY @ cols^T, and Wm^T @ dY for the patches' gradient; a transposed convolution is
+    its adjoint, the same shapes with its input and output exchanged.
+    """
+    from numpyvae.vae import VAE
+    model = VAE(**settings, seed=0)
+    shapes, B = [], batch
+    first = next(layer for layer in model.layers if layer.parameters())    # its input is data: no dx
+    for layers, shape in ((model.features, (model.input_dim,)), (model.encoder, None), (model.heads, None),
+                          (model.decoder, (model.latent_dim + model.num_classes,))):
+        for layer in layers:
+            kind = type(layer).__name__
+            if kind == "Linear":
+                I, O = layer.fan_in, layer.fan_out
+                shapes += [(B, I, O), (I, B, O)] + ([] if layer is first else [(B, O, I)])
+            elif kind in ("Conv2d", "ConvTranspose2d"):
+                out = layer.output_shape(shape)
+                small, big = (out, shape) if kind == "Conv2d" else (shape, out)    # the convolution's out and in
+                patches, pixels = big[0] * layer.kernel_size ** 2, B * small[1] * small[2]
+                shapes += [(small[0], patches, pixels), (small[0], pixels, patches)]
+                if layer is not first:
+                    shapes.append((patches, small[0], pixels))
+            if shape is not None:
+                shape = layer.output_shape(shape)
+    return shapes
+
+
 def matmul_flops(shapes):
     return sum(2 * m * k * n for m, k, n in shapes)
 

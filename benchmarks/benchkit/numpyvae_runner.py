@@ -25,6 +25,13 @@ def load_train_images(limit, allow_synthetic):
     return np.ascontiguousarray(images).reshape(len(images), -1), source
 
 
+def network(spec, hidden=None):
+    """The VAE settings of a spec: the dense model with `hidden` units (default spec's), or spec["arch"]'s default."""
+    if spec.get("arch", "dense") != "dense":
+        return {"arch": spec["arch"], "latent_dim": spec["latent_dim"]}
+    return {"hidden_dims": (hidden or spec["hidden_dim"],), "latent_dim": spec["latent_dim"]}
+
+
 def numpyvae_training(backend, data, spec, threads=None):
     """Train `spec["epochs"]` epochs; per-epoch seconds and mean train loss per image.
 
@@ -33,17 +40,17 @@ def numpyvae_training(backend, data, spec, threads=None):
     """
     from numpyvae import VAE, Adam
     xp = backend.xp
-    batch, hidden, seed = spec["batch_size"], spec["hidden_dim"], spec["seed"]
+    batch, seed = spec["batch_size"], spec["seed"]
 
     # warm up: kernels compiled (CuPy), BLAS threads started, buffers allocated, on a throwaway model
-    warm = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=seed)
+    warm = VAE(**network(spec), backend=backend, seed=seed)
     warm_optimizer = Adam(warm, lr=spec["lr"])
     for x in islice(data.batches(batch), 3):
         warm.loss_and_grads(x)
         warm_optimizer.step()
     del warm, warm_optimizer
 
-    model = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=seed)
+    model = VAE(**network(spec), backend=backend, seed=seed)
     optimizer = Adam(model, lr=spec["lr"])
     eps_rng = backend.rng((seed, spec["noise_seed"]))   # repeats differ only in this noise
     seconds, losses, steps = [], [], 0
@@ -72,7 +79,7 @@ def numpyvae_training(backend, data, spec, threads=None):
 
 def numpyvae_seconds_per_step(backend, data, batch, hidden, spec, steps):
     from numpyvae import VAE, Adam
-    model = VAE(hidden_dim=hidden, latent_dim=spec["latent_dim"], backend=backend, seed=spec["seed"])
+    model = VAE(**network(spec, hidden), backend=backend, seed=spec["seed"])
     optimizer = Adam(model, lr=spec["lr"])
 
     def endless():

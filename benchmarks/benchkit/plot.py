@@ -11,7 +11,8 @@ def plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = report["rows"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    table = report["scaling"].get("batch", {})
+    figure, axes = plt.subplots(1, 3 if table else 2, figsize=(15 if table else 10, 4.2))   # no scaling: no panel
     names = [row["label"] for row in rows]
     axes[0].barh(names, [row["seconds_per_epoch"] for row in rows], color="C0")
     for i, row in enumerate(rows):
@@ -26,7 +27,11 @@ def plot(report, path):
     axes[1].set_ylabel("train loss per image (nats)")
     axes[1].set_title("Loss curves")
     axes[1].legend()
-    table = report["scaling"].get("batch", {})
+    if not table:
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        return
     for name in report["backends"]:
         if name in table:
             values = sorted(int(v) for v in table[name])
@@ -36,8 +41,7 @@ def plot(report, path):
     axes[2].set_xlabel(f"batch size (hidden {report['config']['hidden_dim']})")
     axes[2].set_ylabel("images per second")
     axes[2].set_title("Scaling with batch size")
-    if table:
-        axes[2].legend()
+    axes[2].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -13,11 +13,12 @@ def measure(spec, images):
     device = spec.get("device", "cpu")
     result = {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "device": device}
     if spec["task"] == "train":
+        arch = spec.get("arch", "dense")
         run = TorchRun(images, spec["batch_size"], spec["hidden_dim"], spec["latent_dim"],
-                       spec["seed"], spec["lr"], device)
+                       spec["seed"], spec["lr"], device, arch=arch)
         run.generator.manual_seed(1000 + spec["noise_seed"])
         TorchRun(images[:spec["batch_size"] * 3], spec["batch_size"], spec["hidden_dim"],
-                 spec["latent_dim"], spec["seed"], spec["lr"], device).time_steps(1, warmup=2)   # warm-up
+                 spec["latent_dim"], spec["seed"], spec["lr"], device, arch=arch).time_steps(1, warmup=2)   # warm-up
         epochs = [run.epoch(epoch) for epoch in range(1, spec["epochs"] + 1)]
         result.update(epoch_seconds=[e[0] for e in epochs], epoch_loss=[e[1] for e in epochs],
                       steps=epochs[-1][2])

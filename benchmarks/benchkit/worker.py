@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from benchkit import numpyvae_runner, torch_runner
-from benchkit.matmul import matmul_shapes, measure_matmul_rate
+from benchkit.matmul import measure_matmul_rate, network_shapes
 
 
 def peak_rss_bytes():
@@ -25,7 +25,7 @@ def run_worker(spec):
     runner = torch_runner if name == "torch" else numpyvae_runner
     result.update(runner.measure(spec, images))
     if spec["task"] == "train" and "blas_threads" not in spec:    # busy-load runs need no floor
-        shapes = matmul_shapes(spec["batch_size"], images.shape[1], spec["hidden_dim"], spec["latent_dim"])
+        shapes = network_shapes(spec["batch_size"], numpyvae_runner.network(spec))
         result["matmul_gflops"] = measure_matmul_rate(name, shapes, spec.get("device"),
                                                       *((2, 2) if spec["quick"] else (7, 10)))
     result["peak_rss_bytes"] = peak_rss_bytes()

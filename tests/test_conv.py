@@ -1,0 +1,326 @@
+"""Conv2d and ConvTranspose2d: PyTorch parity, finite differences, caught mutations, devices, no allocation."""
+import json
+import math
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpyvae import fakegpu, gradcheck, layers
+from numpyvae.gradcheck import numerical_vjp, rel_error
+from numpyvae.layers import Conv2d, ConvTranspose2d, ReLU, Workspace
+from numpyvae.vae import init_params
+
+# (batch, in channels, out channels, kernel, stride, padding, output_padding, height, width):
+# every stride 1..3, padding 0..k-1, output_padding 0..s-1, kernels 1..5, odd and non-square images,
+# windows that do not tile the image exactly (the last rows and columns are never read), batch 1
+CASES = [
+    (1, 1, 1, 1, 1, 0, 0, 5, 5),
+    (2, 3, 4, 3, 1, 1, 0, 7, 9),
+    (1, 2, 3, 3, 2, 1, 1, 9, 7),
+    (3, 1, 5, 2, 2, 0, 1, 8, 11),
+    (2, 4, 2, 5, 3, 2, 2, 13, 10),
+    (1, 3, 3, 4, 3, 0, 1, 11, 6),
+    (2, 2, 3, 3, 2, 2, 0, 5, 6),
+    (4, 32, 16, 3, 2, 1, 1, 14, 14),       # the conv VAE's own layer shape, smaller
+]
+
+
+def run_layer(kind, x, W, b, stride, padding, output_padding, dy, xp=np):
+    """(y, dx, dW, db) from numpyvae's forward and backward."""
+    dW, db = xp.empty(W.shape, dtype=W.dtype), xp.empty(b.shape, dtype=b.dtype)
+    if kind == "conv":
+        y, cache = layers.conv2d_forward(xp, x, W, b, stride, padding)
+        dx = layers.conv2d_backward(xp, dy, cache, W, dW, db)
+    else:
+        y, cache = layers.conv_transpose2d_forward(xp, x, W, b, stride, padding, output_padding)
+        dx = layers.conv_transpose2d_backward(xp, dy, cache, W, dW, db)
+    return y, dx, dW, db
+
+
+def torch_layer(kind, x, W, b, stride, padding, output_padding, dy):
+    """The same through torch.nn.functional and autograd, float64."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tx, tW, tb = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    if kind == "conv":
+        ty = F.conv2d(tx, tW, tb, stride=stride, padding=padding)
+    else:
+        ty = F.conv_transpose2d(tx, tW, tb, stride=stride, padding=padding, output_padding=output_padding)
+    if dy is None:
+        return ty.detach().numpy(), None, None, None
+    ty.backward(torch.tensor(dy))
+    return ty.detach().numpy(), tx.grad.numpy(), tW.grad.numpy(), tb.grad.numpy()
+
+
+def random_problem(kind, case, seed=0):
+    batch, c_in, c_out, k, stride, padding, output_padding, H, W = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c_in, H, W))
+    w_shape = (c_out, c_in, k, k) if kind == "conv" else (c_in, c_out, k, k)
+    weights, bias = rng.standard_normal(w_shape), rng.standard_normal(c_out)
+    if kind == "conv":
+        out = (c_out, layers.conv_output_size(H, k, stride, padding),
+               layers.conv_output_size(W, k, stride, padding))
+    else:
+        out = (c_out, layers.conv_transpose_output_size(H, k, stride, padding, output_padding),
+               layers.conv_transpose_output_size(W, k, stride, padding, output_padding))
+    dy = rng.standard_normal((batch,) + out)
+    return x, weights, bias, stride, padding, output_padding, dy
+
+
+@pytest.fixture(params=["layout by rule", "channels-first patches", "batch-last patches"])
+def patch_layout(request, monkeypatch):
+    """Run a test with im2col's layout as patches_batch_last chooses it, and forced either way."""
+    forced = {"channels-first patches": False, "batch-last patches": True}.get(request.param)
+    if forced is not None:
+        monkeypatch.setattr(layers, "patches_batch_last", lambda rows, out_channels: forced)
+    return request.param
+
+
+@pytest.mark.parametrize("kind", ["conv", "transpose"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}c{}o{}k{}s{}p{}op{}_{}x{}".format(*c))
+def test_forward_and_every_gradient_equal_pytorch(kind, case, patch_layout):
+    problem = random_problem(kind, case)
+    ours = run_layer(kind, *problem)
+    theirs = torch_layer(kind, *problem)
+    for label, a, t in zip(("y", "dx", "dW", "db"), ours, theirs):
+        assert a.shape == t.shape, label
+        assert rel_error(a, t) < 1e-9, label
+
+
+def test_random_shapes_equal_pytorch():
+    """Forty more shapes drawn at random, every size legal for the layer."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    while checked < 40:
+        k, s = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        batch, c_in, c_out = (int(n) for n in rng.integers(1, [4, 5, 5]))
+        padding, output_padding, H, W = (int(n) for n in rng.integers([0, 0, k, k], [k, s, 16, 16]))
+        case = (batch, c_in, c_out, k, s, padding, output_padding, H, W)
+        for kind in ("conv", "transpose"):
+            try:
+                problem = random_problem(kind, case, seed=checked)
+            except ValueError:          # padding too large for this image: no such layer
+                continue
+            for label, a, t in zip("y dx dW db".split(), run_layer(kind, *problem), torch_layer(kind, *problem)):
+                assert rel_error(a, t) < 1e-9, (kind, case, label)
+            checked += 1
+
+
+# -- finite differences --------------------------------------------------------------------------
+
+def finite_difference_errors(kind, case, seed=0):
+    x, W, b, stride, padding, output_padding, dy = random_problem(kind, case, seed)
+    _, dx, dW, db = run_layer(kind, x, W, b, stride, padding, output_padding, dy)
+    forward = lambda: run_layer(kind, x, W, b, stride, padding, output_padding, dy)[0]
+    return {label: rel_error(analytic, numerical_vjp(forward, wrt, dy))
+            for label, analytic, wrt in (("dx", dx, x), ("dW", dW, W), ("db", db, b))}
+
+
+@pytest.mark.parametrize("kind", ["conv", "transpose"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4], CASES[6]],
+                         ids=["s1p1", "s2p1op1", "k5s3p2op2", "s2p2"])
+def test_gradients_match_finite_differences(kind, case):
+    errors = finite_difference_errors(kind, case)
+    assert max(errors.values()) < gradcheck.TOLERANCE[np.dtype(np.float64)], errors
+
+
+def test_gradcheck_table_has_conv_rows_that_pass():
+    rows = {r.name: r for r in gradcheck.check_layers(seed=0)}
+    for name in ("Conv2d", "ConvTranspose2d"):
+        for label in ("dx", "dW", "db"):
+            row = rows[f"{name} {label}"]
+            assert row.passed and row.checked == math.prod(row.shape)
+
+
+# -- the checks catch wrong gradients ------------------------------------------------------------
+
+def flipped_kernel_input_grad(xp, dy_bl, W, input_shape, stride, padding, out=None, bias=None, ws=None,
+                              name="conv2d"):
+    """The classic slip: the input gradient as a convolution with the kernel turned by 180 degrees,
+    on top of reading the patches in place (the flip belongs to one formulation or the other)."""
+    return ORIGINAL_INPUT_GRAD(xp, dy_bl, W[:, :, ::-1, ::-1], input_shape, stride, padding, out, bias, ws, name)
+
+
+def wrong_stride_col2im(xp, cols, image_size, stride, padding, out=None):
+    """col2im adding back at stride 1 whatever the forward's stride was."""
+    return ORIGINAL_COL2IM(xp, cols, image_size, 1, padding, out)
+
+
+ORIGINAL_INPUT_GRAD, ORIGINAL_COL2IM = layers.conv2d_input_grad, layers.col2im
+MUTATION_CASE = (2, 3, 4, 3, 2, 1, 1, 9, 7)
+
+
+@pytest.mark.parametrize("mutant", ["conv2d_input_grad", "col2im"])
+def test_a_broken_input_gradient_is_caught(monkeypatch, mutant):
+    broken = {"conv2d_input_grad": flipped_kernel_input_grad, "col2im": wrong_stride_col2im}[mutant]
+    tolerance = gradcheck.TOLERANCE[np.dtype(np.float64)]
+    assert finite_difference_errors("conv", MUTATION_CASE)["dx"] < tolerance      # correct before
+    monkeypatch.setattr(layers, mutant, broken)
+    # the conv's dx and the transposed conv's forward (which is the same routine) both go wrong:
+    assert finite_difference_errors("conv", MUTATION_CASE)["dx"] > 1e-2
+    rows = {r.name: r for r in gradcheck.check_conv_layers(seed=0)}
+    assert not rows["Conv2d dx"].passed
+    assert rows["Conv2d dW"].passed          # the mutation touches the input gradient only
+    problem = random_problem("transpose", MUTATION_CASE)
+    assert rel_error(run_layer("transpose", *problem)[0], torch_layer("transpose", *problem)[0]) > 1e-2
+
+
+def test_a_flipped_kernel_in_the_forward_is_caught(monkeypatch):
+    original = layers.conv2d_product
+    monkeypatch.setattr(layers, "conv2d_product",
+                        lambda xp, cols, W, out=None: original(xp, cols, W[:, :, ::-1, ::-1], out))
+    for kind in ("conv", "transpose"):        # the transposed conv's dx is the conv's forward
+        problem = random_problem(kind, MUTATION_CASE)
+        ours, theirs = run_layer(kind, *problem), torch_layer(kind, *problem)
+        assert rel_error(ours[0 if kind == "conv" else 1], theirs[0 if kind == "conv" else 1]) > 1e-2
+
+
+# -- layer entries ---------------------------------------------------------------------------------
+
+def test_entries_shapes_and_fan_in_match_pytorch():
+    torch = pytest.importorskip("torch")
+    conv, deconv = Conv2d("c", 3, 5, 3, stride=2, padding=1), ConvTranspose2d("t", 5, 3, 3, 2, 1, 1)
+    assert conv.parameters() == {"c.W": (5, 3, 3, 3), "c.b": (5,)}
+    assert deconv.parameters() == {"t.W": (5, 3, 3, 3), "t.b": (3,)}
+    fan_in = torch.nn.init._calculate_fan_in_and_fan_out
+    assert conv.fan_in == fan_in(torch.nn.Conv2d(3, 5, 3).weight)[0] == 27
+    assert deconv.fan_in == fan_in(torch.nn.ConvTranspose2d(5, 3, 3).weight)[0] == 27 // 3 * 3
+    assert ConvTranspose2d("t", 7, 2, 3).fan_in == fan_in(torch.nn.ConvTranspose2d(7, 2, 3).weight)[0] == 18
+    # output_shape agrees with what forward makes and with PyTorch, on the conv VAE's path 28 -> 14 -> 7 -> 14 -> 28
+    # and on an odd width (29 -> 15 -> 8 -> 16 -> 32: output_padding cannot give an odd size back)
+    path = [(Conv2d("e1", 1, 32, 3, 2, 1), torch.nn.Conv2d(1, 32, 3, 2, 1)),
+            (Conv2d("e2", 32, 64, 3, 2, 1), torch.nn.Conv2d(32, 64, 3, 2, 1)),
+            (ConvTranspose2d("d1", 64, 32, 3, 2, 1, 1), torch.nn.ConvTranspose2d(64, 32, 3, 2, 1, 1)),
+            (ConvTranspose2d("d2", 32, 1, 3, 2, 1, 1), torch.nn.ConvTranspose2d(32, 1, 3, 2, 1, 1))]
+    for start, end in (((1, 28, 28), (1, 28, 28)), ((1, 28, 29), (1, 28, 32))):
+        shape = start
+        for layer, torch_layer in path:
+            params = {n: np.zeros(s) for n, s in layer.parameters().items()}
+            y, _ = layer.forward(np, params, np.zeros((1,) + shape))
+            expected = tuple(torch_layer(torch.zeros((1,) + shape)).shape[1:])
+            assert y.shape[1:] == layer.output_shape(shape) == expected
+            shape = layer.output_shape(shape)
+        assert shape == end
+
+
+@pytest.mark.parametrize("layer_type", ["Conv2d", "ConvTranspose2d"])
+def test_init_bound_matches_pytorch(layer_type):
+    """init_params draws W and b uniform in +-1/sqrt(fan_in), the bound PyTorch's layers use."""
+    torch = pytest.importorskip("torch")
+    ours = getattr(layers, layer_type)("l", 40, 6, 3)
+    theirs = getattr(torch.nn, layer_type)(40, 6, 3)
+    bound = 1 / math.sqrt(ours.fan_in)
+    flat = init_params([ours], seed=0)
+    W, b = flat[:40 * 6 * 9], flat[40 * 6 * 9:]
+    for values, torch_values in ((W, theirs.weight), (b, theirs.bias)):
+        torch_values = torch_values.detach().numpy()
+        assert np.abs(values).max() <= bound and np.abs(torch_values).max() <= bound
+        if values.size > 100:        # enough draws to come near the edge
+            assert np.abs(values).max() > 0.97 * bound and np.abs(torch_values).max() > 0.97 * bound
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="output_padding must be less than the stride"):
+        ConvTranspose2d("t", 2, 2, 3, stride=2, output_padding=2)
+    for settings in ((0, 2, 3, 1, 0), (2, 2, 0, 1, 0), (2, 2, 3, 0, 0), (2, 2, 3, 1, -1), (2, 2, 2.5, 1, 0)):
+        with pytest.raises(ValueError, match="must be a whole number"):
+            Conv2d("c", *settings)
+        with pytest.raises(ValueError, match="must be a whole number"):
+            ConvTranspose2d("t", *settings)
+    with pytest.raises(ValueError, match="stride must be"):
+        layers.conv2d_forward(np, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), stride=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        layers.conv2d_forward(np, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), np.zeros(1))
+    with pytest.raises(ValueError, match="expects input"):
+        layers.conv2d_forward(np, np.zeros((1, 2, 8, 8)), np.zeros((1, 3, 3, 3)), np.zeros(1))
+
+
+# -- devices and buffers -----------------------------------------------------------------------------
+
+def test_fake_device_gives_the_same_numbers_and_catches_host_arrays(patch_layout):
+    xp = fakegpu.namespace
+    for kind in ("conv", "transpose"):
+        problem = random_problem(kind, MUTATION_CASE)
+        x, W, b, s, p, op, dy = problem
+        expected = run_layer(kind, *problem)
+        on_device = [xp.asarray(a) for a in (x, W, b)] + [s, p, op, xp.asarray(dy)]
+        xp.counters.clear()
+        got = run_layer(kind, *on_device, xp=xp)
+        assert not xp.counters, "a transfer or a sync inside a conv layer"
+        for a, e in zip(got, expected):
+            assert isinstance(a, fakegpu.FakeDeviceArray)
+            np.testing.assert_array_equal(a.get(), e)
+        with pytest.raises(TypeError, match="host numpy.ndarray"):    # forgotten transfer of the input
+            run_layer(kind, x, *on_device[1:], xp=xp)
+        with pytest.raises(TypeError, match="host numpy.ndarray"):    # or of the weights
+            run_layer(kind, on_device[0], W, *on_device[2:], xp=xp)
+
+
+def conv_stack():
+    """A small encoder-decoder of conv entries, with its parameters and gradients as views of flat buffers."""
+    stack = [Conv2d("e1", 2, 8, 3, 2, 1), ReLU("r1"), Conv2d("e2", 8, 16, 3, 2, 1), ReLU("r2"),
+             ConvTranspose2d("d1", 16, 8, 3, 2, 1, 1), ReLU("r3"), ConvTranspose2d("d2", 8, 2, 3, 2, 1, 1)]
+    shapes = {n: s for layer in stack for n, s in layer.parameters().items()}
+    flat = init_params(stack, seed=0).astype(np.float32)
+    flat_grads = np.zeros_like(flat)
+    params, grads, offset = {}, {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        params[name] = flat[offset:offset + size].reshape(shape)
+        grads[name] = flat_grads[offset:offset + size].reshape(shape)
+        offset += size
+    return stack, params, grads
+
+
+def test_training_steps_allocate_nothing_after_the_first(patch_layout):
+    stack, params, grads = conv_stack()
+    ws = Workspace(np, np.float32)
+    x = np.random.default_rng(0).standard_normal((32, 2, 28, 28)).astype(np.float32)
+
+    def step():
+        y, caches = layers.sequence_forward(np, stack, params, x, ws)
+        assert y.shape == x.shape
+        layers.sequence_backward(np, stack, params, grads, y, caches, ws, need_dx=False)
+    step()                                               # the first step allocates the buffers
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(5):
+            step()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # What remains is NumPy's ufunc iterator scratch, freed within each call: up to 8192 elements
+    # (32 KB in float32) per operand that is not one contiguous block, whatever the batch size;
+    # col2im's strided add has three such operands. The smallest activation here, 32 x 8 x 14 x 14
+    # x 4 bytes, is 200 KB, the patches of e2 577 KB: a fresh one of either would show.
+    assert peak - before < 128 * 1024
+    assert after - before < 4 * 1024, "something kept growing from step to step"
+
+
+def test_without_a_workspace_each_call_gets_fresh_arrays():
+    problem = random_problem("conv", MUTATION_CASE)
+    first, second = run_layer("conv", *problem), run_layer("conv", *problem)
+    assert all(not np.shares_memory(a, b) for a, b in zip(first, second))
+
+
+def test_layer_benchmark_runs_and_writes_its_report(tmp_path):
+    """benchmarks/bench_conv_layers.py --quick: a smoke test of the script, not a timing."""
+    pytest.importorskip("torch")
+    pytest.importorskip("threadpoolctl")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conv_layers.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "conv_layers.json").read_text())
+    rows = report["runs"][0]["rows"]
+    assert [row["layer"] for row in rows] == ["conv 1->32, 28->14", "conv 32->64, 14->7",
+                                              "convT 64->32, 7->14", "convT 32->1, 14->28"]
+    assert all(row["numpyvae_forward_ms"] > 0 and row["torch_backward_ms"] > 0 for row in rows)
+    assert all(row["numpyvae_pieces_ms"]["products (BLAS)"] > 0 for row in rows)
+    assert "| all four, forward + backward |" in (tmp_path / "conv_layers.md").read_text()
