@@ -35,10 +35,11 @@ import math
 import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
-from numpyvae import layers, losses
+from numpyvae import iwae, layers, losses
 from numpyvae.layers import Linear, ReLU, Workspace, buffer, sequence_backward, sequence_forward
 
 SIZES = ("input_dim", "hidden_dim", "latent_dim")
+OBJECTIVES = ("elbo", "iwae")     # what loss_and_grads trains on: the ELBO, or the K-sample IWAE bound (iwae.py)
 MODEL_SETTINGS = SIZES + ("likelihood", "num_classes")   # VAE.config: the network, not where or how it runs
 # Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
 # 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
@@ -141,7 +142,7 @@ class VAE:
         return self.num_classes > 0
 
     # -- the training step ----------------------------------------------------
-    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, y=None):
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
         """Forward and backward on a batch; fills self.grads and returns (total, recon, kl).
 
         x: (B, D) pixels in [0, 1]. eps: (B, Z) standard normal noise, drawn from
@@ -150,7 +151,13 @@ class VAE:
         as 0-d backend arrays, so reading them is up to the caller (on a GPU each read
         waits for the device). Every intermediate array lives in the model's workspace:
         after the first step of a batch size, a step allocates nothing.
+
+        objective="iwae" trains on the negative IWAE bound with K samples per image (iwae.py):
+        eps is then (K, B, Z) (or K = `samples` fresh draws), beta plays no part, and total is
+        the negative bound while recon and kl are averaged over the K samples (kl as log q - log p).
         """
+        if objective == "iwae":
+            return self._iwae_step(x, eps, rng, y, samples, backward=True)
         ws = self.workspace
         x = self._input(x)
         y_hot = self._one_hot(y, x.shape[0], ws)
@@ -159,8 +166,10 @@ class VAE:
         self._backward(caches, beta, ws)
         return totals
 
-    def loss(self, x, eps=None, beta=1.0, rng=None, y=None):
+    def loss(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
+        if objective == "iwae":
+            return self._iwae_step(x, eps, rng, y, samples, backward=False)
         x = self._input(x)
         y_hot = self._one_hot(y, x.shape[0])
         totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
@@ -199,6 +208,37 @@ class VAE:
         dh = mu_head.backward(xp, p, g, dmu, head_caches[0], ws)                     # (B, H)
         dh += logvar_head.backward(xp, p, g, dlogvar, head_caches[1], ws)
         sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=False)   # x is data: no dx
+
+    def _iwae_step(self, x, eps, rng, y, samples, backward):
+        """The IWAE objective: encoder, K samples, the decoder on all K * B of them, iwae.forward,
+        and with backward=True the way back, filling self.grads. Returns (total, recon, kl)."""
+        xp, p, g = self.xp, self.params, self.grads
+        ws = self.workspace if backward else None       # forward-only calls leave the training buffers alone
+        x = self._input(x)
+        eps = self._iwae_noise(x.shape[0], eps, rng, samples, ws)                   # (K, B, Z)
+        K, B, Z = eps.shape
+        y_hot = self._one_hot(y, B, ws)
+        x_in, _ = self._with_labels(x, y_hot, "enc.in", ws)                         # (B, D + C)
+        h, enc_caches = sequence_forward(xp, self.encoder, p, x_in, ws)             # (B, H)
+        (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
+        z, std = iwae.sample(xp, mu, logvar, eps, ws)                               # (K, B, Z)
+        # every sample of image b keeps b's label: row k * B + b of the decoder's batch
+        z_in, z_in_cache = self._with_labels(z.reshape(K * B, Z), self._repeat_rows(y_hot, K, ws),
+                                             "iwae.dec.in", ws)                     # (K * B, Z + C)
+        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws)        # (K * B, D)
+        loss, recon, kl, cache = iwae.forward(xp, mu, logvar, eps, z, std, logits, x, self.recon_term, ws)
+        if not backward:
+            return loss, recon, kl
+        dlogits = iwae.backward_logits(xp, cache, self.recon_term, ws)             # (K * B, D)
+        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)     # (K * B, Z + C)
+        if z_in_cache is not None:
+            dz, _ = layers.concat_backward(xp, dz, z_in_cache)                      # (K * B, Z)
+        dmu, dlogvar = iwae.backward_latents(xp, dz, cache, ws)                     # (B, Z) each
+        mu_head, logvar_head = self.heads
+        dh = mu_head.backward(xp, p, g, dmu, mu_cache, ws)                          # (B, H)
+        dh += logvar_head.backward(xp, p, g, dlogvar, logvar_cache, ws)
+        sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=False)
+        return loss, recon, kl
 
     # -- using the model: fresh arrays, any number of rows, nothing kept ----------
     def encode(self, x, y=None):
@@ -279,6 +319,31 @@ class VAE:
             out = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
         return self.backend.standard_normal(rng if rng is not None else self.rng, out)
 
+    def _iwae_noise(self, batch, eps, rng, samples, ws=None):
+        """The given eps, checked to be (K, B, Z), or `samples` fresh draws of (batch, Z) noise."""
+        if eps is not None:
+            eps = self.backend.to_device(eps, dtype=self.dtype)
+            if eps.ndim != 3 or eps.shape[1:] != (batch, self.latent_dim) or eps.shape[0] < 1:
+                raise ValueError(f"eps for the IWAE objective must have shape (K, {batch}, {self.latent_dim}), "
+                                 f"got {tuple(eps.shape)}")
+            return eps
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {samples!r}")
+        shape = (int(samples), batch, self.latent_dim)
+        out = buffer(ws, "iwae.eps", shape)
+        return self.backend.standard_normal(rng if rng is not None else self.rng,
+                                            self.xp.empty(shape, dtype=self.dtype) if out is None else out)
+
+    def _repeat_rows(self, y_hot, times, ws=None):
+        """(B, C) one-hot rows -> (times * B, C), the whole block repeated; None stays None."""
+        if y_hot is None:
+            return None
+        B, C = y_hot.shape
+        out = buffer(ws, "iwae.y.onehot", (times * B, C), bool)
+        if out is None:
+            out = self.xp.empty((times * B, C), dtype=bool)
+        self.xp.copyto(out.reshape(times, B, C), y_hot)
+        return out
 
 def init_params(layers, seed):
     """Initial weights as PyTorch's nn.Linear draws them: W and b uniform in +-1/sqrt(fan_in).
