@@ -4,6 +4,7 @@ A run directory holds
 
     config.json      the TrainConfig, as JSON
     metrics.csv      one row per epoch: epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds
+                     (an IWAE run adds train_iwae,test_iwae: the negative K-sample bound it trains on)
     checkpoint.npz   everything needed to continue (see checkpoint.py), rewritten atomically each epoch
     figures/         the pictures (plots.py)
 
@@ -26,12 +27,13 @@ import numpy as np
 from numpyvae import checkpoint
 from numpyvae.atomicfile import atomic_write
 from numpyvae.backend import BACKEND_NAMES
-from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
+from numpyvae.vae import MODEL_SETTINGS, OBJECTIVES, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
 LOCK_FILE = ".lock"     # held by the process training in the directory
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
+IWAE_COLUMNS = ("train_iwae", "test_iwae")   # an IWAE run's extra columns: -log (1/K) sum_k w_k, per image
 DTYPES = ("float32", "float64")
 MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
 
@@ -54,6 +56,8 @@ class TrainConfig:
     backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
     dtype: str = "float32"            # float32 to train; float64 is there for checking
     data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
+    objective: str = "elbo"           # what is trained on: "elbo", or "iwae", the K-sample bound (iwae.py)
+    samples: int = 1                  # K, samples per image for the IWAE objective (1 for the ELBO)
 
     def validate(self):
         """Raise ConfigError naming the first setting that cannot work."""
@@ -64,7 +68,7 @@ class TrainConfig:
             check_settings(**self.model_settings())
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        for name in ("epochs", "batch_size", "seed"):
+        for name in ("epochs", "batch_size", "seed", "samples"):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
         need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
@@ -87,6 +91,12 @@ class TrainConfig:
                                             f"not {self.backend!r}")
         need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
+        need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        need(self.samples >= 1, f"samples must be at least 1, not {self.samples}")
+        need(self.objective == "iwae" or self.samples == 1,
+             f"samples {self.samples} is for the IWAE objective (--objective iwae); the ELBO takes 1")
+        need(self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0),
+             "the IWAE objective has no KL weight: beta must be 1 and warmup_epochs 0")
         return self
 
     def model_settings(self):
@@ -110,7 +120,7 @@ class TrainConfig:
 
 
 # Settings added after runs were first written, with the value every older run had.
-ADDED_LATER = {"num_classes": 0}
+ADDED_LATER = {"num_classes": 0, "objective": "elbo", "samples": 1}
 
 # Settings a resumed run may change: how long to go on, where to compute, where the data is.
 # Everything else defines the run, and changing it would make the resumed run a different one.
@@ -175,23 +185,25 @@ def read_metrics(run_dir):
         raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                        "it has been damaged") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+    columns = tuple(reader.fieldnames or ())
+    if columns not in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS):
         raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
     try:
-        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
                 for row in reader]
     except (TypeError, ValueError) as error:
         raise RunError(f"{path} has a malformed row ({error})") from None
 
 
-def write_metrics(run_dir, rows):
-    """Rewrite run_dir/metrics.csv atomically with `rows`."""
+def write_metrics(run_dir, rows, iwae=False):
+    """Rewrite run_dir/metrics.csv atomically with `rows` (and, iwae=True, the IWAE_COLUMNS after them)."""
+    extra = IWAE_COLUMNS if iwae else ()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
+    writer.writerow(METRICS_COLUMNS + extra)
     for row in rows:
         writer.writerow([row["epoch"]] + [f"{row[key]:.4f}" for key in METRICS_COLUMNS[1:-1]]
-                        + [f"{row['seconds']:.2f}"])
+                        + [f"{row['seconds']:.2f}"] + [f"{row[key]:.4f}" for key in extra])
     with atomic_write(Path(run_dir) / METRICS_FILE) as file:
         file.write(text.getvalue().encode())
 
