@@ -150,8 +150,10 @@ def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
     return rows
 
 
-def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
+def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, objective="elbo"):
     """One row per parameter tensor: analytic gradient of the negative ELBO against finite differences.
+
+    objective="iwae" checks the negative IWAE bound instead, with eps (K, B, Z).
 
     model: a VAE in any dtype on any backend. Finite differences always run on a
     float64 NumPy copy with the same weights, so a float32 model is checked against
@@ -165,10 +167,10 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
     reference = VAE(**model.config, backend="numpy", dtype=CHECK_DTYPE)
     reference.flat_params[...] = model.backend.to_host(model.flat_params)
     model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
-                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y)
+                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y, objective=objective)
 
     def loss_and_relu_pattern():
-        total = float(reference.loss(x, eps=eps, beta=beta, y=y)[0])
+        total = float(reference.loss(x, eps=eps, beta=beta, y=y, objective=objective)[0])
         return total, relu_pattern(reference, x, eps, y)
 
     _, base_pattern = loss_and_relu_pattern()
@@ -205,7 +207,8 @@ def relu_pattern(model, x, eps, y=None):
     """Which ReLU inputs are positive, for every layer of the model that declares `kink_at_zero`.
 
     Read from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a
-    broken ReLU cannot hide its own mistakes behind the kink detector.
+    broken ReLU cannot hide its own mistakes behind the kink detector. eps (K, B, Z), for the
+    IWAE objective, sends all K * B samples through the decoder, each with its image's label.
     """
     signs = []
 
@@ -218,15 +221,20 @@ def relu_pattern(model, x, eps, y=None):
     y_hot = model._one_hot(y, x.shape[0])
     h = run(model.encoder, model._with_labels(x, y_hot)[0])                  # (B, H)
     mu, logvar = (head.forward(np, model.params, h)[0] for head in model.heads)
-    z = layers.reparameterize_forward(np, mu, logvar, eps)[0]                # (B, Z)
-    run(model.decoder, model._with_labels(z, y_hot)[0])
+    z = layers.reparameterize_forward(np, mu, logvar, eps)[0]                # ([K,] B, Z)
+    K = eps.shape[0] if eps.ndim == 3 else 1
+    y_rows = None if y_hot is None else np.tile(y_hot, (K, 1))               # ([K *] B, C)
+    run(model.decoder, model._with_labels(z.reshape(-1, model.latent_dim), y_rows)[0])
     return np.concatenate(signs)
 
 
-def check_batch(model, batch=4, seed=0):
-    """A reproducible batch for check_model: pixels in [0, 1], eps ~ N(0, I), and labels if conditional."""
+def check_batch(model, batch=4, seed=0, samples=None):
+    """A reproducible batch for check_model: pixels in [0, 1], eps ~ N(0, I), and labels if conditional.
+
+    samples=K draws eps (K, B, Z), for the IWAE objective."""
     rng = np.random.default_rng(seed)
-    x, eps = rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal((batch, model.latent_dim))
+    eps_shape = (batch, model.latent_dim) if samples is None else (samples, batch, model.latent_dim)
+    x, eps = rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal(eps_shape)
     if not model.conditional:
         return x, eps
     return x, eps, rng.integers(0, model.num_classes, batch)
@@ -251,6 +259,31 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
             rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
             sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor "
                              f"({dtype.name}, {backend.name})", rows))
+    sections += iwae_checks(full, small, dtype, backend, entries, seed)
+    return sections
+
+
+IWAE_SAMPLES = 3    # K for the IWAE rows: more than one, so the weights are not all 1
+
+
+def iwae_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0):
+    """(title, rows) for the IWAE objective: every likelihood, plain and conditional, K = IWAE_SAMPLES."""
+    sections, K = [], IWAE_SAMPLES
+    dtype, backend = np.dtype(dtype), get_backend(backend)
+    for likelihood in LIKELIHOODS:
+        if small:
+            for classes in (0, 4):
+                model = VAE(6, 5, 3, likelihood, num_classes=classes, backend=backend, dtype=dtype, seed=seed)
+                rows = check_model(model, *check_batch(model, seed=seed, samples=K), seed=seed, objective="iwae")
+                kind = f"conditional VAE ({classes} classes)" if classes else "VAE"
+                sections.append((f"small 6-5-3 {kind}, IWAE bound K = {K}, {likelihood}, every entry "
+                                 f"({dtype.name}, {backend.name})", rows))
+        if full:
+            model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed, samples=K), entries=entries, seed=seed,
+                               objective="iwae")
+            sections.append((f"784-400-20 VAE, IWAE bound K = {K}, {likelihood}, {entries} sampled entries per "
+                             f"tensor ({dtype.name}, {backend.name})", rows))
     return sections
 
 
