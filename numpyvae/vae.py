@@ -18,6 +18,9 @@ The network is declared once, as three ordered layer lists (`encoder`, `heads`,
 follow from them. The loss is the negative ELBO, summed over the batch,
     loss = reconstruction(x, logits) + beta * KL(N(mu, exp(logvar)) || N(0, I)),
 with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHOODS.
+`loss_and_grads(x, eps=eps, objective="iwae")`, with eps (K, B, Z), trains on the tighter
+importance-weighted bound instead: the decoder runs once on all K * B samples, and the bound's
+math, forward and backward, is in iwae.py.
 
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into

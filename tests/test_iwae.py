@@ -336,3 +336,22 @@ def test_a_config_from_before_the_objective_existed_is_an_elbo_run():
     old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("objective", "samples")}
     config = Config.from_dict(old)
     assert (config.objective, config.samples) == ("elbo", 1)
+
+
+def test_fake_gpu_trains_on_the_iwae_bound_like_numpy_with_fixed_transfers_per_epoch(tiny_config, tmp_path):
+    """--backend fakegpu: the same weights as NumPy, and host-device crossings per epoch that do not
+    grow with the number of steps (the IWAE sums stay on the device until the epoch ends)."""
+    from numpyvae import fakegpu
+    counters = fakegpu.namespace.counters
+    crossings = {}
+    for batch_size in (30, 4):                                 # 2 and 15 steps per epoch
+        config = tiny_config(epochs=1, batch_size=batch_size, objective="iwae", samples=3)
+        run(config, tmp_path / f"numpy{batch_size}")
+        counters.clear()
+        run(tiny_config(epochs=1, batch_size=batch_size, objective="iwae", samples=3, backend="fakegpu"),
+            tmp_path / f"device{batch_size}")
+        crossings[batch_size] = (counters["sync"] + counters["to_host"], counters["to_device"])
+        device, host = (checkpoint.load(tmp_path / f"{name}{batch_size}" / checkpoint.FILENAME)
+                        for name in ("device", "numpy"))
+        np.testing.assert_allclose(device.params, host.params, rtol=1e-5, atol=1e-6)
+    assert crossings[4] == crossings[30]
