@@ -159,7 +159,7 @@ class VAE:
         eps is then (K, B, Z) (or K = `samples` fresh draws), beta plays no part, and total is
         the negative bound while recon and kl are averaged over the K samples (kl as log q - log p).
         """
-        if objective == "iwae":
+        if self._is_iwae(objective):
             return self._iwae_step(x, eps, rng, y, samples, backward=True)
         ws = self.workspace
         x = self._input(x)
@@ -171,7 +171,7 @@ class VAE:
 
     def loss(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
-        if objective == "iwae":
+        if self._is_iwae(objective):
             return self._iwae_step(x, eps, rng, y, samples, backward=False)
         x = self._input(x)
         y_hot = self._one_hot(y, x.shape[0])
@@ -321,6 +321,12 @@ class VAE:
         if out is None:
             out = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
         return self.backend.standard_normal(rng if rng is not None else self.rng, out)
+
+    @staticmethod
+    def _is_iwae(objective):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        return objective == "iwae"
 
     def _iwae_noise(self, batch, eps, rng, samples, ws=None):
         """The given eps, checked to be (K, B, Z), or `samples` fresh draws of (batch, Z) noise."""

@@ -182,6 +182,8 @@ def test_eps_of_the_wrong_shape_is_refused_in_one_line():
             model.loss_and_grads(x, eps=eps, objective="iwae")
     with pytest.raises(ValueError, match="samples must be a positive integer"):
         model.loss(x, objective="iwae", samples=0)
+    with pytest.raises(ValueError, match="objective must be one of elbo, iwae, not 'IWAE'"):
+        model.loss_and_grads(x, objective="IWAE")
 
 
 def test_the_elbo_path_is_untouched_by_an_iwae_step():
