@@ -357,3 +357,25 @@ def test_fake_gpu_trains_on_the_iwae_bound_like_numpy_with_fixed_transfers_per_e
                         for name in ("device", "numpy"))
         np.testing.assert_allclose(device.params, host.params, rtol=1e-5, atol=1e-6)
     assert crossings[4] == crossings[30]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+@pytest.mark.parametrize("classes", [0, 10], ids=["plain", "conditional"])
+def test_cupy_iwae_steps_match_numpy(likelihood, classes):
+    from numpyvae.backend import cuda_unavailable_reason
+    if cuda_unavailable_reason() is not None:
+        pytest.skip(f"needs a CUDA device: {cuda_unavailable_reason()}")
+    models = [VAE(likelihood=likelihood, num_classes=classes, backend=name, dtype=np.float64, seed=1)
+              for name in ("numpy", "cupy")]
+    optimizers = [Adam(model) for model in models]
+    for step in range(3):
+        x, eps, y = batch(models[0], 5, 64, seed=step)
+        results = []
+        for model, optimizer in zip(models, optimizers):
+            totals = [model.backend.scalar(v) for v in model.loss_and_grads(x, eps=eps, y=y, objective="iwae")]
+            results.append((totals, model.backend.to_host(model.flat_grads).copy()))
+            optimizer.step()
+        (l_np, g_np), (l_cp, g_cp) = results
+        np.testing.assert_allclose(l_cp, l_np, rtol=1e-10)
+        np.testing.assert_allclose(g_cp, g_np, rtol=1e-10, atol=1e-10 * np.abs(g_np).max())
