@@ -379,3 +379,12 @@ def test_cupy_iwae_steps_match_numpy(likelihood, classes):
         (l_np, g_np), (l_cp, g_cp) = results
         np.testing.assert_allclose(l_cp, l_np, rtol=1e-10)
         np.testing.assert_allclose(g_cp, g_np, rtol=1e-10, atol=1e-10 * np.abs(g_np).max())
+
+
+def test_the_gradcheck_command_has_iwae_rows_that_pass(capsys):
+    from numpyvae import cli
+    assert cli.main(["gradcheck", "--quick"]) == 0
+    out = capsys.readouterr().out
+    for likelihood in LIKELIHOODS:
+        assert f"small 6-5-3 VAE, IWAE bound K = 3, {likelihood}, every entry" in out
+        assert f"small 6-5-3 conditional VAE (4 classes), IWAE bound K = 3, {likelihood}, every entry" in out
