@@ -12,6 +12,7 @@ A checkpoint holds plain NumPy arrays and strings only (loaded with allow_pickle
     step_in_epoch     optimizer steps done in epoch `epoch + 1` (0 at an epoch boundary)
     seed              the run's seed
     running           (3,) float64 sums over the unfinished epoch: reconstruction, KL, images
+                      (4,) for an IWAE run: the same and then its negative bound
     epoch_seconds     training seconds spent on the unfinished epoch
 
 The random state is (seed, epoch, step_in_epoch): every epoch draws its shuffle, its
@@ -60,7 +61,7 @@ class Checkpoint(NamedTuple):
     epoch: int
     step_in_epoch: int
     seed: int
-    running: np.ndarray    # (3,) float64: reconstruction, KL and images of the unfinished epoch
+    running: np.ndarray    # (3,) float64: reconstruction, KL and images of the unfinished epoch (4,): and IWAE
     epoch_seconds: float
 
 
@@ -198,7 +199,7 @@ def _checked(path, data):
     for key in ("adam_m", "adam_v"):
         if data[key].shape != params.shape:
             raise CheckpointError(f"{path} is corrupt: {key} has shape {data[key].shape}, params {params.shape}")
-    if data["running"].shape != (3,):
+    if data["running"].shape not in ((3,), (4,)):
         raise CheckpointError(f"{path} is corrupt: running sums have shape {data['running'].shape}")
     if not (np.isfinite(params).all() and np.isfinite(data["adam_m"]).all() and np.isfinite(data["adam_v"]).all()):
         raise CheckpointError(f"{path} holds NaN or Inf parameters; it cannot be resumed")

@@ -119,6 +119,7 @@ def nonnegative_float(text):
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
     from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
+    from numpyvae.vae import OBJECTIVES
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
@@ -139,6 +140,11 @@ def build_parser():
     train.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
     train.add_argument("--warmup-epochs", type=nonnegative_float,
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
+    train.add_argument("--objective", choices=OBJECTIVES,
+                       help="what to train on (default elbo): elbo, the evidence lower bound; iwae, the tighter "
+                            "importance-weighted bound of Burda et al. with --samples K samples per image")
+    train.add_argument("--samples", type=positive_int,
+                       help="K, samples per image for --objective iwae (default 1; the ELBO takes 1)")
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
     train.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
@@ -345,6 +351,8 @@ def cmd_evaluate(args):
         label = f"IWAE estimate ({config.likelihood} is no density over {pixels} pixels, so no bound on {target})"
     print(f"  {label} {results['iwae_nll']:8.2f}   (k = {args.iw_samples} importance samples, "
           f"Burda et al. 2016)")
+    print(f"  active units       {results['active_units']:>5} of {results['latent_dim']}   (latent dimensions whose "
+          f"posterior mean varies over the test set by more than {evaluate.ACTIVE_THRESHOLD}, Burda et al. 2016)")
     return 0
 
 

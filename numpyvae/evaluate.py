@@ -1,12 +1,18 @@
 """How good is a trained VAE: the test negative ELBO and an importance-weighted bound on -log p(x).
 
-Two numbers, both in nats per image, both upper bounds on the negative log-likelihood:
+Two numbers, both in nats per image, both upper bounds on the negative log-likelihood
+(and a count of the latent dimensions the model uses, below):
 
   negative ELBO   -E_q[log p(x|z)] + KL(q(z|x) || p(z)), the training loss, averaged here
                   over several posterior samples per image so the estimate is steadier;
   IWAE bound      -E[log (1/k) sum_i w_i],  w_i = p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x)
                   (Burda, Grosse & Salakhutdinov 2016, eq. 8). It equals the ELBO at k = 1
                   and tightens towards -log p(x) as k grows, so it is never above the ELBO.
+
+Active units (Burda et al. 2016, section 5.2): latent dimension u is active when
+    A_u = Cov_x(E_q[z_u | x]) = the variance over the test set of mu_u(x)   exceeds 0.01:
+a dimension whose posterior mean barely moves with x carries no information about x (its
+posterior has collapsed onto the prior), whatever its posterior variance.
 
 "log p(x|z)" is the model's likelihood (losses.LIKELIHOODS), the same code that gives the
 training loss, so the two compare directly. They are bounds on -log p(x) only when that
@@ -34,6 +40,7 @@ EVAL_BATCH = 1000      # images per forward pass; only speed depends on it
 ELBO_SAMPLES = 10      # posterior samples per image for the reported negative ELBO
 IW_SAMPLES = 100       # k for the IWAE bound (Burda et al. used 5000; the bound tightens slowly)
 MAX_ELEMENTS = 2 ** 22  # largest (rows, D) array the IWAE bound builds: 16 MB in float32
+ACTIVE_THRESHOLD = 0.01  # Burda et al.'s: a unit whose posterior mean varies less than this over x is inactive
 
 
 def binarize_fixed(images, seed=BINARIZE_SEED):
@@ -158,6 +165,19 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
     return backend.scalar(total) / len(data)
 
 
+def latent_activity(model, data, batch_size=EVAL_BATCH):
+    """Var over `data` of each posterior mean mu_u(x) (Z,), as a host float64 array: A_u in the docstring."""
+    xp = model.xp
+    means = [model.encode(x, y)[0] for x, y in data.labeled_batches(batch_size)]   # (C, Z) each
+    mu = model.backend.to_host(xp.concatenate(means)).astype(np.float64)           # (N, Z), one copy to the host
+    return mu.var(axis=0)                                                           # over images, ddof 0
+
+
+def active_units(model, data, threshold=ACTIVE_THRESHOLD, batch_size=EVAL_BATCH):
+    """How many latent dimensions are active: Var_x(mu_u(x)) > threshold (Burda et al.'s 0.01)."""
+    return int((latent_activity(model, data, batch_size) > threshold).sum())
+
+
 def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed=EVAL_SEED,
              max_elements=MAX_ELEMENTS, progress=None):
     """Both numbers for `numpyvae evaluate`, as a dict ready for JSON (nats per image).
@@ -170,4 +190,5 @@ def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed
     return {"test_images": len(data),
             "elbo_samples": elbo_samples, "test_loss": elbo["loss"],
             "test_recon": elbo["recon"], "test_kl": elbo["kl"],
-            "iw_samples": iw_samples, "iwae_nll": -bound}
+            "iw_samples": iw_samples, "iwae_nll": -bound,
+            "active_units": active_units(model, data), "latent_dim": model.latent_dim}

@@ -201,8 +201,10 @@ def check_conv_layers(seed=0):
     return rows
 
 
-def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
+def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, objective="elbo"):
     """One row per parameter tensor: analytic gradient of the negative ELBO against finite differences.
+
+    objective="iwae" checks the negative IWAE bound instead, with eps (K, B, Z).
 
     model: a VAE in any dtype on any backend. Finite differences always run on a
     float64 NumPy copy with the same weights, so a float32 model is checked against
@@ -216,10 +218,10 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
     reference = VAE(**model.config, backend="numpy", dtype=CHECK_DTYPE)
     reference.flat_params[...] = model.backend.to_host(model.flat_params)
     model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
-                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y)
+                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y, objective=objective)
 
     def loss_and_relu_pattern():
-        return relu_pattern(reference, x, eps, y, beta)
+        return relu_pattern(reference, x, eps, y, beta, objective)
 
     base_loss, base_pattern = loss_and_relu_pattern()
     rng = np.random.default_rng(seed)
@@ -251,12 +253,13 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0):
     return rows
 
 
-def relu_pattern(model, x, eps, y=None, beta=1.0):
+def relu_pattern(model, x, eps, y=None, beta=1.0, objective="elbo"):
     """(loss, which ReLU inputs are positive) for every layer of the model that declares `kink_at_zero`.
 
     One forward pass of the model's own wiring, watching each layer's input as it goes by: read
     from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a broken
-    ReLU cannot hide its own mistakes behind the kink detector.
+    ReLU cannot hide its own mistakes behind the kink detector. With objective="iwae", eps is
+    (K, B, Z) and all K * B samples go through the decoder, each with its image's label.
     """
     signs = []
 
@@ -264,14 +267,21 @@ def relu_pattern(model, x, eps, y=None, beta=1.0):
         if getattr(layer, "kink_at_zero", False):
             signs.append((a > 0).ravel())
     x = model._input(x)
-    (total, _, _), _ = model._forward(x, model._input(eps), beta, model._one_hot(y, x.shape[0]), visit=watch)
+    y_hot = model._one_hot(y, x.shape[0])
+    if objective == "iwae":
+        (total, _, _), _ = model._iwae_forward(x, model.backend.to_device(eps, dtype=model.dtype), y_hot, visit=watch)
+    else:
+        (total, _, _), _ = model._forward(x, model._input(eps), beta, y_hot, visit=watch)
     return float(total), np.concatenate(signs) if signs else np.zeros(0, bool)
 
 
-def check_batch(model, batch=4, seed=0):
-    """A reproducible batch for check_model: pixels in [0, 1], eps ~ N(0, I), and labels if conditional."""
+def check_batch(model, batch=4, seed=0, samples=None):
+    """A reproducible batch for check_model: pixels in [0, 1], eps ~ N(0, I), and labels if conditional.
+
+    samples=K draws eps (K, B, Z), for the IWAE objective."""
     rng = np.random.default_rng(seed)
-    x, eps = rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal((batch, model.latent_dim))
+    eps_shape = (batch, model.latent_dim) if samples is None else (samples, batch, model.latent_dim)
+    x, eps = rng.uniform(0, 1, (batch, model.input_dim)), rng.standard_normal(eps_shape)
     if not model.conditional:
         return x, eps
     return x, eps, rng.integers(0, model.num_classes, batch)
@@ -327,6 +337,8 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
             rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
             sections.append((f"{model.spec.describe()}, {model.likelihood}, {entries} sampled entries per tensor "
                              f"{where}", rows))
+        for section in iwae_checks(full, small, dtype, backend, entries, seed, settings):
+            sections.append(section)
         return sections
     for likelihood in LIKELIHOODS:
         if small:
@@ -340,6 +352,47 @@ def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entrie
             model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
             rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
             sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor {where}", rows))
+    for section in iwae_checks(full, small, dtype, backend, entries, seed):
+        sections.append(section)
+    return sections
+
+
+IWAE_SAMPLES = 3    # K for the IWAE rows: more than one, so the weights are not all 1
+
+
+def iwae_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, settings=None):
+    """(title, rows) for the IWAE objective: every likelihood, plain and conditional, K = IWAE_SAMPLES.
+
+    settings: a model's settings, as for run_checks: check that model (and a small one like it) instead.
+    """
+    sections, K = [], IWAE_SAMPLES
+    dtype, backend = np.dtype(dtype), get_backend(backend)
+    where = f"({dtype.name}, {backend.name})"
+    if settings is not None:
+        models = [("small ", small_settings(settings), None)] if small else []
+        models += [("", settings, entries)] if full else []
+        for size, model_settings, checked in models:
+            model = VAE(**model_settings, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed, samples=K), entries=checked, seed=seed,
+                               objective="iwae")
+            sampled = "every entry" if checked is None else f"{entries} sampled entries per tensor"
+            sections.append((f"{size}{model.spec.describe()}, IWAE bound K = {K}, {model.likelihood}, {sampled} "
+                             f"{where}", rows))
+        return sections
+    for likelihood in LIKELIHOODS:
+        if small:
+            for classes in (0, 4):
+                model = VAE(6, 5, 3, likelihood, num_classes=classes, backend=backend, dtype=dtype, seed=seed)
+                rows = check_model(model, *check_batch(model, seed=seed, samples=K), seed=seed, objective="iwae")
+                kind = f"conditional VAE ({classes} classes)" if classes else "VAE"
+                sections.append((f"small 6-5-3 {kind}, IWAE bound K = {K}, {likelihood}, every entry "
+                                 f"({dtype.name}, {backend.name})", rows))
+        if full:
+            model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
+            rows = check_model(model, *check_batch(model, seed=seed, samples=K), entries=entries, seed=seed,
+                               objective="iwae")
+            sections.append((f"784-400-20 VAE, IWAE bound K = {K}, {likelihood}, {entries} sampled entries per "
+                             f"tensor ({dtype.name}, {backend.name})", rows))
     return sections
 
 

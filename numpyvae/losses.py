@@ -5,6 +5,8 @@ A likelihood p(x | logits) is one class here and one line in LIKELIHOODS; everyt
 Each likelihood knows:
 
     forward(xp, logits, x, ws)  -> (loss, cache)   loss = -sum log p(x | logits), over batch and pixels
+    forward_rows(xp, logits, x, ws) -> (losses, cache)   the same loss summed over pixels only, one
+                                per row: logits (K, B, D) against x (B, D), for the IWAE bound (iwae.py)
     backward(xp, cache, ws)     -> dlogits          d loss / d logits
     log_prob(xp, x, logits)     -> log p(x | logits) summed over pixels, for any leading axes
     mean(xp, logits)            -> E[x | logits]: what the decoder's pictures show
@@ -50,6 +52,9 @@ class Likelihood:
     normalized = False     # is p(x | logits) a density over pixels in [0, 1] (it integrates to 1)?
 
     def forward(self, xp, logits, x, ws=None):
+        raise NotImplementedError
+
+    def forward_rows(self, xp, logits, x, ws=None):
         raise NotImplementedError
 
     def backward(self, xp, cache, ws=None):
@@ -112,6 +117,20 @@ class Bernoulli(Likelihood):
         loss = relu.sum() - t.sum() + logits.size * math.log(2) - xp.vdot(x, logits)
         return loss, BernoulliCache(p, x)
 
+    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+        t = xp.multiply(logits, 0.5, out=buffer(ws, "bernoulli.t", logits.shape))
+        xp.tanh(t, out=t)
+        p = xp.add(t, 1, out=buffer(ws, "bernoulli.p", logits.shape))
+        p *= 0.5                                                     # sigmoid(l), for backward
+        xp.abs(t, out=t)
+        xp.log1p(t, out=t)                                           # log 2 + log sigmoid(|l|)
+        terms = xp.maximum(logits, 0, out=buffer(ws, "bernoulli.relu", logits.shape))
+        terms -= t
+        terms -= xp.multiply(x, logits, out=t)                       # max(l, 0) - log1p(|t|) - x l
+        rows = terms.sum(axis=-1, out=buffer(ws, "bernoulli.rows", logits.shape[:-1]))
+        rows += logits.shape[-1] * math.log(2)                       # + D log 2: softplus(l) - x l, per row
+        return rows, BernoulliCache(p, x)
+
     def backward(self, xp, cache, ws=None):
         return xp.subtract(cache.p, cache.x, out=buffer(ws, "bernoulli.dlogits", cache.p.shape))   # sigmoid(l) - x
 
@@ -139,6 +158,12 @@ class Gaussian(Likelihood):
         p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
         error = xp.subtract(p, x, out=buffer(ws, "gaussian.error", logits.shape))   # p - x
         return xp.vdot(error, error), GaussianCache(p, error)     # sum of squares, no (B, D) temporary
+
+    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+        p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
+        error = xp.subtract(p, x, out=buffer(ws, "gaussian.error", logits.shape))   # p - x
+        squares = xp.multiply(error, error, out=buffer(ws, "gaussian.squares", logits.shape))
+        return squares.sum(axis=-1, out=buffer(ws, "gaussian.rows", logits.shape[:-1])), GaussianCache(p, error)
 
     def backward(self, xp, cache, ws=None):
         dlogits = buffer(ws, "gaussian.dlogits", cache.p.shape)
@@ -302,6 +327,16 @@ class ContinuousBernoulli(Likelihood):
         terms -= log_normalizer(xp, logits, out=buffer(ws, "continuous-bernoulli.log_c", logits.shape),
                                 **scratch)                           # softplus(l) - log C(l)
         return terms.sum() - xp.vdot(x, logits), ContinuousBernoulliCache(logits, x)
+
+    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+        scratch = self._scratch(ws, logits.shape)
+        terms = softplus(xp, logits, out=buffer(ws, "continuous-bernoulli.terms", logits.shape),
+                         work=scratch["work"])
+        terms -= log_normalizer(xp, logits, out=buffer(ws, "continuous-bernoulli.log_c", logits.shape),
+                                **scratch)                           # softplus(l) - log C(l)
+        terms -= xp.multiply(x, logits, out=scratch["work"])         # ... - x l
+        rows = terms.sum(axis=-1, out=buffer(ws, "continuous-bernoulli.rows", logits.shape[:-1]))
+        return rows, ContinuousBernoulliCache(logits, x)
 
     def backward(self, xp, cache, ws=None):
         shape = cache.logits.shape

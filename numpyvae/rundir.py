@@ -4,6 +4,7 @@ A run directory holds
 
     config.json      the TrainConfig, as JSON
     metrics.csv      one row per epoch: epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds
+                     (an IWAE run adds train_iwae,test_iwae: the negative K-sample bound it trains on)
     checkpoint.npz   everything needed to continue (see checkpoint.py), rewritten atomically each epoch
     figures/         the pictures (plots.py)
 
@@ -28,12 +29,13 @@ from numpyvae.atomicfile import atomic_write, temp_name_pattern
 from numpyvae.backend import BACKEND_NAMES
 from numpyvae.optim import BETAS, EPS
 from numpyvae.network import ARCHITECTURES, make_spec
-from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
+from numpyvae.vae import MODEL_SETTINGS, OBJECTIVES, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
 LOCK_FILE = ".lock"     # held by the process training in the directory
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
+IWAE_COLUMNS = ("train_iwae", "test_iwae")   # an IWAE run's extra columns: -log (1/K) sum_k w_k, per image
 DTYPES = ("float32", "float64")
 MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
 
@@ -57,6 +59,8 @@ class TrainConfig:
     backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
     dtype: str = "float32"            # float32 to train; float64 is there for checking
     data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
+    objective: str = "elbo"           # what is trained on: "elbo", or "iwae", the K-sample bound (iwae.py)
+    samples: int = 1                  # K, samples per image for the IWAE objective (1 for the ELBO)
     # the older names, read by runs made before `arch` existed: D pixels and one hidden width H
     input_dim: InitVar[int | None] = None
     hidden_dim: InitVar[int | None] = None
@@ -85,7 +89,7 @@ class TrainConfig:
             check_settings(**self.model_settings())
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        for name in ("epochs", "batch_size", "seed"):
+        for name in ("epochs", "batch_size", "seed", "samples"):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
         need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
@@ -108,6 +112,12 @@ class TrainConfig:
                                             f"not {self.backend!r}")
         need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
+        need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        need(self.samples >= 1, f"samples must be at least 1, not {self.samples}")
+        need(self.objective == "iwae" or self.samples == 1,
+             f"samples {self.samples} is for the IWAE objective (--objective iwae); the ELBO takes 1")
+        need(self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0),
+             "the IWAE objective has no KL weight: beta must be 1 and warmup_epochs 0")
         return self
 
     def model_settings(self):
@@ -134,7 +144,7 @@ class TrainConfig:
 
 
 # Settings added after runs were first written, with the value every older run had.
-ADDED_LATER = {"num_classes": 0, "arch": "dense"}
+ADDED_LATER = {"num_classes": 0, "arch": "dense", "objective": "elbo", "samples": 1}
 # Settings renamed when the network became a description (network.ModelSpec): older name -> newer.
 RENAMED = {"input_dim": "input_shape", "hidden_dim": "hidden_dims"}
 
@@ -201,23 +211,25 @@ def read_metrics(run_dir):
         raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                        "it has been damaged") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if tuple(reader.fieldnames or ()) != METRICS_COLUMNS:
+    columns = tuple(reader.fieldnames or ())
+    if columns not in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS):
         raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
     try:
-        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in METRICS_COLUMNS}
+        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
                 for row in reader]
     except (TypeError, ValueError) as error:
         raise RunError(f"{path} has a malformed row ({error})") from None
 
 
-def write_metrics(run_dir, rows):
-    """Rewrite run_dir/metrics.csv atomically with `rows`."""
+def write_metrics(run_dir, rows, iwae=False):
+    """Rewrite run_dir/metrics.csv atomically with `rows` (and, iwae=True, the IWAE_COLUMNS after them)."""
+    extra = IWAE_COLUMNS if iwae else ()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
+    writer.writerow(METRICS_COLUMNS + extra)
     for row in rows:
         writer.writerow([row["epoch"]] + [f"{row[key]:.4f}" for key in METRICS_COLUMNS[1:-1]]
-                        + [f"{row['seconds']:.2f}"])
+                        + [f"{row['seconds']:.2f}"] + [f"{row[key]:.4f}" for key in extra])
     with atomic_write(Path(run_dir) / METRICS_FILE) as file:
         file.write(text.getvalue().encode())
 
@@ -277,12 +289,16 @@ def check_written_by(config, saved_config, saved, path):
                                                      f"its parameters {saved.params.dtype}")
     started = saved.epoch + (1 if saved.step_in_epoch else 0)      # the epochs it had begun
     need(started <= saved_config.epochs, f"it has begun {started} epochs of a run of {saved_config.epochs}")
-    recon, kl, images = (float(value) for value in saved.running)
+    iwae = config.objective == "iwae"
+    need(saved.running.shape == ((4,) if iwae else (3,)),
+         f"its running sums have shape {saved.running.shape}, which does not fit the {config.objective} objective")
+    recon, kl, images = (float(value) for value in saved.running[:3])
     need(saved.epoch_seconds >= 0, f"the unfinished epoch took {saved.epoch_seconds} seconds")
-    need(kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
+    # the ELBO's KL is in closed form, never negative; IWAE's is log q - log p at samples, which can be
+    need(iwae or kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
     need(images == int(images) and images >= 0, f"the unfinished epoch counts {images} images")
     if saved.step_in_epoch == 0:
-        need(recon == kl == images == 0 and saved.epoch_seconds == 0,
+        need(not saved.running.any() and saved.epoch_seconds == 0,
              "it is at an epoch boundary but holds sums or seconds of an unfinished epoch")
 
 

@@ -4,6 +4,9 @@ The run's settings and the files of its directory are in rundir.py. Losses in me
 negative ELBO, recon + KL, whatever the KL weight beta (with beta != 1 the objective being
 minimized is recon + beta * KL; both parts are in the table). "seconds" is the time spent
 on the epoch's training steps; the test pass after it is not counted.
+A run with --objective iwae trains on the negative K-sample IWAE bound (iwae.py) and adds
+the columns train_iwae and test_iwae, that bound on the training batches and on the test set
+(at the same K); its recon and KL are then averages over the K samples, KL as log q - log p.
 
 Exact resume. Epoch e draws all its randomness from streams seeded by (seed, e): the
 shuffle, the eps of every step and, with binarize, the pixels' coin flips. Resuming
@@ -146,6 +149,7 @@ class Trainer:
         self.progress = terminal if progress is None else progress
         self.plain_progress = progress is None and not terminal   # lines, not a bar that redraws itself
         self._buffers = {}                       # (name, shape) -> reused device array
+        self.iwae = config.objective == "iwae"    # the K-sample bound, and its sum, are tracked too
 
     @property
     def checkpoint_path(self):
@@ -158,6 +162,8 @@ class Trainer:
         return buffer
 
     def save(self, epoch, step_in_epoch=0, running=None, seconds=0.0):
+        if running is None:       # at an epoch boundary: nothing summed yet (an IWAE run also sums its bound)
+            running = np.zeros(4 if self.iwae else 3)
         try:
             checkpoint.save(self.checkpoint_path, asdict(self.config), self.model, self.optimizer,
                             epoch, step_in_epoch, running, seconds)
@@ -191,10 +197,10 @@ class Trainer:
         eps_rng = self.backend.rng((config.seed, epoch, EPS_STREAM))
         coin_rng = self.backend.rng((config.seed, epoch, BINARIZE_STREAM)) if config.binarize else None
         # recon and KL summed over the epoch so far, on the device: read once, at the end
-        sums = xp.zeros(2, dtype=np.float64)
+        sums = xp.zeros(3 if self.iwae else 2, dtype=np.float64)   # an IWAE run's third: its negative bound
         images = 0
         if running is not None:
-            sums[...] = self.backend.to_device(np.asarray(running[:2], dtype=np.float64))
+            sums[...] = self.backend.to_device(np.asarray(np.delete(running, 2), dtype=np.float64))
             images = int(running[2])
         done = start_step                    # steps of this epoch taken, counting those before a resume
         step_finished = True                 # False while a step is half done: no saving then
@@ -204,7 +210,7 @@ class Trainer:
         try:
             batches = self.train_data.labeled_batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, (x, y) in enumerate(batches):     # y: (B,) labels, or None for a plain VAE
-                eps = self._buffer("eps", (x.shape[0], model.latent_dim))                          # (B, Z)
+                eps = self._buffer("eps", (config.samples,) * self.iwae + (x.shape[0], model.latent_dim))  # ([K,] B, Z)
                 self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
                     uniform = self.backend.uniform(coin_rng, self._buffer("uniform", x.shape))
@@ -212,7 +218,11 @@ class Trainer:
                 if step < start_step:
                     continue                 # replaying a resumed epoch's streams up to where it stopped
                 step_finished = False
-                _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
+                if self.iwae:
+                    bound, recon, kl = model.loss_and_grads(x, eps=eps, y=y, objective="iwae")
+                    sums[2] += bound
+                else:
+                    _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
                 self.optimizer.step()
                 if self.threads is not None:
                     self.threads.tick()          # --threads auto: fewer BLAS threads when others take cores
@@ -221,12 +231,12 @@ class Trainer:
                 images += x.shape[0]
                 done, step_finished = step + 1, True
                 if self.progress and done % PROGRESS_EVERY == 0:
-                    bar.set_postfix(loss=f"{self.backend.scalar(sums.sum()) / images:.2f}")
+                    bar.set_postfix({self._loss_name: f"{self.backend.scalar(self._loss_sum(sums)) / images:.2f}"})
                 bar.update()
                 if self.plain_progress and time.perf_counter() - last_line >= PLAIN_PROGRESS_SECONDS:
                     last_line = time.perf_counter()
-                    print(f"epoch {epoch}/{config.epochs}: step {done}/{self.steps}, loss "
-                          f"{self.backend.scalar(sums.sum()) / images:.2f}, {last_line - started:.0f} s",
+                    print(f"epoch {epoch}/{config.epochs}: step {done}/{self.steps}, {self._loss_name} "
+                          f"{self.backend.scalar(self._loss_sum(sums)) / images:.2f}, {last_line - started:.0f} s",
                           file=sys.stderr, flush=True)
                 if self.on_step is not None:
                     self.on_step(epoch, done)
@@ -244,9 +254,17 @@ class Trainer:
         seconds += time.perf_counter() - started
         self._finish_epoch(epoch, self.backend.to_host(sums) / images, seconds)
 
+    @property
+    def _loss_name(self):
+        return f"IWAE-{self.config.samples} loss" if self.iwae else "loss"
+
+    def _loss_sum(self, sums):
+        """The sum of the loss being trained on, from the epoch's running sums (on the device)."""
+        return sums[2] if self.iwae else sums.sum()
+
     def _save_interrupted(self, epoch, done, sums, images, seconds, signum):
         """Save the state after `done` steps of `epoch` (unless it holds NaN or Inf), then raise Interrupted."""
-        running = np.append(self.backend.to_host(sums), images)         # recon, KL, images so far
+        running = np.insert(self.backend.to_host(sums), 2, images)      # recon, KL, images (, IWAE) so far
         if not (np.isfinite(running).all() and bool(self.xp.isfinite(self.model.flat_params).all())):
             raise Diverged(f"interrupted in epoch {epoch}, whose loss had become NaN or Inf; nothing saved, "
                            f"{self._kept()}")
@@ -263,7 +281,7 @@ class Trainer:
 
     def _finish_epoch(self, epoch, train, seconds):
         """Check, test, record and save a finished epoch; print its line."""
-        recon, kl = (float(v) for v in train)
+        recon, kl = (float(v) for v in train[:2])
         if not (math.isfinite(recon) and math.isfinite(kl) and bool(self.xp.isfinite(self.model.flat_params).all())):
             raise Diverged(f"the training loss became NaN or Inf in epoch {epoch} (try a smaller --lr); "
                            f"training stopped and {self._kept()}")
@@ -273,23 +291,38 @@ class Trainer:
                            f"training stopped and {self._kept()}")
         row = {"epoch": epoch, "train_loss": recon + kl, "train_recon": recon, "train_kl": kl,
                "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"], "seconds": seconds}
+        if self.iwae:
+            row.update(self._iwae_columns(epoch, float(train[2])))
         self.metrics = [r for r in self.metrics if r["epoch"] < epoch] + [row]
-        write_metrics(self.run_dir, self.metrics)    # before the checkpoint: a resume drops rows past it
+        write_metrics(self.run_dir, self.metrics, iwae=self.iwae)    # before the checkpoint: a resume drops rows past it
         self.save(epoch)
-        self.log(format_epoch(row, self.config.epochs))
+        self.log(format_epoch(row, self.config.epochs, self.config.samples if self.iwae else None))
+
+    def _iwae_columns(self, epoch, train_bound):
+        """An IWAE run's extra metrics: its negative bound on the training batches and on the test set."""
+        test_bound = -evaluate.importance_weighted_bound(self.model, self.test_data, k=self.config.samples)
+        if not (math.isfinite(train_bound) and math.isfinite(test_bound)):
+            raise Diverged(f"the IWAE loss became NaN or Inf in epoch {epoch} (try a smaller --lr); "
+                           f"training stopped and {self._kept()}")
+        return {"train_iwae": train_bound, "test_iwae": test_bound}
 
 
-def format_epoch(row, epochs):
-    """The per-epoch line: per-image train and test loss = reconstruction + KL, and seconds."""
+def format_epoch(row, epochs, samples=None):
+    """The per-epoch line: per-image train and test loss = reconstruction + KL, and seconds.
+
+    For an IWAE run (samples = K), the negative bound it trains on comes first."""
     width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  "
+    bound = (f"train IWAE-{samples} loss {row['train_iwae']:8.2f}  test IWAE-{samples} loss {row['test_iwae']:8.2f}  |  "
+             if samples else "")
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  {bound}"
             f"train loss {row['train_loss']:8.2f} = recon {row['train_recon']:8.2f} + KL {row['train_kl']:6.2f}  |  "
             f"test loss {row['test_loss']:8.2f} = recon {row['test_recon']:8.2f} + KL {row['test_kl']:6.2f}  |  "
             f"{row['seconds']:6.1f} s")
 
 
 def describe(config, backend_name, images, steps):
-    return (f"{make_spec(**config.model_settings()).describe()}, {config.likelihood} likelihood"
+    objective = f", trained on the IWAE bound with K = {config.samples}" if config.objective == "iwae" else ""
+    return (f"{make_spec(**config.model_settings()).describe()}{objective}, {config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
@@ -413,7 +446,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
             trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
         else:
             log(f"training in {shown(run_dir)}: {about}")
-            write_metrics(run_dir, [])
+            write_metrics(run_dir, [], iwae=config.objective == "iwae")
             trainer.save(0)        # a checkpoint from the start, so there is always a last good one
             trainer.run(start_epoch)
     return TrainResult(config, model, trainer.metrics, test_images, test_labels)

@@ -20,6 +20,9 @@ all follow from them. The dense model has no features; a conv model's features a
 convolutions, so its labels join after the flatten. The loss is the negative ELBO, summed over the batch,
     loss = reconstruction(x, logits) + beta * KL(N(mu, exp(logvar)) || N(0, I)),
 with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHOODS.
+`loss_and_grads(x, eps=eps, objective="iwae")`, with eps (K, B, Z), trains on the tighter
+importance-weighted bound instead: the decoder runs once on all K * B samples, and the bound's
+math, forward and backward, is in iwae.py.
 
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
@@ -41,11 +44,12 @@ import math
 import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
-from numpyvae import layers, losses
+from numpyvae import iwae, layers, losses
 from numpyvae.layers import Workspace, buffer, sequence_backward, sequence_forward
 from numpyvae.network import SETTINGS, build_network, make_spec
 
 MODEL_SETTINGS = SETTINGS    # VAE.config: the network, not where or how it runs
+OBJECTIVES = ("elbo", "iwae")     # what loss_and_grads trains on: the ELBO, or the K-sample IWAE bound (iwae.py)
 # Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
 # 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
 MAX_PARAMETERS = 100_000_000
@@ -140,7 +144,7 @@ class VAE:
         return self.num_classes > 0
 
     # -- the training step ----------------------------------------------------
-    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, y=None):
+    def loss_and_grads(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
         """Forward and backward on a batch; fills self.grads and returns (total, recon, kl).
 
         x: (B, D) pixels in [0, 1]. eps: (B, Z) standard normal noise, drawn from
@@ -149,43 +153,49 @@ class VAE:
         as 0-d backend arrays, so reading them is up to the caller (on a GPU each read
         waits for the device). Every intermediate array lives in the model's workspace:
         after the first step of a batch size, a step allocates nothing.
+
+        objective="iwae" trains on the negative IWAE bound with K samples per image (iwae.py):
+        eps is then (K, B, Z) (or K = `samples` fresh draws), beta plays no part, and total is
+        the negative bound while recon and kl are averaged over the K samples (kl as log q - log p).
         """
         ws = self.workspace
         x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0], ws)
+        if self._is_iwae(objective):
+            totals, caches = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples, ws), y_hot, ws)
+            self._iwae_backward(caches, ws)
+            return totals
         eps = self._noise(x.shape[0], eps, rng, ws)
         totals, caches = self._forward(x, eps, beta, y_hot, ws)
         self._backward(caches, beta, ws)
         return totals
 
-    def loss(self, x, eps=None, beta=1.0, rng=None, y=None):
+    def loss(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
         x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0])
+        if self._is_iwae(objective):
+            totals, _ = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples), y_hot)
+            return totals
         totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
         return totals
 
     def _forward(self, x, eps, beta, y_hot=None, ws=None, visit=None):
         xp, p = self.xp, self.params
-        f, feature_caches = sequence_forward(xp, self.features, p, x, ws, visit)   # (B, F); x itself if dense
-        f_in, f_in_cache = self._with_labels(f, y_hot, "enc.in", ws)             # (B, F + C)
-        h, enc_caches = sequence_forward(xp, self.encoder, p, f_in, ws, visit)   # (B, H)
-        (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
+        mu, logvar, enc_caches = self._encoder_forward(x, y_hot, ws, visit)      # (B, Z) each
         z, z_cache = layers.reparameterize_forward(xp, mu, logvar, eps, std=buffer(ws, "z.std", mu.shape),
                                                    z=buffer(ws, "z", mu.shape))  # (B, Z)
         z_in, z_in_cache = self._with_labels(z, y_hot, "dec.in", ws)             # (B, Z + C)
         logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws, visit)   # (B, D)
         recon, recon_cache = self.recon_term.forward(xp, logits, x, ws)
         kl, kl_cache = losses.gaussian_kl_forward(xp, mu, logvar, ws)
-        caches = (feature_caches, f_in_cache, enc_caches, (mu_cache, logvar_cache), z_cache, z_in_cache, dec_caches,
-                  recon_cache, kl_cache)
+        caches = (enc_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache)
         return (recon + beta * kl, recon, kl), caches
 
     def _backward(self, caches, beta, ws=None):
         """Backward through _forward's steps in exactly the reverse order; fills self.grads."""
         xp, p, g = self.xp, self.params, self.grads
-        (feature_caches, f_in_cache, enc_caches, head_caches, z_cache, z_in_cache, dec_caches,
-         recon_cache, kl_cache) = caches
+        enc_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache = caches
         dmu_kl, dlogvar_kl = losses.gaussian_kl_backward(xp, kl_cache, scale=beta, ws=ws)   # (B, Z) each
         dlogits = self.recon_term.backward(xp, recon_cache, ws)                             # (B, D)
         dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)             # (B, Z + C)
@@ -196,6 +206,46 @@ class VAE:
         # mu and logvar feed both the decoder (through z) and the KL: their gradients add
         dmu += dmu_kl
         dlogvar += dlogvar_kl
+        self._encoder_backward(dmu, dlogvar, enc_caches, ws)
+
+    def _iwae_forward(self, x, eps, y_hot=None, ws=None, visit=None):
+        """The IWAE objective's forward: the encoder, K samples per image, the decoder on all K * B of
+        them as one batch, then iwae.forward. eps (K, B, Z). Returns ((total, recon, kl), caches)."""
+        xp, p = self.xp, self.params
+        K, B, Z = eps.shape
+        mu, logvar, enc_caches = self._encoder_forward(x, y_hot, ws, visit)      # (B, Z) each
+        z, std = iwae.sample(xp, mu, logvar, eps, ws)                            # (K, B, Z)
+        # every sample of image b keeps b's label: row k * B + b of the decoder's batch
+        z_in, z_in_cache = self._with_labels(z.reshape(K * B, Z), self._repeat_rows(y_hot, K, ws),
+                                             "iwae.dec.in", ws)                  # (K * B, Z + C)
+        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws, visit)   # (K * B, D)
+        loss, recon, kl, cache = iwae.forward(xp, mu, logvar, eps, z, std, logits, x, self.recon_term, ws)
+        return (loss, recon, kl), (enc_caches, z_in_cache, dec_caches, cache)
+
+    def _iwae_backward(self, caches, ws=None):
+        """Backward through _iwae_forward's steps in exactly the reverse order; fills self.grads."""
+        xp, p, g = self.xp, self.params, self.grads
+        enc_caches, z_in_cache, dec_caches, cache = caches
+        dlogits = iwae.backward_logits(xp, cache, self.recon_term, ws)          # (K * B, D), each row weighted
+        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)  # (K * B, Z + C)
+        if z_in_cache is not None:
+            dz, _ = layers.concat_backward(xp, dz, z_in_cache)                   # (K * B, Z)
+        dmu, dlogvar = iwae.backward_latents(xp, dz, cache, ws)                  # (B, Z) each
+        self._encoder_backward(dmu, dlogvar, enc_caches, ws)
+
+    def _encoder_forward(self, x, y_hot, ws=None, visit=None):
+        """x (B, D) -> mu, logvar (B, Z) each, and the caches _encoder_backward needs."""
+        xp, p = self.xp, self.params
+        f, feature_caches = sequence_forward(xp, self.features, p, x, ws, visit)   # (B, F); x itself if dense
+        f_in, f_in_cache = self._with_labels(f, y_hot, "enc.in", ws)             # (B, F + C)
+        h, enc_caches = sequence_forward(xp, self.encoder, p, f_in, ws, visit)   # (B, H)
+        (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
+        return mu, logvar, (feature_caches, f_in_cache, enc_caches, (mu_cache, logvar_cache))
+
+    def _encoder_backward(self, dmu, dlogvar, caches, ws=None):
+        """From dmu, dlogvar (B, Z) back through the heads, the encoder and the features; fills their grads."""
+        xp, p, g = self.xp, self.params, self.grads
+        feature_caches, f_in_cache, enc_caches, head_caches = caches
         # h feeds both heads: its gradient is the sum of what each head sends back
         mu_head, logvar_head = self.heads
         dh = mu_head.backward(xp, p, g, dmu, head_caches[0], ws)                     # (B, H)
@@ -310,6 +360,38 @@ class VAE:
         if out is None:
             out = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
         return self.backend.standard_normal(rng if rng is not None else self.rng, out)
+
+    @staticmethod
+    def _is_iwae(objective):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        return objective == "iwae"
+
+    def _iwae_noise(self, batch, eps, rng, samples, ws=None):
+        """The given eps, checked to be (K, B, Z), or `samples` fresh draws of (batch, Z) noise."""
+        if eps is not None:
+            eps = self.backend.to_device(eps, dtype=self.dtype)
+            if eps.ndim != 3 or eps.shape[1:] != (batch, self.latent_dim) or eps.shape[0] < 1:
+                raise ValueError(f"eps for the IWAE objective must have shape (K, {batch}, {self.latent_dim}), "
+                                 f"got {tuple(eps.shape)}")
+            return eps
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {samples!r}")
+        shape = (int(samples), batch, self.latent_dim)
+        out = buffer(ws, "iwae.eps", shape)
+        return self.backend.standard_normal(rng if rng is not None else self.rng,
+                                            self.xp.empty(shape, dtype=self.dtype) if out is None else out)
+
+    def _repeat_rows(self, y_hot, times, ws=None):
+        """(B, C) one-hot rows -> (times * B, C), the whole block repeated; None stays None."""
+        if y_hot is None:
+            return None
+        B, C = y_hot.shape
+        out = buffer(ws, "iwae.y.onehot", (times * B, C), bool)
+        if out is None:
+            out = self.xp.empty((times * B, C), dtype=bool)
+        self.xp.copyto(out.reshape(times, B, C), y_hot)
+        return out
 
 
 def init_params(layers, seed):
