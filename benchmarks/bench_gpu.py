@@ -22,7 +22,8 @@ clock. float32 everywhere; PyTorch's TF32 stays off (its default), as CuPy's doe
 (--backend fakegpu), PyTorch's rows on the CPU (the graph row runs its step function eagerly),
 on 2,048 images and small batches. It proves the script, not the numbers.
 
---conv adds numpyvae's convolutional VAE (VAE(arch="conv")) where this checkout has one; where
+--conv adds every row again on numpyvae's convolutional VAE (VAE(arch="conv"); PyTorch's built from it by
+torch_reference), where this checkout has one; where
 it does not, the report says so and the rest runs.
 
 Writes bench_gpu.json (everything), bench_gpu.md (the tables) and bench_gpu.png into --out.
@@ -407,11 +408,9 @@ def main(argv=None):
         if not probe.get("available"):
             report["skipped"]["conv"] = probe.get("why", probe.get("error", "?"))
         else:
-            for name in ("numpyvae-cupy", "numpyvae-numpy"):
-                if name in wanted:
-                    report["rows"][f"{name}-conv"] = spawn(dict(spec_for(name), model="conv", name=f"{name}-conv"),
-                                                           args.row_timeout, log)
-            report["skipped"]["conv, PyTorch"] = "no PyTorch conv reference yet"
+            for name in wanted:      # PyTorch's conv rows are built from numpyvae's conv VAE (torch_reference)
+                report["rows"][f"{name}-conv"] = spawn(dict(spec_for(name), model="conv", name=f"{name}-conv"),
+                                                       args.row_timeout, log)
     report["wall_seconds"] = time.perf_counter() - started
     summarize(report)
     args.out.mkdir(parents=True, exist_ok=True)

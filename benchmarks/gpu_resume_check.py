@@ -40,6 +40,9 @@ EPOCH_SECONDS = re.compile(r"([0-9.]+)\s*s\s*$")     # ... which ends with the e
 def train_command(backend, epochs, run_dir, extra, resume=False):
     command = [sys.executable, "-m", "numpyvae", "train", "--backend", backend, "--epochs", str(epochs),
                "--run-dir", str(run_dir), "--no-figures", *extra]
+    # bit-exact resume needs the same BLAS threads throughout; --threads auto follows the load
+    # (on CuPy the flag changes nothing: the threads are the host BLAS's)
+    command += ["--threads", "1"]
     return command + ["--resume"] if resume else command
 
 

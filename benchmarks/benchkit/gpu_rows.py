@@ -22,15 +22,20 @@ import time
 import numpy as np
 
 
+def network(spec):
+    """The VAE settings a row trains: the dense model of spec's sizes, or the conv VAE (its default channels)."""
+    if spec.get("model") == "conv":
+        return {"arch": "conv", "latent_dim": spec["latent_dim"]}
+    return {"hidden_dims": (spec["hidden_dim"],), "latent_dim": spec["latent_dim"]}
+
+
 class NumpyvaeStepper:
     def __init__(self, images, batch, spec):
         from numpyvae import VAE, Adam
         from numpyvae.backend import get_backend
         self.backend = get_backend(spec["backend"])
         xp = self.xp = self.backend.xp
-        settings = {"arch": "conv"} if spec.get("model") == "conv" else {}
-        self.model = VAE(hidden_dim=spec["hidden_dim"], latent_dim=spec["latent_dim"], backend=self.backend,
-                         seed=spec["seed"], **settings)
+        self.model = VAE(**network(spec), backend=self.backend, seed=spec["seed"])
         self.optimizer = Adam(self.model, lr=spec["lr"])
         self.images = self.backend.to_device(images)                           # (N, D) uint8, one transfer
         self.gathered = xp.empty((batch, images.shape[1]), dtype=np.uint8)     # (B, D)
@@ -74,9 +79,8 @@ class TorchStepper:
         from numpyvae import VAE
         self.torch = torch
         self.device = torch.device(spec["device"])
-        D = images.shape[1]
         self.data = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).float().div_(255)   # (N, D)
-        numpyvae_model = VAE(D, spec["hidden_dim"], spec["latent_dim"], seed=spec["seed"])   # the same initial weights
+        numpyvae_model = VAE(**network(spec), seed=spec["seed"])   # the same network and initial weights
         self.model = TorchVAE(numpyvae_model, dtype=torch.float32).to(self.device)
         # capturable: Adam's step count lives on the device, so a captured step can advance it
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec["lr"],
