@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from numpyvae import layers as numpyvae_layers
 from numpyvae.vae import VAE
 
-# The reconstruction term of each likelihood in losses.LIKELIHOODS, summed over pixels and batch.
+# The reconstruction term of each likelihood in losses.LIKELIHOODS, per pixel (the callers sum it).
 RECONSTRUCTION = {
-    "bernoulli": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="sum"),
-    "gaussian": lambda logits, x: ((torch.sigmoid(logits) - x) ** 2).sum(),
+    "bernoulli": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="none"),
+    "gaussian": lambda logits, x: (torch.sigmoid(logits) - x) ** 2,
     # accurate for |logits| < 12 or so (see test_continuous_bernoulli.py)
-    "continuous-bernoulli": lambda logits, x: -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum(),
+    "continuous-bernoulli": lambda logits, x: -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x),
 }
 
 
@@ -111,9 +111,24 @@ class TorchVAE(torch.nn.Module):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)                                 # (B, Z)
         logits = self.decoder(self.with_labels(z, y))                          # (B, D)
-        recon = self.recon(logits, x)
+        recon = self.recon(logits, x).sum()
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())           # Kingma & Welling, App. B
         return recon + kl, recon, kl
+
+    def iwae(self, x, eps, y=None):
+        """The negative IWAE bound (Burda et al. 2015) summed over the batch, eps (K, B, Z), straight
+        from its definition: -sum_b log (1/K) sum_k p(x_b | z_kb) p(z_kb) / q(z_kb | x_b)."""
+        h = self.encoder(self.with_labels(self.features(x), y))                # (B, H)
+        mu, logvar = self.mu(h), self.logvar(h)                                # (B, Z) each
+        K, B, Z = eps.shape
+        std = torch.exp(0.5 * logvar)
+        z = mu + eps * std                                                     # (K, B, Z)
+        logits = self.decoder(self.with_labels(z.reshape(K * B, Z), None if y is None else y.repeat(K)))
+        x_rows = x.reshape(1, B, -1).expand(K, B, -1).reshape(K * B, -1)       # row k * B + b is image b
+        log_px = -self.recon(logits, x_rows).sum(-1).reshape(K, B)
+        normal = torch.distributions.Normal
+        log_w = log_px + normal(0.0, 1.0).log_prob(z).sum(-1) - normal(mu, std).log_prob(z).sum(-1)   # (K, B)
+        return -(torch.logsumexp(log_w, 0) - np.log(K)).sum()
 
     def _numpyvae_layout(self, tensor_of):
         return {name: (tensor_of(p).T if transposed else tensor_of(p)) for name, p, transposed in self.named}
