@@ -66,22 +66,6 @@ TARGET_SHARE_OF_CUBLAS = 0.5     # numpyvae CuPy's achieved rate / cuBLAS's, lar
 
 # -- the worker: one row, in its own process ---------------------------------------------------
 
-def load_images(limit, rehearse):
-    """((N, 784) uint8 training images, where they came from)."""
-    import numpy as np
-    from numpyvae.datasets import DataError, load_fashion_mnist
-    try:
-        images, _ = load_fashion_mnist("train", download=False)
-        source = "Fashion-MNIST train"
-    except DataError:
-        if not rehearse:
-            raise
-        images = np.random.default_rng(0).integers(0, 256, size=(limit, 28, 28), dtype=np.uint8)
-        source = "synthetic (no Fashion-MNIST files found)"
-    images = images[:limit] if limit else images
-    return np.ascontiguousarray(images).reshape(len(images), -1), source
-
-
 def tiled(images, batch):
     """At least 2 batches' worth of images: the set repeated (a 65,536 batch outgrows 60,000 images)."""
     import numpy as np
@@ -106,7 +90,8 @@ def release(spec):
 
 def run_row(spec):
     from benchkit import gpu_rows
-    images, source = load_images(spec["images"], spec["rehearse"])
+    from benchkit.numpyvae_runner import load_train_images
+    images, source = load_train_images(spec["images"], allow_synthetic=spec["rehearse"])
     result = {"row": spec["name"], "data": source, "num_images": len(images), "loadavg_before": os.getloadavg(),
               "versions": library_versions(spec)}
     stepper = gpu_rows.make_stepper(images, BATCH, spec)
