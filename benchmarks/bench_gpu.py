@@ -34,6 +34,7 @@ import argparse
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -60,6 +61,8 @@ FULL = {"epochs": 3, "batches": [128 * 2 ** k for k in range(10)], "images": Non
 REHEARSAL = {"epochs": 1, "batches": [32, 128], "images": 1024, "step_seconds": 0.01, "cpu_max_batch": 128,
              "hidden_dim": 32}   # a smaller model: the rehearsal proves code paths, not speed
 # issue 17's targets, shown next to the measured ratios
+MIN_ROW_SECONDS = 20            # --budget: a row needs at least this long (a process, CUDA's start, an epoch)
+WRITE_SECONDS = 10              # --budget: kept back for writing the report and drawing its figure
 TARGET_OVER_EAGER = 0.5          # numpyvae CuPy epoch / PyTorch eager's, batch 128
 TARGET_SHARE_OF_CUBLAS = 0.5     # numpyvae CuPy's achieved rate / cuBLAS's, largest batch
 
@@ -354,6 +357,8 @@ def main(argv=None):
     parser.add_argument("--batches", help="comma-separated batch sizes for the scaling table")
     parser.add_argument("--conv", action="store_true", help="also the convolutional VAE, where the checkout has one")
     parser.add_argument("--row-timeout", type=float, default=240, help="seconds one row's process may take")
+    parser.add_argument("--budget", type=float, help="seconds for the whole benchmark: no row starts once less than "
+                        f"{MIN_ROW_SECONDS:g} s would be left, so what was measured is written before a caller's limit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -386,16 +391,24 @@ def main(argv=None):
     log(f"bench_gpu: rows {', '.join(wanted)}" + (" (rehearsal)" if args.rehearse else ""))
     report["gemm"] = spawn(dict(base, task="gemm", row="gemm", name="cuBLAS", device="cpu" if args.rehearse else "cuda"),
                            args.row_timeout, log)
+    def run_row_in_budget(name, spec):
+        """Spawn one row, with what is left of --budget as its timeout; too little left: list it as skipped."""
+        left = math.inf if args.budget is None else args.budget - (time.perf_counter() - started) - WRITE_SECONDS
+        if left < MIN_ROW_SECONDS:
+            report["skipped"][name] = f"not started: the {args.budget:g} s --budget was spent"
+            log(f"bench_gpu: {name} not started, the --budget is spent")
+            return
+        report["rows"][name] = spawn(spec, min(args.row_timeout, left), log)
+
     for name in wanted:
-        report["rows"][name] = spawn(spec_for(name), args.row_timeout, log)
+        run_row_in_budget(name, spec_for(name))
     if args.conv:
         probe = spawn(dict(base, task="conv", row="conv"), 120, log)
         if not probe.get("available"):
             report["skipped"]["conv"] = probe.get("why", probe.get("error", "?"))
         else:
             for name in wanted:      # PyTorch's conv rows are built from numpyvae's conv VAE (torch_reference)
-                report["rows"][f"{name}-conv"] = spawn(dict(spec_for(name), model="conv", name=f"{name}-conv"),
-                                                       args.row_timeout, log)
+                run_row_in_budget(f"{name}-conv", dict(spec_for(name), model="conv", name=f"{name}-conv"))
     report["wall_seconds"] = time.perf_counter() - started
     summarize(report)
     args.out.mkdir(parents=True, exist_ok=True)

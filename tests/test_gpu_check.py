@@ -154,3 +154,14 @@ def test_rehearsal_report_shows_a_failed_row_and_the_rest(rehearsal):
     assert "| PyTorch CUDA, one CUDA graph per step | failed: RuntimeError: operation not permitted" in text
     cupy_line = next(line for line in text.splitlines() if line.startswith("| numpyvae, CuPy |"))
     assert cupy_line.endswith(" | - |") and cupy_line.count("|") == 12   # no graph row to compare with
+
+
+def test_a_spent_budget_skips_the_rows_left_and_still_writes_the_report(tmp_path):
+    """bench_gpu --budget: rows that would not fit are listed as skipped, never killed mid-write."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--rehearse", "--budget", "25",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert report["rows"] == {} and set(report["skipped"]) == {"numpyvae-cupy", "torch-eager", "torch-graph",
+                                                               "numpyvae-numpy"}
+    assert "--budget was spent" in (tmp_path / "bench_gpu.md").read_text()
