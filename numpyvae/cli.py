@@ -250,9 +250,10 @@ def _network_options(parser):
 
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES),
                         help="the network: dense (the seed's, the default) or conv (TensorFlow's CVAE shape)")
-    parser.add_argument("--hidden-dims", type=positive_ints, metavar="N,N,...",
+    widths = parser.add_mutually_exclusive_group()     # two ways to say one thing: one may be given
+    widths.add_argument("--hidden-dims", type=positive_ints, metavar="N,N,...",
                         help="dense: the hidden layers' widths (default 400); conv: the channels (default 32,64)")
-    parser.add_argument("--hidden-dim", type=positive_int, help="one hidden layer of this width (dense only; "
+    widths.add_argument("--hidden-dim", type=positive_int, help="one hidden layer of this width (dense only; "
                                                                "the same as --hidden-dims N)")
     parser.add_argument("--latent-dim", type=positive_int, help="latent dimensions (default 20)")
     parser.add_argument("--likelihood", choices=tuple(LIKELIHOODS), help="reconstruction term (default bernoulli): "
@@ -393,7 +394,8 @@ def cmd_gradcheck(args):
 
     given = {name: getattr(args, name) for name in NETWORK_FLAGS if hasattr(args, name)}
     if args.run_dir is not None and given:
-        raise ConfigError(f"give a run directory or model flags, not both (the run fixes --{next(iter(given))})")
+        flag = {"num_classes": "conditional"}.get(next(iter(given)), next(iter(given))).replace("_", "-")
+        raise ConfigError(f"give a run directory or model flags, not both (the run fixes --{flag})")
     settings = None
     if args.run_dir is not None:
         settings = read_config(args.run_dir).model_settings()

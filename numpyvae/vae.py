@@ -161,7 +161,7 @@ class VAE:
         ws = self.workspace
         x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0], ws)
-        if self._is_iwae(objective):
+        if self._is_iwae(objective, beta, samples):
             totals, caches = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples, ws), y_hot, ws)
             self._iwae_backward(caches, ws)
             return totals
@@ -174,7 +174,7 @@ class VAE:
         """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
         x = self._pixels(x, beta)
         y_hot = self._one_hot(y, x.shape[0])
-        if self._is_iwae(objective):
+        if self._is_iwae(objective, beta, samples):
             totals, _ = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples), y_hot)
             return totals
         totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
@@ -362,9 +362,14 @@ class VAE:
         return self.backend.standard_normal(rng if rng is not None else self.rng, out)
 
     @staticmethod
-    def _is_iwae(objective):
+    def _is_iwae(objective, beta=1.0, samples=1):
+        """Whether to run the IWAE objective; ValueError for settings that would silently mean nothing."""
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        if objective == "iwae" and beta != 1:
+            raise ValueError(f"the IWAE objective has no KL weight: beta must be 1, not {beta!r}")
+        if objective == "elbo" and samples != 1:
+            raise ValueError(f"the ELBO takes one sample per image: samples={samples!r} is for objective='iwae'")
         return objective == "iwae"
 
     def _iwae_noise(self, batch, eps, rng, samples, ws=None):

@@ -167,6 +167,8 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     (["evaluate"], "the following arguments are required: RUN_DIR"),
     (["evaluate", "run", "--iw-samples", "0"], "argument --iw-samples: must be at least 1, got 0"),
     (["gradcheck", "--entries", "0"], "argument --entries: must be at least 1"),
+    (["train", "--hidden-dim", "32", "--hidden-dims", "64,64"], "not allowed with argument --hidden-dim"),
+    (["gradcheck", "--hidden-dims", "5", "--hidden-dim", "7"], "not allowed with argument --hidden-dims"),
     (["show-data", "--split", "validation"], "argument --split: invalid choice"),
 ])
 def test_bad_command_lines(capsys, tmp_path, monkeypatch, args, fragment):
@@ -437,3 +439,10 @@ def test_gradcheck_table_columns_line_up():
     start = header.index("shape")
     for row in rows:
         assert row[start - 2:start] == "  " and row[start] != " ", row     # the name ends before "shape" begins
+
+
+def test_gradcheck_names_the_flag_a_run_directory_fixes(capsys, tmp_path):
+    """The refusal names the flag as typed (--conditional, --latent-dim), not argparse's internal name."""
+    for flag, shown in ((["--conditional"], "--conditional"), (["--latent-dim", "3"], "--latent-dim")):
+        status, _, err = run_main(capsys, "gradcheck", tmp_path, *flag)
+        assert status == 1 and f"(the run fixes {shown})" in err

@@ -385,3 +385,13 @@ def test_the_gradcheck_command_has_iwae_rows_that_pass(capsys):
     for likelihood in LIKELIHOODS:
         assert f"small 6-5-3 VAE, IWAE bound K = 3, {likelihood}, every entry" in out
         assert f"small 6-5-3 conditional VAE (4 classes), IWAE bound K = 3, {likelihood}, every entry" in out
+
+
+def test_settings_that_would_mean_nothing_are_refused():
+    """beta weighs the ELBO's KL, which the IWAE bound does not have; samples is the IWAE's K."""
+    model = VAE(6, 5, 3, seed=0)
+    x = np.full((4, 6), 0.5)
+    with pytest.raises(ValueError, match="the IWAE objective has no KL weight"):
+        model.loss_and_grads(x, objective="iwae", samples=2, beta=0.5)
+    with pytest.raises(ValueError, match="the ELBO takes one sample per image"):
+        model.loss(x, samples=3)
