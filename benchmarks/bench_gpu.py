@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.metadata
 import json
 import math
@@ -46,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))          # benchkit and torch_reference
 sys.path.insert(0, str(HERE.parent))   # numpyvae itself, from this checkout
 
-from benchkit.matmul import matmul_flops, matmul_shapes   # noqa: E402
+from benchkit.matmul import matmul_flops, network_shapes   # noqa: E402
 
 MODEL = {"input_dim": 784, "hidden_dim": 400, "latent_dim": 20, "lr": 1e-3, "seed": 0}
 BATCH = 128
@@ -126,9 +127,16 @@ def run_gemm(spec):
         for batch in spec["batches"]}}
 
 
-def step_shapes(config, batch):
-    """The (m, k, n) of one training step's matrix products at this batch size."""
-    return matmul_shapes(batch, config["input_dim"], config["hidden_dim"], config["latent_dim"])
+def step_shapes(config, batch, model=None):
+    """The (m, k, n) of one training step's matrix products at this batch size, read off the layer lists
+    of the model a row trains (model="conv": the conv VAE; None: the dense one)."""
+    return _network_shapes(batch, model, config["hidden_dim"], config["latent_dim"])
+
+
+@functools.lru_cache(maxsize=None)
+def _network_shapes(batch, model, hidden_dim, latent_dim):
+    from benchkit.gpu_rows import network     # builds a VAE to read its layers: once per model and batch
+    return tuple(network_shapes(batch, network({"model": model, "hidden_dim": hidden_dim, "latent_dim": latent_dim})))
 
 
 def library_versions(spec):
@@ -209,19 +217,20 @@ def summarize(report):
         if "error" in row:
             continue
         seconds = sorted(row["epoch_seconds"])[len(row["epoch_seconds"]) // 2]
-        flops = matmul_flops(step_shapes(report["config"], BATCH))
+        model = "conv" if name.endswith("-conv") else None     # cuBLAS was timed on the dense model's shapes
+        flops = matmul_flops(step_shapes(report["config"], BATCH, model))
         row["seconds_per_epoch"] = seconds
         row["us_per_step"] = 1e6 * seconds / row["steps_per_epoch"]
         row["images_per_second"] = row["steps_per_epoch"] * BATCH / seconds
         row["achieved_tflops"] = flops * row["steps_per_epoch"] / seconds / 1e12
-        if str(BATCH) in gemm:
+        if str(BATCH) in gemm and model is None:
             row["cublas_tflops"] = flops / gemm[str(BATCH)] / 1e12
         for batch, entry in row["scaling"].items():
-            flops = matmul_flops(step_shapes(report["config"], int(batch)))
+            flops = matmul_flops(step_shapes(report["config"], int(batch), model))
             entry["us_per_step"] = 1e6 * entry["seconds_per_step"]
             entry["images_per_second"] = int(batch) / entry["seconds_per_step"]
             entry["achieved_tflops"] = flops / entry["seconds_per_step"] / 1e12
-            if batch in gemm:
+            if batch in gemm and model is None:
                 entry["cublas_tflops"] = flops / gemm[batch] / 1e12
                 entry["share_of_cublas"] = entry["achieved_tflops"] / entry["cublas_tflops"]
     return report
