@@ -179,3 +179,29 @@ def test_kl_gradient_stays_accurate_in_float32_for_unused_latents():
     assert dlogvar.dtype == np.float32
     exact = 0.5 * np.expm1(logvar.astype(np.float64))
     np.testing.assert_allclose(dlogvar, exact, rtol=1e-6)
+
+
+def small_batch(model, n=8, seed=0):
+    """x (n, D) in [0, 1] and, for a conditional model, labels y (n,); float64 like the model."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, model.input_dim)), (rng.integers(0, model.num_classes, n) if model.conditional
+                                                     else None)
+
+
+@pytest.mark.parametrize("num_classes", [0, 4], ids=["plain", "conditional"])
+@pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 3)])
+def test_eps_drawn_from_rng_give_the_same_step_as_the_same_eps_passed_in(objective, samples, num_classes):
+    """Every gradient check passes eps in, but training draws it (rng=...): the drawn noise must be the step's
+    noise, not a buffer the step then overwrites (drawn into z's buffer, logvar's gradient comes out wrong)."""
+    model = VAE(6, 5, 3, num_classes=num_classes, dtype=np.float64, seed=7)
+    x, y = small_batch(model, 8, seed=1)
+    drawn = [float(v) for v in model.loss_and_grads(x, rng=np.random.default_rng(11), y=y, objective=objective,
+                                                    samples=samples)]
+    drawn_grads = model.flat_grads.copy()
+    # _noise and _iwae_noise fill a buffer with rng.standard_normal: (B, Z) for the ELBO, (K, B, Z) for the IWAE
+    shape = (8, 3) if objective == "elbo" else (samples, 8, 3)
+    eps = np.random.default_rng(11).standard_normal(shape, dtype=model.dtype)
+    given = [float(v) for v in model.loss_and_grads(x, eps=eps, y=y, objective=objective)]
+    assert drawn == given
+    np.testing.assert_array_equal(drawn_grads, model.flat_grads)
+
