@@ -205,3 +205,17 @@ def test_eps_drawn_from_rng_give_the_same_step_as_the_same_eps_passed_in(objecti
     assert drawn == given
     np.testing.assert_array_equal(drawn_grads, model.flat_grads)
 
+
+def test_kl_returned_at_beta_is_the_unweighted_kl():
+    """At beta != 1 the returned KL (what metrics.csv records) is KL itself; only the total weighs it by beta."""
+    model = VAE(6, 5, 3, dtype=np.float64, seed=3)
+    x, _ = small_batch(model, 5, seed=2)
+    eps = np.random.default_rng(2).standard_normal((5, 3))
+    mu, logvar = model.encode(x)
+    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar))     # Kingma & Welling, Appendix B
+    for totals in (model.loss_and_grads(x, eps=eps, beta=0.5), model.loss(x, eps=eps, beta=0.5)):
+        total, recon, got_kl = (float(v) for v in totals)
+        assert got_kl == pytest.approx(kl, rel=1e-12)
+        assert total == pytest.approx(recon + 0.5 * kl, rel=1e-12)
+        assert recon == pytest.approx(float(model.loss(x, eps=eps)[1]), rel=1e-12)   # beta leaves recon alone
+
