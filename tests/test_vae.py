@@ -219,3 +219,28 @@ def test_kl_returned_at_beta_is_the_unweighted_kl():
         assert total == pytest.approx(recon + 0.5 * kl, rel=1e-12)
         assert recon == pytest.approx(float(model.loss(x, eps=eps)[1]), rel=1e-12)   # beta leaves recon alone
 
+
+def sigmoid(logits):
+    return 1 / (1 + np.exp(-logits))
+
+
+def continuous_bernoulli_mean(logits):
+    """E[x | l] = 1/(1 - e^-l) - 1/l, and its series 1/2 + l/12 - l^3/720 near l = 0 (where that is 0/0)."""
+    near = np.abs(logits) < 1e-2                                  # the series' next term, l^5/30240, is < 4e-15
+    safe = np.where(near, 1.0, logits)
+    return np.where(near, 0.5 + logits / 12 - logits ** 3 / 720, -1 / np.expm1(-safe) - 1 / safe)
+
+
+# the mean of p(x | logits) of every likelihood, written from its formula (losses.py derives them)
+LIKELIHOOD_MEANS = {"bernoulli": sigmoid, "gaussian": sigmoid, "continuous-bernoulli": continuous_bernoulli_mean}
+
+
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_decode_is_the_likelihoods_mean_of_the_logits(likelihood):
+    """The pictures decode shows are E[x | z]: for the continuous Bernoulli that is not sigmoid(logits)."""
+    model = VAE(6, 5, 3, likelihood, dtype=np.float64, seed=1)
+    model.params["out.b"][...] = [-3.0, -0.3, 0.0, 0.004, 0.3, 3.0]   # logits on both sides of 0, some near it
+    z = np.random.default_rng(1).standard_normal((4, 3))
+    logits = model.decode_logits(z)
+    np.testing.assert_allclose(model.decode(z), LIKELIHOOD_MEANS[likelihood](logits), rtol=1e-13, atol=0)
+
