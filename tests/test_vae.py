@@ -244,3 +244,14 @@ def test_decode_is_the_likelihoods_mean_of_the_logits(likelihood):
     logits = model.decode_logits(z)
     np.testing.assert_allclose(model.decode(z), LIKELIHOOD_MEANS[likelihood](logits), rtol=1e-13, atol=0)
 
+
+def test_reconstruct_with_sample_decodes_a_posterior_sample():
+    """sample=True decodes z = mu + exp(logvar / 2) eps with eps from rng; sample=False decodes mu itself."""
+    model = VAE(6, 5, 3, dtype=np.float64, seed=2)
+    x, _ = small_batch(model, 4, seed=3)
+    mu, logvar = model.encode(x)
+    eps = np.random.default_rng(5).standard_normal((4, 3), dtype=model.dtype)   # _noise's draw, (B, Z)
+    sampled = model.reconstruct(x, sample=True, rng=np.random.default_rng(5))
+    np.testing.assert_allclose(sampled, model.decode(mu + np.exp(0.5 * logvar) * eps), rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(model.reconstruct(x), model.decode(mu))
+    assert np.abs(sampled - model.reconstruct(x)).max() > 1e-3      # so the two checks above tell them apart
