@@ -91,6 +91,16 @@ def test_log_likelihood_is_minus_the_models_reconstruction_term(likelihood):
 
 
 @pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_log_prob_sums_over_pixels_only(likelihood):
+    """log_prob gives one number per (sample, image): summed over the last axis, not over the batch or samples."""
+    rng = np.random.default_rng(5)
+    logits, x = 3 * rng.standard_normal((2, 3, 5)), rng.uniform(0, 1, (3, 5))    # (S, C, D) against (C, D)
+    got = LIKELIHOODS[likelihood].log_prob(np, x, logits)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, log_likelihood(likelihood, x, logits), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
 def test_log_weights_are_log_joint_minus_log_posterior(likelihood):
     """log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, sigma^2), each term written out here."""
     model = VAE(784, 32, 3, likelihood, dtype=np.float64, seed=2)
