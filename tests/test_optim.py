@@ -28,6 +28,44 @@ def test_adam_matches_the_textbook_update():
     np.testing.assert_allclose(model.flat_params, expected, rtol=1e-12, atol=0)
 
 
+def default_adam_gradients(n, steps, seed):
+    """Gradients of every scale, 1e-9 to 10, with signs that flip between steps: each default then shows."""
+    rng = np.random.default_rng(seed)
+    return [rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-9, 1, n) for _ in range(steps)]
+
+
+def test_default_adam_takes_torchs_default_hyperparameters():
+    """Adam() means lr=1e-3, betas=(0.9, 0.999), eps=1e-8, as torch.optim.Adam(): the first step moves each
+    parameter by exactly lr * g / (|g| + eps) (about lr * sign(g), half that where |g| = eps)."""
+    model = VAE(6, 5, 3, dtype=np.float64)
+    start = model.flat_params.copy()
+    grads = default_adam_gradients(model.num_params, 6, seed=2)
+    opt = Adam(model)
+    model.flat_grads[:] = grads[0]
+    opt.step()
+    np.testing.assert_allclose(start - model.flat_params, 1e-3 * grads[0] / (np.abs(grads[0]) + 1e-8),
+                               rtol=1e-12, atol=0)
+    for g in grads[1:]:
+        model.flat_grads[:] = g
+        opt.step()
+    np.testing.assert_allclose(model.flat_params, reference_adam(start, grads, 1e-3, 0.9, 0.999, 1e-8),
+                               rtol=1e-12, atol=0)
+
+
+def test_default_adam_matches_torch_optim_adam_with_its_defaults():
+    """The same defaults, read from PyTorch itself rather than written down here."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
+    model = VAE(6, 5, 3, dtype=np.float64)
+    theirs = torch.tensor(model.flat_params.copy())
+    torch_opt, opt = torch.optim.Adam([theirs]), Adam(model)
+    for g in default_adam_gradients(model.num_params, 6, seed=3):
+        model.flat_grads[:] = g
+        opt.step()
+        theirs.grad = torch.from_numpy(g)
+        torch_opt.step()
+    np.testing.assert_allclose(model.flat_params, theirs.numpy(), rtol=1e-12, atol=0)
+
+
 def test_adam_updates_in_place_and_keeps_views_valid():
     model = VAE(6, 5, 3)
     buffer, view = model.flat_params, model.params["enc.W"]
