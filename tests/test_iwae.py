@@ -105,6 +105,26 @@ def test_one_sample_is_the_elbo_with_the_kl_taken_at_the_sample(likelihood):
     assert abs(kl - closed_form_kl) > 1e-3          # so the test above could tell them apart
 
 
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_recon_and_kl_are_the_averages_over_the_samples(likelihood):
+    """K > 1: recon and kl (what metrics.csv records) are each sample's terms averaged over the K samples,
+    and their sum, the K-sample ELBO, is never below the bound."""
+    model = VAE(30, 12, 4, likelihood, dtype=np.float64, seed=3)
+    K = 3
+    x, eps, _ = batch(model, K, 7, seed=4)
+    total, recon, kl = (float(v) for v in model.loss(x, eps=eps, objective="iwae", samples=K))
+    mu, logvar = model.encode(x)
+    per_sample_recon, per_sample_kl = [], []
+    for k in range(K):
+        per_sample_recon.append(float(model.loss(x, eps=eps[k])[1]))       # -log p(x|z_k), the ELBO's term
+        z = mu + eps[k] * np.exp(logvar / 2)
+        per_sample_kl.append(np.sum(-0.5 * ((z - mu) ** 2 / np.exp(logvar) + logvar) + 0.5 * z ** 2))
+    assert recon == pytest.approx(np.mean(per_sample_recon), rel=1e-13)
+    assert kl == pytest.approx(np.mean(per_sample_kl), rel=1e-12)
+    assert total <= recon + kl
+    assert abs(np.sum(per_sample_recon) - recon) > 1e-3      # a sum over the samples would not pass
+
+
 def test_more_samples_give_a_tighter_bound_on_average():
     """E[-log (1/K) sum w] falls as K grows and stays below the K-sample average negative ELBO."""
     model = VAE(30, 12, 4, dtype=np.float64, seed=5)

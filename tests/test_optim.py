@@ -113,6 +113,12 @@ def test_bad_hyperparameters_and_state():
     state["m"] = state["m"][:-1]
     with pytest.raises(ValueError, match="Adam state 'm' has shape"):
         Adam(model).load_state_dict(state)
+    # a checkpoint edited to an impossible learning rate or beta is refused too, not trained with
+    for key, value, message in (("lr", -1e-3, "learning rate"), ("beta2", 1.0, "betas"), ("eps", -1.0, "eps")):
+        state = Adam(model).state_dict()
+        state[key] = value
+        with pytest.raises(ValueError, match=message):
+            Adam(model).load_state_dict(state)
 
 
 def test_m_never_decays_into_subnormal_floats():
