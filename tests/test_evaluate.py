@@ -204,3 +204,23 @@ def test_the_fake_gpu_evaluates_like_numpy(tiny_model):
     host_bound = importance_weighted_bound(model, DeviceDataset(images, model.backend, model.dtype), k=50)
     device_bound = importance_weighted_bound(device, DeviceDataset(images, device.backend, device.dtype), k=50)
     assert device_bound == pytest.approx(host_bound, rel=1e-12)
+
+
+def test_evaluate_uses_the_documented_sample_counts(tiny_model):
+    """README promises a 10-sample negative ELBO and the IWAE bound at k = 100 unless told otherwise."""
+    model, image = tiny_model
+    data = DeviceDataset(np.repeat(image, 3, axis=0), model.backend, model.dtype)
+    numbers = evaluate.evaluate(model, data)
+    assert (numbers["elbo_samples"], numbers["iw_samples"]) == (10, 100)
+    assert numbers["test_loss"] == negative_elbo(model, data, samples=10)["loss"]
+    assert numbers["iwae_nll"] == -importance_weighted_bound(model, data, k=100)
+    assert importance_weighted_bound(model, data) == importance_weighted_bound(model, data, k=100)
+
+
+@pytest.mark.parametrize("likelihood, on_binary, on_grey", [("bernoulli", True, False), ("gaussian", False, False),
+                                                             ("continuous-bernoulli", True, True)])
+def test_which_likelihoods_are_densities(likelihood, on_binary, on_grey):
+    """Only a normalized p(x|z) makes the IWAE number a bound on -log p(x): the Bernoulli on binary pixels, the
+    continuous Bernoulli on any; the seed's squared error never (it has no normalizing constant)."""
+    term = LIKELIHOODS[likelihood]
+    assert (term.is_density(binary=True), term.is_density(binary=False)) == (on_binary, on_grey)

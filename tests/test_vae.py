@@ -255,3 +255,26 @@ def test_reconstruct_with_sample_decodes_a_posterior_sample():
     np.testing.assert_allclose(sampled, model.decode(mu + np.exp(0.5 * logvar) * eps), rtol=1e-13, atol=0)
     np.testing.assert_array_equal(model.reconstruct(x), model.decode(mu))
     assert np.abs(sampled - model.reconstruct(x)).max() > 1e-3      # so the two checks above tell them apart
+
+
+def test_unscaled_pixels_are_refused_on_the_first_batch_even_in_the_models_dtype():
+    """0-255 pixels already in the model's dtype skip the conversion, but not the first batch's value check."""
+    model = VAE(6, 5, 3, dtype=np.float64)
+    with pytest.raises(ValueError, match="divide 0-255 images by 255"):
+        model.loss_and_grads(np.full((2, 6), 255.0), eps=np.zeros((2, 3)))
+
+
+def test_a_single_label_out_of_range_is_refused():
+    """A batch of one image is checked like any other: label 4 of a 4-class model does not exist."""
+    model = VAE(6, 5, 3, num_classes=4, dtype=np.float64)
+    with pytest.raises(ValueError, match="labels y must be 1 integers in 0..3"):
+        model.loss(np.zeros((1, 6)), eps=np.zeros((1, 3)), y=np.array([4]))
+
+
+def test_a_one_class_conditional_model_still_reads_its_label():
+    """num_classes=1 is conditional: its one-hot column joins the encoder's and the decoder's inputs."""
+    plain, one_class = VAE(6, 5, 3, dtype=np.float64), VAE(6, 5, 3, num_classes=1, dtype=np.float64)
+    assert one_class.conditional and not plain.conditional
+    assert one_class.num_params == plain.num_params + 5 + 5        # one more input column for each first layer
+    with pytest.raises(ValueError, match="needs labels y"):
+        one_class.loss(np.zeros((2, 6)), eps=np.zeros((2, 3)))
