@@ -325,3 +325,151 @@ def test_layer_benchmark_runs_and_writes_its_report(tmp_path):
     assert all(row["numpyvae_forward_ms"] > 0 and row["torch_backward_ms"] > 0 for row in rows)
     assert all(row["numpyvae_pieces_ms"]["products (BLAS)"] > 0 for row in rows)
     assert "| all four, forward + backward |" in (tmp_path / "conv_layers.md").read_text()
+
+
+# -- PyTorch's defaults -------------------------------------------------------------------------------
+
+def test_functional_defaults_are_pytorchs():
+    """conv2d_forward and conv_transpose2d_forward given only x, W, b equal PyTorch's functions given the same."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(11)
+    x, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal(4)
+    W, Wt = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((3, 4, 3, 3))
+    y, _ = layers.conv2d_forward(np, x, W, b)
+    expected = F.conv2d(*map(torch.tensor, (x, W, b))).numpy()
+    assert y.shape == expected.shape == (2, 4, 5, 4)
+    assert rel_error(y, expected) < 1e-10
+    y, _ = layers.conv_transpose2d_forward(np, x, Wt, b)
+    expected = F.conv_transpose2d(*map(torch.tensor, (x, Wt, b))).numpy()
+    assert y.shape == expected.shape == (2, 4, 9, 8)
+    assert rel_error(y, expected) < 1e-10
+
+
+@pytest.mark.parametrize("layer_type, output_shape", [("Conv2d", (3, 6, 6)), ("ConvTranspose2d", (3, 10, 10))])
+def test_entry_defaults_are_pytorchs(layer_type, output_shape):
+    """Conv2d("c", 2, 3, 3) and ConvTranspose2d("c", 2, 3, 3) shape and compute as torch.nn's with defaults do."""
+    torch = pytest.importorskip("torch")
+    ours, theirs = getattr(layers, layer_type)("c", 2, 3, 3), getattr(torch.nn, layer_type)(2, 3, 3).double()
+    x = np.random.default_rng(12).standard_normal((2, 2, 8, 8))
+    expected = theirs(torch.tensor(x)).detach().numpy()
+    assert ours.output_shape((2, 8, 8)) == expected.shape[1:] == output_shape
+    params = {"c.W": theirs.weight.detach().numpy(), "c.b": theirs.bias.detach().numpy()}
+    y, _ = ours.forward(np, params, x)
+    assert y.shape == expected.shape
+    assert rel_error(y, expected) < 1e-10
+
+
+ENTRIES = [(ReLU("r"), (2, 3, 5, 5)), (layers.Reshape("s", (3, 25)), (2, 3, 5, 5)),
+           (Conv2d("c", 3, 4, 3, 2, 1), (2, 3, 5, 5)), (ConvTranspose2d("t", 3, 4, 3, 2, 1, 1), (2, 3, 5, 5))]
+
+
+@pytest.mark.parametrize("layer, input_shape", ENTRIES, ids=["ReLU", "Reshape", "Conv2d", "ConvTranspose2d"])
+def test_backward_returns_dx_by_default(layer, input_shape):
+    """An entry's backward called without need_dx returns dx, the same as with need_dx=True (as Linear's does)."""
+    rng = np.random.default_rng(13)
+    params = {name: rng.standard_normal(shape) for name, shape in layer.parameters().items()}
+    grads = {name: np.empty(shape) for name, shape in layer.parameters().items()}
+    x = rng.standard_normal(input_shape)
+    y, cache = layer.forward(np, params, x)
+    dy = rng.standard_normal(y.shape)
+    by_default = layer.backward(np, params, grads, dy, cache)
+    assert by_default is not None and by_default.shape == x.shape
+    np.testing.assert_array_equal(by_default, layer.backward(np, params, grads, dy, cache, need_dx=True))
+
+
+def test_every_entry_backward_has_linears_signature():
+    """Every entry's backward takes Linear's (xp, params, grads, dy, cache, ws=None, need_dx=True): one interface."""
+    import inspect
+    expected = inspect.signature(layers.Linear.backward)
+    for entry in (layers.ReLU, layers.Reshape, layers.Flatten, Conv2d, ConvTranspose2d):
+        assert inspect.signature(entry.backward) == expected, entry.__name__
+
+
+# -- the building blocks called alone (the layers always pass buffers; readers may not) ---------------
+
+def test_pad_by_default_is_np_pad_in_a_fresh_nchw_array():
+    """pad(np, x, p) is np.pad's zero border, a new C-contiguous (B, C, H + 2p, W + 2p) array."""
+    x = np.random.default_rng(14).standard_normal((2, 3, 5, 4))
+    expected = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    padded = layers.pad(np, x, 2)
+    assert padded.shape == (2, 3, 9, 8) and padded.flags.c_contiguous
+    np.testing.assert_array_equal(padded, expected)
+
+
+def test_pad_batch_last_is_np_pad_stored_batch_last():
+    """pad(np, x, p, batch_last=True) holds the same padded images, in a fresh (C, H + 2p, W + 2p, B) array."""
+    x = np.random.default_rng(15).standard_normal((2, 3, 5, 4))
+    padded = layers.pad(np, x, 1, batch_last=True)
+    assert padded.shape == (2, 3, 7, 6)
+    assert padded.transpose(1, 2, 3, 0).flags.c_contiguous            # the storage is (C, H + 2p, W + 2p, B)
+    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
+
+
+def patches_by_indexing(x, k, s, p):
+    """cols[c, u, v, b, i, j] = x_padded[b, c, s i + u, s j + v], by fancy indexing: a reference for im2col."""
+    xp_ = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    Ho, Wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
+    rows = np.arange(k)[:, None] + s * np.arange(Ho)[None, :]            # (k, Ho): row s i + u
+    columns = np.arange(k)[:, None] + s * np.arange(Wo)[None, :]         # (k, Wo): column s j + v
+    windows = xp_[:, :, rows[:, None, :, None], columns[None, :, None, :]]  # (B, C, k, k, Ho, Wo)
+    return windows.transpose(1, 2, 3, 0, 4, 5)                        # (C, k, k, B, Ho, Wo)
+
+
+def test_im2col_by_default_lays_patches_out_channels_first():
+    """im2col(np, x, k, s, p) gives (C, k, k, B, Ho, Wo) patches; batch_last=True the same as (C, k, k, Ho, Wo, B)."""
+    x = np.random.default_rng(16).standard_normal((2, 3, 7, 6))
+    expected = patches_by_indexing(x, 3, 2, 1)                        # (3, 3, 3, 2, 4, 3)
+    cols = layers.im2col(np, x, 3, 2, 1)
+    assert cols.shape == expected.shape
+    np.testing.assert_array_equal(cols, expected)
+    np.testing.assert_array_equal(layers.im2col(np, x, 3, 2, 1, batch_last=True), expected.transpose(0, 1, 2, 4, 5, 3))
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (2, 2)])
+def test_col2im_is_the_adjoint_of_im2col(stride, padding):
+    """col2im with no buffer is im2col's adjoint: sum(im2col(x) * c) == sum(x * col2im(c)), all batch-last."""
+    rng = np.random.default_rng(17)
+    B, C, H, W, k = 2, 3, 7, 6, 3
+    x = rng.standard_normal((B, C, H, W))
+    cols = layers.im2col(np, x, k, stride, padding, batch_last=True)   # (C, k, k, Ho, Wo, B)
+    c = rng.standard_normal(cols.shape)
+    sums = layers.col2im(np, c, (H, W), stride, padding)              # (C, H, W, B)
+    assert sums.shape == (C, H, W, B)
+    assert np.sum(x.transpose(1, 2, 3, 0) * sums) == pytest.approx(np.sum(cols * c), rel=1e-12)
+
+
+@pytest.mark.parametrize("batch_last", [False, True])
+def test_conv2d_product_alone_is_the_sum_over_each_patch(batch_last):
+    """conv2d_product with no buffer: y[o, ...] = sum over c, u, v of W[o, c, u, v] cols[c, u, v, ...] (einsum)."""
+    rng = np.random.default_rng(18)
+    W = rng.standard_normal((4, 3, 3, 3))
+    cols = layers.im2col(np, rng.standard_normal((2, 3, 7, 6)), 3, 2, 1, batch_last=batch_last)
+    expected = np.einsum("ocuv,cuv...->o...", W, cols)                 # (4, 2, 4, 3), batch-last (4, 4, 3, 2)
+    y = layers.conv2d_product(np, cols, W)
+    assert y.shape == expected.shape
+    assert rel_error(y, expected) < 1e-12
+
+
+def test_conv2d_patch_grad_alone_is_wm_transposed_times_dy():
+    """conv2d_patch_grad with no buffer: dcols[c, u, v, i, j, b] = sum over o of W[o, c, u, v] dy[o, i, j, b]."""
+    rng = np.random.default_rng(19)
+    W, dy_bl = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((4, 5, 3, 2))
+    expected = np.einsum("ocuv,oijb->cuvijb", W, dy_bl)                # (3, 3, 3, 5, 3, 2)
+    dcols = layers.conv2d_patch_grad(np, dy_bl, W)
+    assert dcols.shape == expected.shape
+    assert rel_error(dcols, expected) < 1e-12
+
+
+def test_output_size_helpers_refuse_bad_settings():
+    """conv_output_size and conv_transpose_output_size refuse a stride of 0, padding < 0, output_padding >= stride."""
+    with pytest.raises(ValueError, match="stride must be"):
+        layers.conv_output_size(8, 3, 0, 1)
+    with pytest.raises(ValueError, match="padding must be"):
+        layers.conv_output_size(8, 3, 1, -1)
+    with pytest.raises(ValueError, match="stride must be"):
+        layers.conv_transpose_output_size(8, 3, 0, 1, 0)
+    with pytest.raises(ValueError, match="output_padding must be less than the stride"):
+        layers.conv_transpose_output_size(8, 3, 2, 1, 2)
+    with pytest.raises(ValueError, match="padding must be"):
+        layers.conv_transpose_output_size(8, 3, 1, -1, 0)
