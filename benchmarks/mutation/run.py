@@ -1,0 +1,474 @@
+"""The mutation run: how many deliberate bugs in numpyvae's math does the test suite catch?
+
+    python benchmarks/mutation/run.py                      # every file in FILES, 2 workers (~30 min)
+    python benchmarks/mutation/run.py --files optim.py     # one file
+    python benchmarks/mutation/run.py --match _noise       # the mutants whose key contains _noise (or any of
+                                                           # several texts)
+
+Each mutant (mutants.py) is written into a private copy of the repository, never into the checkout,
+and the tests that can see it run there, in a fresh process, until one fails (killed), the time runs
+out (killed by timeout: the bug made something loop or crawl) or all pass (survived). The copy's file
+is restored after every mutant, and the copies are deleted at the end, Ctrl-C included.
+
+Which tests: a first, unmutated run of the suite records which test executes which line of the
+mutated files (a line tracer), how long each test takes, and which workspace buffers share a shape.
+A mutant then runs the tests that execute its lines, fastest first, and after them the rest of those
+tests' files (a module-scoped fixture runs lines on behalf of every test of its file). A mutant on a
+line no test executes survives without a run. Tests that drive the `numpyvae` command in a
+subprocess run code this tracer cannot see, so they do not count; neither do the slow tests that
+need the real Fashion-MNIST files, nor the notebook, packaging and GPU-rehearsal tests.
+
+Every survivor must be listed, with the reason it is harmless, in equivalent.md. The run fails
+(exit 1) on a survivor not listed there and on a listed mutant that no longer survives, so the list
+stays reviewed. It writes benchmarks/results/mutation.md (the score and the survivors) and
+mutation.json (every mutant, its fate and the test that killed it).
+
+Rerun it whenever the math changes.
+"""
+from __future__ import annotations
+
+import os
+
+# One BLAS and OpenMP thread per worker, set before NumPy and PyTorch load: the workers already
+# fill the cores, and threads spinning against each other would make the timeouts meaningless.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+os.environ["MPLBACKEND"] = "Agg"
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mutants as mutation                      # noqa: E402  (this folder's module, not an installed one)
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "numpyvae"
+RESULTS = ROOT / "benchmarks" / "results"
+EQUIVALENT = Path(__file__).resolve().parent / "equivalent.md"
+
+# The math, and what a wrong line of it would cost a reader.
+FILES = ["layers.py", "losses.py", "optim.py", "vae.py", "iwae.py", "evaluate.py"]
+
+# Code that is not the math, or that no CPU can run, by function: left unmutated, with the reason.
+SKIP = {
+    "_fused_gaussian_grad": "a CuPy ElementwiseKernel: runs only on a GPU (benchmarks/gpu_check.sh)",
+    "_fused_adam": "a CuPy ElementwiseKernel: runs only on a GPU (benchmarks/gpu_check.sh)",
+    "is_cupy": "backend dispatch: True only on a GPU",
+    "test_dataset": "data loading for evaluate's command, not math",
+    "binarize_fixed": "data loading for evaluate's command, not math",
+    "evaluate": "evaluate's command-level driver: report formatting and progress",
+}
+
+# Test files that cannot see the mutated code in-process, or that need what a mutation run lacks: the
+# notebook, the wheel, the GPU rehearsal and the benchmarks' smoke tests run their code in subprocesses;
+# test_mutation_tool.py tests this tool, not numpyvae.
+EXCLUDED_TESTS = ["test_notebook.py", "test_packaging.py", "test_gpu_check.py", "test_gpu.py", "test_bench.py",
+                  "test_mutation_tool.py"]
+PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-m", "not slow and not gpu", "--hypothesis-seed=0",
+               "-o", "addopts="]
+
+
+def pretend_to_be_a_test_process():
+    """The modules every test process loads, loaded once here so each forked worker starts with them."""
+    import matplotlib                            # noqa: F401
+    import numpy                                 # noqa: F401
+    import pytest                                # noqa: F401
+    try:
+        import hypothesis                        # noqa: F401
+        import torch                             # noqa: F401  (imported only: no op has run, fork is safe)
+    except ImportError:
+        pass
+
+
+# -- the copies ---------------------------------------------------------------------------------
+
+def make_copy(target):
+    """The tracked files of the repository, except results and the notebook, copied to `target`."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    for name in files.decode().split("\0"):
+        if not name or name.startswith(("benchmarks/results/", "docs/", ".git")):
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, target / name)
+    return target
+
+
+# -- one pytest process, forked ---------------------------------------------------------------
+
+def fork_pytest(copy, args, log, plugin_factory):
+    """Fork a child that runs pytest on `args` inside `copy`; returns its pid.
+
+    The child imports numpyvae from the copy (never imported by this process, so every mutant is
+    imported fresh) and writes no bytecode: a cached .pyc of an earlier mutant of the same size and
+    second could otherwise stand in for the file.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 3
+    try:
+        os.setpgid(0, 0)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(copy)
+        sys.path.insert(0, str(copy))
+        sys.dont_write_bytecode = True
+        # Ctrl-C as a test process has it, even when this run was started in the background with
+        # SIGINT ignored (the tests of Ctrl-C send it to themselves and to their subprocesses)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        import pytest
+        code = int(pytest.main(PYTEST_ARGS + args, plugins=[plugin_factory()]))
+    except BaseException:                        # noqa: BLE001  the child must never return into the parent's loop
+        import traceback
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class FirstFailure:
+    """Pytest plugin: write the id of the first failing test (or collection error) to a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _record(self, report):
+        if report.failed and not self.path.exists():
+            self.path.write_text(report.nodeid or "collection")
+
+    pytest_runtest_logreport = _record
+    pytest_collectreport = _record
+
+
+class Timer:
+    """Pytest plugin for the unmutated run: each test's seconds, and the order the tests ran in."""
+
+    def __init__(self, out):
+        self.out, self.seconds, self.order = out, {}, []
+
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.order.append(item.nodeid)
+        self.started = time.perf_counter()
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.seconds[nodeid] = time.perf_counter() - self.started
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.out.write_text(json.dumps({"seconds": self.seconds, "order": self.order}))
+
+
+class LineRecorder:
+    """Pytest plugin for a second unmutated run: which test runs which line of the target files, and
+    the (shape, dtype) of every workspace buffer name.
+
+    Its outcome does not count: the tracer itself allocates and takes time, which the tests that
+    check a step allocates nothing, or that time a step, can see.
+    """
+
+    def __init__(self, copy, files, out):
+        self.targets = {str((copy / PACKAGE / name).resolve()): name for name in files}
+        self.out = out
+        self.lines = defaultdict(set)            # (file, line) -> test ids
+        self.buffers = defaultdict(set)          # name -> {(shape, dtype)}
+        self.test = None
+
+    def _local(self, frame, event, arg):
+        if event == "line" and self.test is not None:
+            self.lines[(self.targets[frame.f_code.co_filename], frame.f_lineno)].add(self.test)
+        return self._local
+
+    def _global(self, frame, event, arg):
+        return self._local if frame.f_code.co_filename in self.targets else None
+
+    def pytest_sessionstart(self, session):
+        import threading
+        from numpyvae import layers
+        get, buffers = layers.Workspace.get, self.buffers
+
+        def recording_get(ws, name, shape, dtype=None):
+            buffers[name].add((tuple(int(n) for n in shape), str(np_dtype(dtype or ws.dtype))))
+            return get(ws, name, shape, dtype)
+        layers.Workspace.get = recording_get
+        sys.settrace(self._global)
+        threading.settrace(self._global)         # parallel.ChunkPool's threads run Adam's chunks
+
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.test = item.nodeid
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.test = None
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        sys.settrace(None)
+        self.out.write_text(json.dumps({
+            "lines": [[file, line, sorted(tests)] for (file, line), tests in self.lines.items()],
+            "buffers": {name: sorted(map(list, seen)) for name, seen in self.buffers.items()}}))
+
+
+def np_dtype(dtype):
+    import numpy
+    return numpy.dtype(dtype)
+
+
+def wait(pid, deadline=None):
+    """Wait for a child; kill its process group at the deadline. Returns its exit code or 'timeout'."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if deadline is not None and time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
+        time.sleep(0.02)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def test_files(copy):
+    return sorted(str(p.relative_to(copy)) for p in (copy / "tests").glob("test_*.py")
+                  if p.name not in EXCLUDED_TESTS)
+
+
+def baseline(copy, files, work):
+    """The unmutated suite, timed, then traced. Exits if it fails: a mutant cannot be judged against a
+    red suite. Returns (test ids by (file, line), seconds by test id, test ids in run order, buffers)."""
+    timed, traced, log = work / "timed.json", work / "traced.json", work / "baseline.log"
+    started = time.perf_counter()
+    code = wait(fork_pytest(copy, test_files(copy), log, lambda: Timer(timed)))
+    if code != 0 or not timed.exists():
+        sys.exit(f"the unmutated suite fails (pytest exit {code}):\n" + log.read_text()[-3000:])
+    times = json.loads(timed.read_text())
+    print(f"baseline: {len(times['order'])} tests pass in {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    wait(fork_pytest(copy, test_files(copy), log, lambda: LineRecorder(copy, files, traced)))
+    if not traced.exists():
+        sys.exit("the traced run of the suite wrote no record:\n" + log.read_text()[-3000:])
+    lines = json.loads(traced.read_text())
+    print(f"baseline: traced in {time.perf_counter() - started:.0f} s", flush=True)
+    covered = defaultdict(set)
+    for file, line, tests in lines["lines"]:
+        covered[(file, line)].update(tests)
+    return covered, times["seconds"], times["order"], lines["buffers"]
+
+
+def tests_for(mutant, covered, seconds, order):
+    """The test ids that can see the mutant: those running its lines, fastest first, then the rest of
+    their files in file order. Empty when no test runs them."""
+    def running(span):
+        first, last = span
+        return set().union(*(covered.get((mutant.file, line), set()) for line in range(first, last + 1)))
+    direct = running(mutant.span)
+    if not direct and mutant.fallback:
+        direct = running(mutant.fallback)
+    files = {test.split("::")[0] for test in direct}
+    rest = [test for test in order if test.split("::")[0] in files and test not in direct]
+    return sorted(direct, key=lambda test: (seconds.get(test, 0), test)) + rest
+
+
+def run_mutants(todo, copies, covered, seconds, order, work, timeout_factor, timeout_floor=20.0, package=PACKAGE,
+                progress_every=25):
+    """Run every mutant on the first free copy; returns {key: result}. Each copy's file is restored
+    after its mutant, whatever happens.
+
+    A mutant's time limit is timeout_factor times its tests' unmutated seconds plus timeout_floor,
+    for the fork, pytest's start and the collection of the test files.
+    """
+    originals = {(copy, m.file): (copy / package / m.file).read_text() for copy in copies for m in todo}
+    results, free, running = {}, list(copies), {}
+    queue = list(todo)
+    started = time.monotonic()
+    try:
+        while queue or running:
+            while queue and free:
+                mutant = queue.pop(0)
+                tests = tests_for(mutant, covered, seconds, order)
+                if not tests:
+                    results[mutant.key] = {"status": "not run by any test", "tests": 0, "seconds": 0.0}
+                    continue
+                copy = free.pop()
+                (copy / package / mutant.file).write_text(mutant.source)
+                failure = work / f"{copy.name}.failure"
+                failure.unlink(missing_ok=True)
+                budget = timeout_factor * sum(seconds.get(t, 0) for t in tests) + timeout_floor
+                pid = fork_pytest(copy, ["-x"] + tests, work / f"{copy.name}.log", lambda f=failure: FirstFailure(f))
+                running[pid] = (copy, mutant, len(tests), time.monotonic(), time.monotonic() + budget)
+            for pid in list(running):
+                copy, mutant, count, begun, deadline = running[pid]
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done and time.monotonic() <= deadline:
+                    continue
+                if done:
+                    code = os.waitstatus_to_exitcode(status)
+                else:
+                    os.killpg(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    code = "timeout"
+                del running[pid]
+                (copy / package / mutant.file).write_text(originals[(copy, mutant.file)])
+                free.append(copy)
+                failure = work / f"{copy.name}.failure"
+                result = {"tests": count, "seconds": round(time.monotonic() - begun, 2)}
+                if code == "timeout":
+                    result["status"] = "killed (timeout)"
+                elif code == 0:
+                    result["status"] = "survived"
+                elif code in (1, 2):             # tests failed, or collection failed (an import broke)
+                    result["status"] = "killed"
+                    result["killed_by"] = failure.read_text() if failure.exists() else "?"
+                else:
+                    result["status"] = f"error (pytest exit {code})"
+                    result["log"] = (work / f"{copy.name}.log").read_text()[-2000:]
+                results[mutant.key] = result
+                if len(results) % progress_every == 0:
+                    rate = (time.monotonic() - started) / len(results)
+                    print(f"  {len(results)}/{len(todo)} mutants, {rate:.1f} s each", flush=True)
+            time.sleep(0.02)
+    finally:
+        for pid, (copy, mutant, *_rest) in running.items():
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for (copy, file), text in originals.items():
+            (copy / package / file).write_text(text)
+    return results
+
+
+# -- the reviewed list ----------------------------------------------------------------------------
+
+def read_equivalent(path=EQUIVALENT):
+    """equivalent.md: '## reason' headings, each over a list of '- `key`' lines. Returns {key: reason}."""
+    reasons, reason = {}, None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("## "):
+            reason = line[3:].strip()
+        elif line.startswith("- `"):
+            if reason is None:
+                sys.exit(f"{path}:{number}: a mutant listed before any '## reason' heading")
+            reasons[line[3:line.rindex("`")]] = reason
+    return reasons
+
+
+GPU_ONLY = "GPU only"      # a reason that starts so marks a survivor no CPU can reach, not an equivalent one
+
+
+def report(all_mutants, results, equivalent, files, seconds_total, partial):
+    """(markdown, unexplained survivors, stale keys of the reviewed list)."""
+    survivors = [m for m in all_mutants if not results[m.key]["status"].startswith("killed")]
+    unexplained = [m for m in survivors if m.key not in equivalent]
+    reviewed = [m for m in survivors if m.key in equivalent]
+    gpu_only = [m for m in reviewed if equivalent[m.key].startswith(GPU_ONLY)]
+    run_keys = {m.key for m in all_mutants}
+    stale = [] if partial else [key for key in equivalent if key not in run_keys]
+    stale += [m.key for m in all_mutants if m.key in equivalent and results[m.key]["status"].startswith("killed")]
+    killed = len(all_mutants) - len(survivors)
+    score = (f"The suite kills **{killed} of {len(all_mutants)}** mutants of {', '.join(files)}. "
+             f"The other {len(survivors)} survive: {len(reviewed) - len(gpu_only)} are equivalent (they compute the "
+             f"same thing) and {len(gpu_only)} are in code only a GPU runs, each listed with its reason in "
+             f"`benchmarks/mutation/equivalent.md`" + (f"; **{len(unexplained)} are not yet explained**." if unexplained
+                                                       else "."))
+    lines = ["# Mutation run", "", score, "",
+             f"Run in {seconds_total / 60:.0f} minutes by `python benchmarks/mutation/run.py`. What is mutated and "
+             f"what is not: `benchmarks/mutation/mutants.py` and `run.py`.", "",
+             "| file | mutants | killed | of which by timeout | equivalent | GPU only | unexplained |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for file in files:
+        mine = [m for m in all_mutants if m.file == file]
+        status = [results[m.key]["status"] for m in mine]
+        lines.append(f"| {file} | {len(mine)} | {sum(s.startswith('killed') for s in status)} | "
+                     f"{status.count('killed (timeout)')} | {sum(m in reviewed and m not in gpu_only for m in mine)} | "
+                     f"{sum(m in gpu_only for m in mine)} | {sum(m in unexplained for m in mine)} |")
+    lines += ["", "| operator | mutants | killed |", "|---|---:|---:|"]
+    for op in sorted({m.operator for m in all_mutants}):
+        mine = [m for m in all_mutants if m.operator == op]
+        lines.append(f"| {op} | {len(mine)} | {sum(results[m.key]['status'].startswith('killed') for m in mine)} |")
+    if unexplained:
+        lines += ["", "## Survivors not yet explained", ""]
+        lines += [f"- line {m.line}: `{m.key}` ({results[m.key]['status']})" for m in unexplained]
+    if stale:
+        lines += ["", "## Listed in equivalent.md but no longer surviving (or no longer made)", ""]
+        lines += [f"- `{key}`" for key in stale]
+    lines += ["", "## Reviewed survivors, by reason", ""]
+    by_reason = defaultdict(list)
+    for m in reviewed:
+        by_reason[equivalent[m.key]].append(m)
+    for reason, mine in by_reason.items():
+        lines += [f"- {reason}: " + ", ".join(f"{m.file}:{m.line}" for m in mine)]
+    return "\n".join(lines) + "\n", unexplained, stale
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="+", default=FILES, help="files of numpyvae/ to mutate")
+    parser.add_argument("--match", nargs="+", default=[""], metavar="TEXT",
+                        help="only the mutants whose key contains one of these texts")
+    parser.add_argument("--workers", type=int, default=2, help="mutants run at once (default 2)")
+    parser.add_argument("--timeout-factor", type=float, default=4.0,
+                        help="a mutant's time limit: this many times its tests' unmutated seconds, plus 20 s")
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where mutation.md and .json go (default: {RESULTS.relative_to(ROOT)} for a whole run, "
+                             f"nowhere for a part of one)")
+    args = parser.parse_args(argv)
+    unknown = [f for f in args.files if not (ROOT / PACKAGE / f).is_file()]
+    if unknown:
+        parser.error(f"no such file in {PACKAGE}/: {', '.join(unknown)}")
+
+    partial = args.match != [""] or sorted(args.files) != sorted(FILES)
+
+    def chosen(mutant):
+        return any(text in mutant.key for text in args.match)
+    equivalent = read_equivalent()
+    sources = {file: (ROOT / PACKAGE / file).read_text() for file in args.files}
+    if args.list:
+        for file, source in sources.items():
+            for m in mutation.mutants(source, file, SKIP):
+                if chosen(m):
+                    print(f"{m.line:5d}  {m.key}")
+        return 0
+
+    started = time.monotonic()
+    # SIGTERM unwinds like Ctrl-C, so the `finally` below stops the workers and removes the copies
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    pretend_to_be_a_test_process()
+    work = Path(tempfile.mkdtemp(prefix="numpyvae-mutation-"))
+    try:
+        copies = [make_copy(work / f"copy{i}") for i in range(max(1, args.workers))]
+        covered, seconds, order, buffers = baseline(copies[0], args.files, work)
+        requests = {name: {tuple(map(str, s)) for s in seen} for name, seen in buffers.items()}
+        all_mutants = []
+        for file, source in sources.items():
+            partners = mutation.buffer_partners(mutation.buffer_names(source), requests)
+            all_mutants += [m for m in mutation.mutants(source, file, SKIP, partners) if chosen(m)]
+        print(f"{len(all_mutants)} mutants of {', '.join(args.files)}, {args.workers} at a time", flush=True)
+        results = run_mutants(all_mutants, copies, covered, seconds, order, work, args.timeout_factor)
+    finally:
+        shutil.rmtree(work)                      # only the folder this run made
+    text, unexplained, stale = report(all_mutants, results, equivalent, args.files,
+                                      time.monotonic() - started, partial)
+    print(text)
+    out = args.out or (None if partial else RESULTS)
+    if out is not None:
+        args.out = out
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "mutation.md").write_text(text)
+        (args.out / "mutation.json").write_text(json.dumps(
+            [dict(key=m.key, file=m.file, line=m.line, operator=m.operator, before=m.before, after=m.after,
+                  **results[m.key]) for m in all_mutants], indent=1) + "\n")
+        print(f"wrote {args.out / 'mutation.md'} and mutation.json")
+    return 1 if unexplained or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
