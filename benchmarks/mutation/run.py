@@ -223,16 +223,23 @@ def np_dtype(dtype):
 
 
 def wait(pid, deadline=None):
-    """Wait for a child; kill its process group at the deadline. Returns its exit code or 'timeout'."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if deadline is not None and time.monotonic() > deadline:
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout"
-        time.sleep(0.02)
+    """Wait for a child; kill its process group at the deadline, or when this process is interrupted.
+    Returns its exit code or 'timeout'."""
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+    except BaseException:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "timeout"
 
 
 # -- the run ------------------------------------------------------------------------------------
