@@ -36,7 +36,7 @@ from numpyvae.network import widest_row
 
 EVAL_SEED = 0          # the eps streams of every evaluation: the same noise for every run and epoch
 BINARIZE_SEED = 0      # the one fixed binarization of the test set, shared by every run
-EVAL_BATCH = 1000      # images per forward pass; only speed depends on it
+EVAL_BATCH = 1000      # images per forward pass: speed, and (samples > 1) which noise each image draws
 ELBO_SAMPLES = 10      # posterior samples per image for the reported negative ELBO
 IW_SAMPLES = 100       # k for the IWAE bound (Burda et al. used 5000; the bound tightens slowly)
 MAX_ELEMENTS = 2 ** 22  # largest (rows, D) array the IWAE bound builds: 16 MB in float32

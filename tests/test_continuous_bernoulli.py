@@ -3,6 +3,7 @@
 Its normalizer log C(l) = log(l / tanh(l / 2)) switches from its closed form to a Taylor series at
 |l| = SERIES_BELOW, so the checks probe both sides of that point, l = 0 itself, and logits far out.
 """
+import math
 import warnings
 
 import numpy as np
@@ -325,3 +326,26 @@ def test_training_lowers_the_loss_and_the_bound_can_be_negative():
         optimizer.step()
     last = float(model.loss(x, rng=rng)[0])
     assert last < first and last < 0
+
+
+def bernoulli_numbers(count):
+    """B_0 .. B_{count-1} as exact fractions (Akiyama-Tanigawa), with B_1 = +1/2 (unused here)."""
+    from fractions import Fraction
+    numbers, row = [], []
+    for m in range(count):
+        row.append(Fraction(1, m + 1))
+        for j in range(m, 0, -1):
+            row[j - 1] = j * (row[j - 1] - row[j])
+        numbers.append(row[0])
+    return numbers
+
+
+def test_the_series_coefficients_are_the_bernoulli_number_formula():
+    """d log C/dl = 1/l - 1/sinh(l) = sum_n 2 (2^(2n-1) - 1) B_2n l^(2n-1) / (2n)!: each float in DLOG_C_SERIES is
+    that fraction, correctly rounded (a wrong last digit of a numerator moves the result below the tests' reach)."""
+    from fractions import Fraction
+    B = bernoulli_numbers(2 * len(losses.DLOG_C_SERIES) + 1)
+    assert (B[2], B[4]) == (Fraction(1, 6), Fraction(-1, 30))
+    for n, coefficient in enumerate(losses.DLOG_C_SERIES, start=1):
+        assert coefficient == float(2 * (2 ** (2 * n - 1) - 1) * B[2 * n] / math.factorial(2 * n)), n
+    assert losses.LOG_C_SERIES == tuple(c / (2 * n) for n, c in enumerate(losses.DLOG_C_SERIES, start=1))

@@ -224,3 +224,24 @@ def test_which_likelihoods_are_densities(likelihood, on_binary, on_grey):
     continuous Bernoulli on any; the seed's squared error never (it has no normalizing constant)."""
     term = LIKELIHOODS[likelihood]
     assert (term.is_density(binary=True), term.is_density(binary=False)) == (on_binary, on_grey)
+
+
+def test_progress_ends_at_every_image(tiny_model):
+    """progress(stage, images_done, images) is told each batch, ending with all of them, for both passes."""
+    model, image = tiny_model
+    data = DeviceDataset(np.repeat(image, 7, axis=0), model.backend, model.dtype)
+    calls = []
+    negative_elbo(model, data, samples=2, batch_size=3, progress=lambda *args: calls.append(args))
+    assert [done for _, done, _ in calls] == [3, 6, 7] and {total for *_, total in calls} == {7}
+    calls.clear()
+    importance_weighted_bound(model, data, k=4, max_elements=200, progress=lambda *args: calls.append(args))
+    done = [done for _, done, _ in calls]
+    assert len(done) > 1 and done == sorted(set(done)) and done[-1] == 7 and {total for *_, total in calls} == {7}
+
+
+def test_a_unit_is_active_only_above_the_threshold(monkeypatch, tiny_model):
+    """Burda et al.: active means Var_x(mu_u(x)) > 0.01; a variance of exactly 0.01 is not."""
+    model, image = tiny_model
+    data = DeviceDataset(image, model.backend, model.dtype)
+    monkeypatch.setattr(evaluate, "latent_activity", lambda *args: np.array([0.01, 0.0100001, 0.5, 0.0]))
+    assert evaluate.active_units(model, data) == 2

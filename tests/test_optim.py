@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from numpyvae import VAE, Adam
+from numpyvae import VAE, Adam, optim
 
 
 def reference_adam(params, grads_per_step, lr, b1, b2, eps):
@@ -133,3 +133,54 @@ def test_m_never_decays_into_subnormal_floats():
         opt.step()
         assert not np.any((opt.m != 0) & (np.abs(opt.m) < tiny))
     assert np.all(np.abs(opt.m) < 1e-35)                   # what is left is negligible, and a normal float
+
+
+def test_m_is_never_subnormal_after_a_step_on_tiny_negative_gradients():
+    """The flush rounds m onto multiples of 64 * tiny from either side: g = -6e-38 gives m = 0, not a subnormal."""
+    model = VAE(6, 5, 3)                                   # float32
+    opt = Adam(model)
+    model.flat_grads[:] = -np.geomspace(1e-39, 1e-33, model.num_params).astype(np.float32)
+    model.flat_grads[::2] *= -1                            # both signs
+    opt.step()
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((opt.m != 0) & (np.abs(opt.m) < tiny))
+
+
+def test_the_fused_kernel_is_launched_with_the_plain_updates_numbers(monkeypatch):
+    """On CuPy one kernel does the update (optim._fused_adam): a stand-in written from that kernel's formula,
+    run on NumPy, must move p, m and v as the plain update does, so the launch passes the right numbers in the
+    right order. (The kernel's own arithmetic runs only on a GPU: benchmarks/gpu_check.sh.)"""
+    def stand_in(xp):
+        def kernel(g, b1, one_minus_b1, b2, one_minus_b2, step_size, sqrt_bc2, eps, p, m, v):
+            m[...] = b1 * m + one_minus_b1 * g
+            v[...] = b2 * v + one_minus_b2 * g * g
+            p -= step_size * m / (np.sqrt(v) / sqrt_bc2 + eps)
+        return kernel
+
+    class NamedCupy:
+        """The model's own backend, but named "cupy", which is all Adam looks at to choose the kernel."""
+        name = "cupy"
+
+        def __init__(self, backend):
+            self.backend = backend
+
+        def __getattr__(self, attribute):
+            return getattr(self.backend, attribute)
+
+    monkeypatch.setattr(optim, "_fused_adam", stand_in)
+    fused_model, plain_model = VAE(6, 5, 3, dtype=np.float64, seed=4), VAE(6, 5, 3, dtype=np.float64, seed=4)
+    real = fused_model.backend
+    fused_model.backend = NamedCupy(real)
+    fused = Adam(fused_model, lr=1e-2)
+    fused_model.backend = real
+    plain = Adam(plain_model, lr=1e-2)
+    assert fused._fused is not None and plain._fused is None
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6))
+    for step in range(3):
+        eps = np.random.default_rng(step).standard_normal((4, 3))
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            model.loss_and_grads(x, eps=eps)
+            opt.step()
+    np.testing.assert_allclose(fused_model.flat_params, plain_model.flat_params, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(fused.m, plain.m, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(fused.v, plain.v, rtol=1e-13, atol=0)
