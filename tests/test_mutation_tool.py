@@ -145,4 +145,9 @@ def test_the_report_names_unexplained_survivors_and_stale_entries():
     equivalent = {listed_survivor.key: "dead code", now_killed.key: "dead code"}
     text, unexplained, stale = mutation_run.report(made[:4], results, equivalent, ["toy.py"], 60.0, partial=False)
     assert unexplained == [new_survivor] and stale == [now_killed.key]
-    assert "kills **2 of 4**" in text and "1 are equivalent" in text and "1 are not yet explained" in text
+    assert "kills **2 of 4**" in text and "1 are not yet explained" in text
+    assert "The other 2 survive" in text and ": 1 are equivalent (" in text
+    # a reason that starts "Rounding" is counted as what it is, not as equivalent
+    equivalent[new_survivor.key] = "Rounding: the same sums in another order"
+    text, unexplained, _ = mutation_run.report(made[:4], results, equivalent, ["toy.py"], 60.0, partial=False)
+    assert not unexplained and "1 are equivalent (the program computes the same thing) and 1 compute the same" in text

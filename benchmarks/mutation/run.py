@@ -367,7 +367,10 @@ def read_equivalent(path=EQUIVALENT):
     return reasons
 
 
-GPU_ONLY = "GPU only"      # a reason that starts so marks a survivor no CPU can reach, not an equivalent one
+# A reason in equivalent.md that starts with one of these marks a survivor that is not strictly equivalent.
+KINDS = {"Rounding": "compute the same mathematics with different rounding",
+         "Another draw": "give an estimate a different, equally valid draw of its noise",
+         "GPU only": "are in code only a GPU runs"}
 
 
 def report(all_mutants, results, equivalent, files, seconds_total, partial):
@@ -375,27 +378,30 @@ def report(all_mutants, results, equivalent, files, seconds_total, partial):
     survivors = [m for m in all_mutants if not results[m.key]["status"].startswith("killed")]
     unexplained = [m for m in survivors if m.key not in equivalent]
     reviewed = [m for m in survivors if m.key in equivalent]
-    gpu_only = [m for m in reviewed if equivalent[m.key].startswith(GPU_ONLY)]
+    kind = {m.key: next((k for k in KINDS if equivalent[m.key].startswith(k)), "equivalent") for m in reviewed}
+    count = {k: sum(v == k for v in kind.values()) for k in ["equivalent", *KINDS]}
     run_keys = {m.key for m in all_mutants}
     stale = [] if partial else [key for key in equivalent if key not in run_keys]
     stale += [m.key for m in all_mutants if m.key in equivalent and results[m.key]["status"].startswith("killed")]
     killed = len(all_mutants) - len(survivors)
+    kinds = [f"{count['equivalent']} are equivalent (the program computes the same thing)"]
+    kinds += [f"{count[k]} {text}" for k, text in KINDS.items() if count[k]]
     score = (f"The suite kills **{killed} of {len(all_mutants)}** mutants of {', '.join(files)}. "
-             f"The other {len(survivors)} survive: {len(reviewed) - len(gpu_only)} are equivalent (they compute the "
-             f"same thing) and {len(gpu_only)} are in code only a GPU runs, each listed with its reason in "
-             f"`benchmarks/mutation/equivalent.md`" + (f"; **{len(unexplained)} are not yet explained**." if unexplained
-                                                       else "."))
+             f"The other {len(survivors)} survive, each listed with its reason in "
+             f"`benchmarks/mutation/equivalent.md`: "
+             + (", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else kinds[0])
+             + (f"; **{len(unexplained)} are not yet explained**." if unexplained else "."))
     lines = ["# Mutation run", "", score, "",
              f"Run in {seconds_total / 60:.0f} minutes by `python benchmarks/mutation/run.py`. What is mutated and "
              f"what is not: `benchmarks/mutation/mutants.py` and `run.py`.", "",
-             "| file | mutants | killed | of which by timeout | equivalent | GPU only | unexplained |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| file | mutants | killed | of which by timeout | reviewed survivors | unexplained |",
+             "|---|---:|---:|---:|---:|---:|"]
     for file in files:
         mine = [m for m in all_mutants if m.file == file]
         status = [results[m.key]["status"] for m in mine]
         lines.append(f"| {file} | {len(mine)} | {sum(s.startswith('killed') for s in status)} | "
-                     f"{status.count('killed (timeout)')} | {sum(m in reviewed and m not in gpu_only for m in mine)} | "
-                     f"{sum(m in gpu_only for m in mine)} | {sum(m in unexplained for m in mine)} |")
+                     f"{status.count('killed (timeout)')} | {sum(m in reviewed for m in mine)} | "
+                     f"{sum(m in unexplained for m in mine)} |")
     lines += ["", "| operator | mutants | killed |", "|---|---:|---:|"]
     for op in sorted({m.operator for m in all_mutants}):
         mine = [m for m in all_mutants if m.operator == op]
