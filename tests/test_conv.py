@@ -415,6 +415,21 @@ def test_relu_backward_leaves_dy_alone():
     np.testing.assert_array_equal(dy, [[1.0, 1.0, 1.0, 1.0]])
 
 
+@pytest.mark.parametrize("batch_last", [False, True], ids=["channels first", "batch last"])
+def test_the_padded_copy_is_the_whole_padded_image(batch_last):
+    """The workspace's `{name}.padded` holds x padded whole, (B, C, H + 2p, W + 2p) or batch-last: a buffer a
+    column short would still fill, and the windows would read past its end (as_strided checks nothing)."""
+    x = np.random.default_rng(16).standard_normal((2, 1, 5, 4))
+    ws = Workspace(np, np.float64)
+    cols = layers._patches(np, x, 3, 1, 2, batch_last, ws, "c")
+    B, C, H, W = x.shape
+    padded = ws.get("c.padded", (C, H + 4, W + 4, B) if batch_last else (B, C, H + 4, W + 4), x.dtype)
+    image = padded.transpose(3, 0, 1, 2) if batch_last else padded
+    np.testing.assert_array_equal(image, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
+    expected = patches_by_indexing(x, 3, 1, 2)                       # (C, k, k, B, Ho, Wo)
+    np.testing.assert_array_equal(cols, expected.transpose(0, 1, 2, 4, 5, 3) if batch_last else expected)
+
+
 def patches_by_indexing(x, k, s, p):
     """cols[c, u, v, b, i, j] = x_padded[b, c, s i + u, s j + v], by fancy indexing: a reference for im2col."""
     xp_ = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))

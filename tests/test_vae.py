@@ -245,6 +245,15 @@ def test_decode_is_the_likelihoods_mean_of_the_logits(likelihood):
     np.testing.assert_allclose(model.decode(z), LIKELIHOOD_MEANS[likelihood](logits), rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("likelihood", list(LIKELIHOODS))
+def test_mean_without_a_buffer_leaves_the_logits_alone(likelihood):
+    """likelihood.mean(xp, logits) returns a new array; only decode, which owns its logits, passes out=logits."""
+    logits = np.array([[-3.0, -0.1, 0.0, 0.2, 4.0]])
+    mean = LIKELIHOODS[likelihood].mean(np, logits)
+    np.testing.assert_array_equal(logits, [[-3.0, -0.1, 0.0, 0.2, 4.0]])
+    np.testing.assert_allclose(mean, LIKELIHOOD_MEANS[likelihood](logits), rtol=1e-13, atol=0)
+
+
 def test_reconstruct_with_sample_decodes_a_posterior_sample():
     """sample=True decodes z = mu + exp(logvar / 2) eps with eps from rng; sample=False decodes mu itself."""
     model = VAE(6, 5, 3, dtype=np.float64, seed=2)
