@@ -392,10 +392,10 @@ def test_pad_by_default_is_np_pad_in_a_fresh_nchw_array():
 def test_pad_batch_last_is_np_pad_stored_batch_last():
     """pad(np, x, p, batch_last=True) holds the same padded images, in a fresh (C, H + 2p, W + 2p, B) array."""
     x = np.random.default_rng(15).standard_normal((2, 3, 5, 4))
-    padded = layers.pad(np, x, 1, batch_last=True)
-    assert padded.shape == (2, 3, 7, 6)
+    padded = layers.pad(np, x, 2, batch_last=True)                  # p = 2, so that 2 p and 2 differ
+    assert padded.shape == (2, 3, 9, 8)
     assert padded.transpose(1, 2, 3, 0).flags.c_contiguous            # the storage is (C, H + 2p, W + 2p, B)
-    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
+    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
 
 
 def test_padding_wider_than_the_image_zeroes_the_whole_border():
