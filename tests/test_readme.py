@@ -115,3 +115,11 @@ def test_readme_names_every_flag_of_train_and_evaluate(command):
              and not (isinstance(action, argparse.BooleanOptionalAction) and option.startswith("--no-"))]
     missing = [flag for flag in flags if not re.search(re.escape(flag) + r"(?![\w-])", README)]
     assert not missing, f"README does not name numpyvae {command}'s {', '.join(missing)}"
+
+
+def test_the_mutation_score_is_the_committed_runs():
+    """README states the score benchmarks/results/mutation.md reports, word for word (rerun, then copy it over)."""
+    report = (Path(__file__).parent.parent / "benchmarks" / "results" / "mutation.md").read_text()
+    score = report.split("\n\n")[1]
+    assert score.startswith("The suite kills **") and "not yet explained" not in score
+    assert score in " ".join(README.split("\n"))
