@@ -1,0 +1,1 @@
+// numpyvae-explorer placeholder
