@@ -227,8 +227,8 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
         "format": FORMAT, "version": VERSION,
         "title": model.spec.describe(), "about": about or "",
         "input_shape": list(model.input_shape), "latent_dim": model.latent_dim, "num_classes": model.num_classes,
-        "class_names": list(CLASS_NAMES[:model.num_classes] if model.num_classes <= len(CLASS_NAMES)
-                            else (f"class {c}" for c in range(model.num_classes))),
+        # the data's classes, for the map's labels; a conditional model's labels are the same classes
+        "class_names": list(CLASS_NAMES) + [f"class {c}" for c in range(len(CLASS_NAMES), model.num_classes)],
         "likelihood": likelihood, "network": network,
         "weights": {"file": _hashed("weights", weights), "dtype": "float32", "byte_order": "little",
                     "bytes": len(weights), "tensors": tensors},
@@ -291,3 +291,13 @@ def make_server(directory, port=0):
     server = LocalServer(("127.0.0.1", port), functools.partial(QuietHandler, directory=str(directory)))
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
     return server
+
+
+def serve(directory, announce=print):
+    """Serve `directory` on 127.0.0.1 until KeyboardInterrupt; announce(url) once it is listening."""
+    server = make_server(directory)
+    try:
+        announce(server.url)
+        server.serve_forever()
+    finally:
+        server.server_close()
