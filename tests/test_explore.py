@@ -223,3 +223,167 @@ def test_serve_answers_on_localhost_and_stops_cleanly_on_ctrl_c(run_dir, tmp_pat
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "stopped serving" in out and "Traceback" not in err
+
+
+# -- the page in a real browser ------------------------------------------------------------------------
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    need(sync_playwright is not None, "playwright is not installed (pip install playwright; the test extra has it)")
+    need(Path(CHROMIUM).is_file(), f"{CHROMIUM} is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+class Site:
+    """An exported site served on 127.0.0.1, the model behind it and the test images of its map."""
+
+    def __init__(self, folder, model, images, labels):
+        self.folder, self.model, self.images, self.labels = folder, model, images, labels
+        self.server = explore.make_server(folder)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(params=["conv-plain-continuous-bernoulli", "dense-conditional-bernoulli"])
+def site(request, tmp_path):
+    from conftest import make_fashion_like
+    settings = dict(MODELS[request.param], input_shape=(1, 28, 28), hidden_dims=(4, 8) if "conv" in request.param
+                    else (32,), latent_dim=4, num_classes=10 if "conditional" in request.param else 0)
+    model = small_model(settings)
+    images, labels = make_fashion_like(per_class=15, seed=3)
+    explore.write_site(tmp_path / "site", model, images, labels, about="a test model")
+    served = Site(tmp_path / "site", model, images, labels)
+    yield served
+    served.close()
+
+
+class Page:
+    """A browser tab on the explorer that records every console error and every request."""
+
+    def __init__(self, browser, url):
+        self.url, self.errors, self.requests = url, [], []
+        self.page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.goto(url)
+        self.page.wait_for_function("window.numpyvae !== undefined")
+        self.page.evaluate("() => window.numpyvae.ready.then(() => true)")
+
+    def canvas(self, selector):
+        """The canvas's pixels, as drawn: its red channel (the page draws grey), rows of columns."""
+        return np.array(self.page.evaluate("""(selector) => {
+            const canvas = document.querySelector(selector);
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            return Array.from({length: canvas.height}, (_, i) =>
+                Array.from({length: canvas.width}, (_, j) => data[4 * (i * canvas.width + j)]));
+        }""", selector))
+
+    def view(self, what, *args):
+        return self.page.evaluate(f"(args) => window.numpyvae.view.{what}(...args)", list(args))
+
+
+def expected_grey(model, z, label):
+    """The grey levels the page must draw for numpyvae's decode of z: 255 (1 - p), dark on white."""
+    y = None if not model.conditional else np.array([label])
+    p = model.decode(np.asarray(z, dtype=np.float32)[None], y)[0].reshape(model.input_shape[1:])
+    return 255 * (1 - p.astype(np.float64))
+
+
+def assert_drawn(page, selector, model, z, label):
+    drawn = page.canvas(selector)
+    worst = np.abs(drawn - expected_grey(model, z, label)).max()
+    assert worst <= 1, f"{selector} is off numpyvae's decode by {worst} grey levels"
+
+
+def test_the_page_draws_what_numpyvae_decodes(browser, site):
+    """Move a slider, pick a class, click a map point, draw a stroke: each drawn as numpyvae computes it."""
+    page = Page(browser, site.server.url)
+    model, manifest = site.model, read_manifest(site.folder)
+    label = 0
+    if model.conditional:
+        label = 3
+        page.page.select_option("#class", str(label))
+    # the first slider is the coordinate of the largest KL
+    j = int(np.argmax(manifest["kl"]))
+    first = page.page.locator("#sliders input").first
+    assert first.get_attribute("id") == f"slider-{j}"
+    first.fill("1.25")
+    z = np.zeros(model.latent_dim)
+    z[j] = 1.25
+    np.testing.assert_allclose(page.view("z"), z)
+    assert_drawn(page, "#decoded", model, z, label)
+    assert page.page.evaluate("() => window.numpyvae.decode([0, 0, 0, 0], 0) instanceof Float32Array")
+
+    # a click on a test point decodes its latent mean (with its label, for a conditional model)
+    x = site.images.reshape(len(site.images), -1).astype(np.float32) / np.float32(255)
+    mu, _ = model.encode(x, site.labels.astype(np.int64) if model.conditional else None)
+    box = page.page.locator("#map").bounding_box()
+    clicked = []
+    for i in (7, 42):
+        px, py = page.view("mapPosition", i)
+        page.page.mouse.click(box["x"] + px, box["y"] + py)
+        np.testing.assert_allclose(page.view("z"), mu[i], rtol=0, atol=1e-6)
+        label = int(site.labels[i]) if model.conditional else 0
+        assert page.view("label") == label
+        assert_drawn(page, "#decoded", model, mu[i], label)
+        clicked.append(mu[i])
+    # and between the last two points clicked: t = 0.5 is their midpoint
+    assert page.page.locator("#interpolation canvas").count() == 9
+    page.page.locator("#t").fill("0.5")
+    np.testing.assert_allclose(page.view("z"), (clicked[0] + clicked[1]) / 2, atol=1e-6)
+
+    # a stroke on the drawing canvas goes through the encoder
+    pad = page.page.locator("#drawing").bounding_box()
+    page.page.mouse.move(pad["x"] + 0.3 * pad["width"], pad["y"] + 0.2 * pad["height"])
+    page.page.mouse.down()
+    for step in range(1, 11):
+        page.page.mouse.move(pad["x"] + (0.3 + 0.04 * step) * pad["width"], pad["y"] + (0.2 + 0.06 * step) * pad["height"])
+    page.page.mouse.up()
+    drawing = np.array(page.view("drawing"), dtype=np.float32)
+    assert drawing.max() > 0.9 and (drawing > 0.5).sum() >= 10
+    y = np.array([label]) if model.conditional else None
+    mu_drawn, logvar_drawn = (a[0] for a in model.encode(drawing[None], y))
+    encoded = page.page.evaluate("(label) => { const e = window.numpyvae.encode(window.numpyvae.view.drawing(), label);"
+                                 " return [Array.from(e.mu), Array.from(e.logvar)]; }", label)
+    np.testing.assert_allclose(encoded[0], mu_drawn, atol=1e-5)
+    np.testing.assert_allclose(encoded[1], logvar_drawn, atol=1e-5)
+    assert_drawn(page, "#reconstruction", model, mu_drawn, label)
+    assert np.abs(page.canvas("#drawing") - 255 * (1 - drawing.reshape(28, 28))).max() <= 1
+
+    assert page.errors == []
+    assert all(url.startswith(site.server.url) or url.startswith("data:") for url in page.requests), page.requests
+    page.page.close()
+
+
+def test_the_page_says_why_it_cannot_start(browser, tmp_path):
+    """A site whose weights file is gone: the page says so, and ready rejects."""
+    explore.write_site(tmp_path / "site", small_model(MODELS["dense-plain-gaussian"]))
+    (tmp_path / "site" / read_manifest(tmp_path / "site")["weights"]["file"]).unlink()
+    served = Site(tmp_path / "site", None, None, None)
+    try:
+        page = browser.new_page()
+        page.goto(served.server.url)
+        page.wait_for_function("window.numpyvae !== undefined")
+        message = page.evaluate("() => window.numpyvae.ready.then(() => 'resolved', (error) => error.message)")
+        assert "404" in message
+        assert "cannot start" in page.inner_text("#problem")
+        page.close()
+    finally:
+        served.close()
