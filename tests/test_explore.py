@@ -387,3 +387,70 @@ def test_the_page_says_why_it_cannot_start(browser, tmp_path):
         page.close()
     finally:
         served.close()
+
+
+# -- the screenshot in README (docs/figures/explorer.png) --------------------------------------------------
+
+# Two strokes and a bar: a pair of trousers, in fractions of the drawing canvas
+TROUSERS = [[(0.36, 0.12), (0.64, 0.12)], [(0.38, 0.12), (0.34, 0.88)], [(0.62, 0.12), (0.66, 0.88)]]
+
+
+def show_off(page, first_class=0, second_class=9):
+    """Click the most typical test point of two classes (the nearest to its class's median on the map),
+    stop a third of the way between them, and draw a pair of trousers."""
+    manifest = read_manifest_from(page)
+    xy, labels = np.array(manifest["map"]["xy"]), np.array(manifest["map"]["labels"])
+    box = page.page.locator("#map").bounding_box()
+    for c in (first_class, second_class):
+        members = np.flatnonzero(labels == c)
+        i = int(members[np.argmin(np.linalg.norm(xy[members] - np.median(xy[members], axis=0), axis=1))])
+        px, py = page.view("mapPosition", i)
+        page.page.mouse.click(box["x"] + px, box["y"] + py)
+    page.page.locator("#t").fill("0.35")
+    pad = page.page.locator("#drawing").bounding_box()
+    for stroke in TROUSERS:
+        (x0, y0), (x1, y1) = stroke
+        page.page.mouse.move(pad["x"] + x0 * pad["width"], pad["y"] + y0 * pad["height"])
+        page.page.mouse.down()
+        for s in range(1, 21):
+            page.page.mouse.move(pad["x"] + (x0 + (x1 - x0) * s / 20) * pad["width"],
+                                 pad["y"] + (y0 + (y1 - y0) * s / 20) * pad["height"])
+        page.page.mouse.up()
+
+
+def read_manifest_from(page):
+    return page.page.evaluate("() => fetch('model.json').then((response) => response.json())")
+
+
+def test_the_screenshot_shows_a_page_with_everything_on_it(browser, site, tmp_path):
+    page = Page(browser, site.server.url)
+    show_off(page)
+    page.page.screenshot(path=tmp_path / "explorer.png", full_page=True)
+    assert (tmp_path / "explorer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.page.locator("#interpolation canvas").count() == 9 and np.array(page.view("drawing")).max() > 0.9
+    assert page.errors == []
+
+
+def screenshot(run_dir, path, data_dir=None):
+    """Export the run in `run_dir`, show it off in Chromium and save the page as the PNG `path`."""
+    import tempfile
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
+        explore.explore(run_dir, Path(folder) / "site", data_dir=data_dir)
+        served = Site(Path(folder) / "site", None, None, None)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = Page(browser, served.server.url)
+            show_off(page)
+            page.page.screenshot(path=path, full_page=True)
+            assert page.errors == [], page.errors
+        finally:
+            browser.close()
+            served.close()
+
+
+if __name__ == "__main__":
+    # python tests/test_explore.py RUN_DIR OUT.png: the screenshot in README, of runs/default
+    import sys
+    screenshot(sys.argv[1], sys.argv[2])

@@ -315,7 +315,7 @@ function encodeDrawing() {
 
 function drawPosterior(mu, logvar) {
   const canvas = $("posterior"), Z = model.latentDim;
-  const row = Math.max(10, Math.min(18, Math.floor(360 / Z))), left = 46, right = canvas.width - 12;
+  const row = Math.max(10, Math.min(15, Math.floor(300 / Z))), left = 46, right = canvas.width - 12;
   canvas.height = row * Z + 22;
   canvas.style.height = `${canvas.height}px`;
   const context = canvas.getContext("2d");
