@@ -178,6 +178,23 @@ def load_test_set(config, data_dir=None):
 
 # -- the site ------------------------------------------------------------------------------------------
 
+def _is_explorers(entry):
+    """Whether `entry`, a file in an --out folder, is one an explorer wrote (or was writing)."""
+    name = entry.name
+    if not entry.is_file() or entry.is_symlink():
+        return False
+    if name.startswith(".") and name.endswith(".tmp"):          # atomic_write's .NAME.RANDOM.tmp, left by a kill
+        target = name[1:].rsplit(".", 2)[0]
+        return bool(temp_name_pattern(target).fullmatch(name)
+                    and (target in ASSETS + (MANIFEST,) or BINARY_NAME.fullmatch(target)))
+    if BINARY_NAME.fullmatch(name):
+        return True
+    if name in ASSETS + (MANIFEST,):
+        with open(entry, "rb") as file:      # each text file of a site names FORMAT near its top
+            return FORMAT.encode() in file.read(400)
+    return False
+
+
 def check_out_dir(out):
     """Refuse (ExploreError) an --out folder that holds anything but an explorer's files; touch nothing."""
     out = Path(out)
@@ -185,19 +202,9 @@ def check_out_dir(out):
         return
     if not out.is_dir():
         raise ExploreError(f"--out {shown(out)} exists and is not a folder; choose another --out")
-    temporary = [temp_name_pattern(name) for name in ASSETS + (MANIFEST,)]
     for entry in sorted(out.iterdir()):
-        name = entry.name
-        if not entry.is_file() or entry.is_symlink():
-            ours = False
-        elif BINARY_NAME.fullmatch(name) or name.startswith(".") and (
-                any(p.fullmatch(name) for p in temporary) or BINARY_NAME.fullmatch(name[1:].rsplit(".", 2)[0])):
-            ours = True                            # the explorer's binary files and its unfinished writes
-        else:
-            with open(entry, "rb") as file:        # a text file of a site names FORMAT near its top
-                ours = name in ASSETS + (MANIFEST,) and FORMAT.encode() in file.read(400)
-        if not ours:
-            raise ExploreError(f"--out {shown(out)} holds {name!r}, which is not the explorer's: the explorer "
+        if not _is_explorers(entry):
+            raise ExploreError(f"--out {shown(out)} holds {entry.name!r}, which is not the explorer's: the explorer "
                                f"writes only into a missing or empty folder or one it wrote; choose another --out")
 
 

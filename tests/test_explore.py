@@ -163,6 +163,18 @@ def test_an_out_folder_with_files_not_the_explorers_is_refused_and_left_alone(ru
     assert {p.name: p.is_file() and p.read_bytes() for p in site.iterdir()} == before
 
 
+def test_an_unfinished_write_of_the_explorer_is_its_own(tmp_path):
+    """A site whose last rewrite was killed holds atomic_write's temporary files: rewriting it is allowed."""
+    site = tmp_path / "site"
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+    (site / ".model.json.0123456789ab.tmp").write_text("{")
+    (site / ".weights-0123456789ab.bin.0123456789ab.tmp").write_bytes(b"\0")
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"], seed=1))
+    (site / ".notes.txt.0123456789ab.tmp").write_text("mine")
+    with pytest.raises(explore.ExploreError, match="notes.txt"):
+        explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+
+
 def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
     for shape in [(12,), (3, 8, 8), (1, 8, 200)]:
         model = VAE(input_shape=shape, hidden_dims=(4,), latent_dim=2)
