@@ -48,6 +48,8 @@ BINARY_NAME = re.compile(r"(weights|map)-[0-9a-f]{12}\.bin")   # weights-HASH.bi
 MAP_POINTS = 3000          # test images on the map: enough to see the classes, little to download (about 0.3 MB)
 MAX_SIDE = 128             # the page draws (1, H, W) images up to this side; its drawing canvas is H x W
 CHUNK = 1000               # images encoded at a time
+# the layer kinds a description may hold: forward.js has a function for each (and for "sigmoid")
+LAYER_KINDS = ("linear", "relu", "reshape", "flatten", "conv2d", "conv_transpose2d")
 
 
 class ExploreError(RunError):
@@ -74,9 +76,6 @@ def describe_layer(layer):
         return described
     raise ExploreError(f"the explorer has no JavaScript for layer {layer.name!r} ({type(layer).__name__}); "
                        f"it runs {', '.join(LAYER_KINDS)}")
-
-
-LAYER_KINDS = ("linear", "relu", "reshape", "flatten", "conv2d", "conv_transpose2d")
 
 
 def describe_likelihood(name):

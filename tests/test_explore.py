@@ -366,13 +366,14 @@ def test_the_page_draws_what_numpyvae_decodes(browser, site):
     page.page.mouse.move(pad["x"] + 0.3 * pad["width"], pad["y"] + 0.2 * pad["height"])
     page.page.mouse.down()
     for step in range(1, 11):
-        page.page.mouse.move(pad["x"] + (0.3 + 0.04 * step) * pad["width"], pad["y"] + (0.2 + 0.06 * step) * pad["height"])
+        page.page.mouse.move(pad["x"] + (0.3 + 0.04 * step) * pad["width"],
+                             pad["y"] + (0.2 + 0.06 * step) * pad["height"])
     page.page.mouse.up()
     drawing = np.array(page.view("drawing"), dtype=np.float32)
     assert drawing.max() > 0.9 and (drawing > 0.5).sum() >= 10
     y = np.array([label]) if model.conditional else None
     mu_drawn, logvar_drawn = (a[0] for a in model.encode(drawing[None], y))
-    encoded = page.page.evaluate("(label) => { const e = window.numpyvae.encode(window.numpyvae.view.drawing(), label);"
+    encoded = page.page.evaluate("(label) => { const api = window.numpyvae, e = api.encode(api.view.drawing(), label);"
                                  " return [Array.from(e.mu), Array.from(e.logvar)]; }", label)
     np.testing.assert_allclose(encoded[0], mu_drawn, atol=1e-5)
     np.testing.assert_allclose(encoded[1], logvar_drawn, atol=1e-5)
