@@ -183,6 +183,40 @@ def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
         assert not (tmp_path / "site").exists()
 
 
+def make_run(run_dir, **settings):
+    """A run directory of a fresh model with `settings`, as train leaves it after its first checkpoint."""
+    from dataclasses import asdict
+
+    from numpyvae import checkpoint
+    from numpyvae.optim import Adam
+    from numpyvae.rundir import TrainConfig, build_model, write_config, write_metrics
+
+    run_dir.mkdir()
+    config = TrainConfig(epochs=1, **settings)
+    model = build_model(config)
+    write_config(run_dir, config)
+    write_metrics(run_dir, [])
+    checkpoint.save(run_dir / checkpoint.FILENAME, asdict(config), model, Adam(model, lr=config.lr), 0)
+    return run_dir
+
+
+def test_a_run_whose_images_the_page_cannot_draw_is_refused_in_one_line(small_data, capsys, tmp_path):
+    run_dir = make_run(tmp_path / "run", input_dim=12, hidden_dim=8, latent_dim=2, data_dir=str(small_data.data_dir))
+    status, _, err = run_main(capsys, "explore", run_dir, "--out", tmp_path / "site")
+    assert status == 1
+    assert_one_line_error(err, "draws grey images of shape (1, H, W)", "input_shape (12,)")
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_run_made_for_other_images_gets_a_page_without_a_map(small_data, capsys, tmp_path):
+    run_dir = make_run(tmp_path / "run", input_dim=100, hidden_dim=8, latent_dim=2, data_dir=str(small_data.data_dir))
+    status, _, err = run_main(capsys, "explore", run_dir, "--out", tmp_path / "site")
+    assert status == 0
+    assert_one_line_error(err, "warning: the page has no map", "the test images are 28 x 28, but the model reads "
+                                                                 "1 x 10 x 10")
+    assert read_manifest(tmp_path / "site")["input_shape"] == [1, 10, 10]
+
+
 def test_without_the_test_set_the_page_says_so(run_dir, capsys, tmp_path):
     site = tmp_path / "site"
     status, _, err = run_main(capsys, "explore", run_dir, "--out", site, "--data-dir", tmp_path / "nowhere")
