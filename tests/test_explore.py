@@ -419,6 +419,25 @@ def test_the_page_draws_what_numpyvae_decodes(browser, site):
     page.page.close()
 
 
+def test_a_page_without_a_map_of_other_sized_images_works(browser, tmp_path):
+    """A 1x10x12 gaussian model exported with no test set: the sliders and the drawing still work."""
+    model = small_model(dict(MODELS["dense-plain-gaussian"], input_shape=(1, 10, 12)))
+    explore.write_site(tmp_path / "site", model, missing="no test set in this test")
+    served = Site(tmp_path / "site", model, None, None)
+    try:
+        page = Page(browser, served.server.url)
+        assert "No map: no test set in this test." in page.page.inner_text("#map-caption")
+        page.page.locator("#slider-2").fill("-2")
+        assert_drawn(page, "#decoded", model, [0, 0, -2], 0)
+        page.page.locator("#map").click()                         # nothing to click: nothing happens
+        assert page.view("z") == [0, 0, -2]
+        assert page.canvas("#drawing").shape == (10, 12)
+        assert page.errors == []
+        page.page.close()
+    finally:
+        served.close()
+
+
 def test_the_page_says_why_it_cannot_start(browser, tmp_path):
     """A site whose weights file is gone: the page says so, and ready rejects."""
     explore.write_site(tmp_path / "site", small_model(MODELS["dense-plain-gaussian"]))
