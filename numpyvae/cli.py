@@ -7,6 +7,7 @@
     numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
+    numpyvae explore RUN_DIR --out site [--serve]                     a web page where the run's model runs
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
 2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after
@@ -230,6 +231,18 @@ def build_parser():
                       help="PNG to write (default fashion-mnist.png); an existing file is replaced only if "
                            "numpyvae drew it")
     show.set_defaults(run=cmd_show_data)
+
+    explore = commands.add_parser("explore", help="write a web page where the run's model runs in the browser",
+                                  description="Write a static site (no network needed): sliders for each latent "
+                                              "coordinate, the test set's map, interpolation, and a canvas to draw "
+                                              "on, with the run's model running in JavaScript.")
+    explore.add_argument("run_dir", metavar="RUN_DIR", type=directory)
+    explore.add_argument("--out", required=True, type=directory,
+                         help="folder for the site: missing, empty, or one that numpyvae explore wrote")
+    explore.add_argument("--serve", action="store_true",
+                         help="then serve it on 127.0.0.1 (a free port, printed) until Ctrl-C")
+    explore.add_argument("--data-dir", help="where the test set for the map is (default: the run's)")
+    explore.set_defaults(run=cmd_explore)
     return parser
 
 
@@ -431,6 +444,26 @@ def cmd_show_data(args):
     images, labels = datasets.load_fashion_mnist(args.split, args.data_dir, download=False)
     save_data_grid(images, labels, args.out, n=args.n)
     print(shown(args.out))
+    return 0
+
+
+def cmd_explore(args):
+    import signal
+
+    from numpyvae import explore
+
+    manifest, missing = explore.explore(args.run_dir, args.out, data_dir=args.data_dir)
+    if missing:
+        print(f"numpyvae explore: warning: the page has no map and no KL order: {one_line(missing)}", file=sys.stderr)
+    print(f"explore: the page is in {shown(args.out)}; a browser needs it served (--serve)")
+    if not args.serve:
+        return 0
+    try:
+        explore.serve(args.out, lambda url: print(f"serving at {url} (Ctrl-C to stop)", flush=True))
+    except KeyboardInterrupt as stop:     # Ctrl-C is how a server is meant to stop; SIGTERM still reports itself
+        if signal_of(stop) != signal.SIGINT:
+            raise
+        print("explore: stopped serving")
     return 0
 
 
