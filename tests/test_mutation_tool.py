@@ -286,3 +286,40 @@ def test_no_git_checkout_is_refused_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(mutation_run, "ROOT", tmp_path)          # an unpacked sdist: no .git
     with pytest.raises(ValueError, match="not a git checkout|cannot run git"):
         mutation_run.tracked_files()
+
+
+SMALL_TOY = textwrap.dedent('''\
+    def scaled_sum(xs):
+        total = 0
+        for x in xs:
+            total += 2.0 * x
+        return total
+    ''')
+
+
+def test_a_whole_run_on_a_toy_checkout_writes_its_report_and_never_the_checkout(tmp_path, monkeypatch, capsys):
+    """main() end to end (baseline, trace, mutants, report) on a small git checkout of a toy package."""
+    import json
+    import subprocess
+    repo = tmp_path / "repo"
+    (repo / "toypkg").mkdir(parents=True)
+    (repo / "toypkg" / "__init__.py").write_text("")
+    (repo / "toypkg" / "toy.py").write_text(SMALL_TOY)
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_toy.py").write_text("from toypkg.toy import scaled_sum\n\n\n"
+                                                "def test_scaled_sum():\n    assert scaled_sum([1.0, 2.0]) == 6.0\n")
+    (repo / "equivalent.md").write_text("# none\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    for name, value in {"ROOT": repo, "PACKAGE": "toypkg", "FILES": ["toy.py"], "RESULTS": repo / "results",
+                        "EQUIVALENT": repo / "equivalent.md"}.items():
+        monkeypatch.setattr(mutation_run, name, value)
+    code = mutation_run.main(["--workers", "1", "--files", str(repo / "toypkg" / "toy.py")])
+    assert (repo / "toypkg" / "toy.py").read_text() == SMALL_TOY                  # never written
+    results = json.loads((repo / "results" / "mutation.json").read_text())
+    statuses = [r["status"] for r in results]
+    assert results and set(statuses) <= {"killed", "survived", "timeout", mutation_run.ORDER_DEPENDENT}
+    killed = statuses.count("killed")
+    assert f"kills **{killed} of {len(results)}**" in (repo / "results" / "mutation.md").read_text()
+    assert code == (0 if killed == len(results) else 1)
+    capsys.readouterr()

@@ -459,8 +459,8 @@ def report(all_mutants, results, equivalent, files, seconds_total, partial):
     killed = len(all_mutants) - len(not_killed)
     kinds = [f"{count['equivalent']} are equivalent (the program computes the same thing)"]
     kinds += [f"{count[k]} {text}" for k, text in KINDS.items() if count[k]]
-    fates = "survive" if not timed_out else \
-        f"survive or time out ({len(timed_out)} only made the tests too slow to finish, which no test counts as failing)"
+    fates = "survive" if not timed_out else (f"survive or time out ({len(timed_out)} only made the tests too slow "
+                                             f"to finish, which no test counts as failing)")
     score = (f"The suite kills **{killed} of {len(all_mutants)}** mutants of {', '.join(files)}. "
              f"The other {len(not_killed)} {fates}, each listed with its reason in "
              f"`benchmarks/mutation/equivalent.md`: "
@@ -554,7 +554,8 @@ def check_out(out):
 
 def main(argv=None):
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", nargs="+", default=FILES, help="files of numpyvae/ to mutate (names, or paths to them)")
+    parser.add_argument("--files", nargs="+", default=FILES,
+                        help="files of numpyvae/ to mutate (names, or paths to them)")
     parser.add_argument("--match", nargs="+", default=[""], metavar="TEXT",
                         help="only the mutants whose key contains one of these texts")
     parser.add_argument("--workers", type=workers, default=2, help="mutants run at once (default 2)")
@@ -577,7 +578,7 @@ def main(argv=None):
 
     def chosen(mutant):
         return any(text in mutant.key for text in args.match)
-    equivalent = read_equivalent()
+    equivalent = read_equivalent(EQUIVALENT)
     sources = {file: (ROOT / PACKAGE / file).read_text() for file in args.files}
     if args.list:
         try:
@@ -603,7 +604,8 @@ def main(argv=None):
             partners = mutation.buffer_partners(mutation.buffer_names(source), requests)
             all_mutants += [m for m in mutation.mutants(source, file, SKIP, partners) if chosen(m)]
         print(f"{len(all_mutants)} mutants of {', '.join(args.files)}, {args.workers} at a time", flush=True)
-        results = run_mutants(all_mutants, copies, covered, seconds, order, work, args.timeout_factor)
+        results = run_mutants(all_mutants, copies, covered, seconds, order, work, args.timeout_factor,
+                              package=PACKAGE)
     finally:
         shutil.rmtree(work)                      # only the folder this run made
     text, unexplained, stale = report(all_mutants, results, equivalent, args.files,
