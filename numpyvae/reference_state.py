@@ -21,6 +21,7 @@ Shapes: B = batch, D = pixels, K = samples per image (IWAE), Z = latent.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from dataclasses import asdict, replace
@@ -146,6 +147,8 @@ def check_out_path(path):
                                   "(remove it or choose another --out)")
     if not path.parent.is_dir():
         raise ReferenceStateError(f"no directory {path.parent} to write {path.name} into")
+    if not os.access(path.parent, os.W_OK):
+        raise ReferenceStateError(f"cannot write in {path.parent} (permission denied)")
 
 
 def write(path, config, data_dir=None, synthetic=False):
