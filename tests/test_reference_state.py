@@ -218,3 +218,10 @@ def test_a_reference_state_is_replaced_and_ctrl_c_leaves_the_old_file_whole(tmp_
     monkeypatch.setattr(reference_state.np, "savez", interrupted)
     assert cli.main(["reference-state", "--out", str(out), "--synthetic", *SMALL["dense"]]) == 130
     assert out.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["ref.npz"]
+
+
+def test_a_directory_it_may_not_write_in_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reference_state.os, "access", lambda path, mode: False)    # (root may write anywhere)
+    monkeypatch.setattr(reference_state, "compute", lambda *args: pytest.fail("work started"))
+    assert cli.main(["reference-state", "--out", str(tmp_path / "ref.npz"), "--synthetic"]) == 1
+    assert "permission denied" in capsys.readouterr().err and not list(tmp_path.iterdir())
