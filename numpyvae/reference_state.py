@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from numpyvae import __version__
+from numpyvae import __version__, datasets
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import DataError
-from numpyvae.datasets import load_fashion_mnist
 from numpyvae.rundir import ConfigError
 from numpyvae.vae import VAE
 
@@ -64,7 +63,7 @@ def synthetic_batch(batch, input_shape, num_classes, seed):
 
 def first_test_images(batch, num_classes, data_dir=None):
     """(x, y) from the first `batch` images of the Fashion-MNIST test set; DataError when the files are missing."""
-    images, labels = load_fashion_mnist("test", data_dir, download=False)
+    images, labels = datasets.load_fashion_mnist("test", data_dir, download=False)   # looked up when called
     x = images[:batch].reshape(batch, -1) / 255.0                        # (B, D) float64 in [0, 1]
     y = labels[:batch].astype(np.int64) if num_classes else None
     return x, y

@@ -225,3 +225,21 @@ def test_a_directory_it_may_not_write_in_is_refused_before_any_work(tmp_path, mo
     monkeypatch.setattr(reference_state, "compute", lambda *args: pytest.fail("work started"))
     assert cli.main(["reference-state", "--out", str(tmp_path / "ref.npz"), "--synthetic"]) == 1
     assert "permission denied" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_the_batch_is_the_test_sets_first_images_or_without_files_the_synthetic_one(small_data, tmp_path, capsys):
+    out = tmp_path / "ref.npz"
+    assert cli.main(["reference-state", "--out", str(out), "--data-dir", str(small_data.data_dir),
+                     "--batch-size", "3", "--hidden-dims", "8", "--latent-dim", "2", "--conditional"]) == 0
+    images, labels = small_data.test
+    with np.load(out) as file:
+        np.testing.assert_array_equal(file["x"], images[:3].reshape(3, -1) / 255.0)
+        assert list(file["y"]) == list(labels[:3])
+        assert json.loads(bytes(file["info"]))["data"] == "fashion-mnist test images 0..2"
+    assert checker.check(out)[-1][-1]
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["reference-state", "--out", str(out), "--data-dir", str(tmp_path / "empty"),
+                     "--batch-size", "3", "--hidden-dims", "8", "--latent-dim", "2"]) == 0
+    assert "using a synthetic batch instead" in capsys.readouterr().err
+    with np.load(out) as file:
+        np.testing.assert_array_equal(file["x"], reference_state.synthetic_batch(3, (1, 28, 28), 0, 0)[0])
