@@ -32,8 +32,8 @@ need the real Fashion-MNIST files, nor the notebook, packaging and GPU-rehearsal
 
 Every mutant not killed (survived, timed out, not run) must be listed, with the reason it is harmless,
 in equivalent.md. The run fails (exit 1) on one not listed there and on a listed mutant that a test
-now kills, so the list stays reviewed. It writes benchmarks/results/mutation.md (the score and the survivors) and
-mutation.json (every mutant, its fate and the test that killed it).
+now kills, so the list stays reviewed. It writes benchmarks/results/mutation.md (the score and the
+mutants not killed) and mutation.json (every mutant, its fate and the test that killed it).
 
 Bad arguments (a file outside numpyvae/, --workers 0, a --timeout-factor that is not a positive
 number, an --out that is a file, no git checkout to copy) are refused in one line before any work.
