@@ -112,8 +112,12 @@ def test_killed_survived_and_timeout_are_told_apart_and_the_file_is_always_resto
     seconds = {"tests/test_toy.py::test_scaled_sum": 0.01, "tests/test_toy.py::test_spin": 0.01}
     work = tmp_path / "work"
     work.mkdir()
-    results = mutation_run.run_mutants(list(chosen.values()), [toy_copy], covered, seconds, [], work,
-                                       timeout_factor=1.0, package="toypkg", timeout_floor=5.0)
+    # a generous limit where the mutant ends (a loaded machine may take seconds to start pytest), a short
+    # one where it never does
+    results = mutation_run.run_mutants([chosen["killed"], chosen["survived"]], [toy_copy], covered, seconds, [],
+                                       work, timeout_factor=1.0, package="toypkg", timeout_floor=120.0)
+    results.update(mutation_run.run_mutants([chosen["timeout"]], [toy_copy], covered, seconds, [], work,
+                                            timeout_factor=1.0, package="toypkg", timeout_floor=3.0))
     assert {name: results[m.key]["status"] for name, m in chosen.items()} == \
         {"killed": "killed", "survived": "survived", "timeout": "timeout"}       # a timeout is no kill
     assert results[chosen["killed"].key]["killed_by"] == "tests/test_toy.py::test_scaled_sum"
@@ -222,7 +226,7 @@ def test_a_failure_that_needs_an_earlier_test_is_no_kill(toy_copy, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     results = mutation_run.run_mutants([order_only, real], [toy_copy], covered, seconds, [], work,
-                                       timeout_factor=1.0, package="toypkg", timeout_floor=10.0)
+                                       timeout_factor=1.0, package="toypkg", timeout_floor=120.0)
     assert results[order_only.key]["status"] == mutation_run.ORDER_DEPENDENT
     assert results[order_only.key]["killed_by"] == second and results[order_only.key]["alone"] == "passes"
     assert results[real.key]["status"] == "killed" and results[real.key]["alone"] == "fails"
