@@ -5,6 +5,7 @@
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
     numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
     numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
+    numpyvae reference-state --out ref.npz [--batch-size 4 --arch conv ...]   one step, for other implementations
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
     numpyvae explore RUN_DIR --out site [--serve]                     a web page where the run's model runs
@@ -120,7 +121,6 @@ def nonnegative_float(text):
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
     from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
-    from numpyvae.vae import OBJECTIVES
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
@@ -135,20 +135,13 @@ def build_parser():
                                             "batch 128, Adam 1e-3, 10 epochs, Bernoulli likelihood).")
     train.add_argument("--epochs", type=natural,
                        help="epochs in total (default 10); with --resume, go on until this many")
-    train.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
     train.add_argument("--lr", type=positive_float, help="Adam learning rate (default 1e-3)")
     _network_options(train)
-    train.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
+    _step_options(train)
     train.add_argument("--warmup-epochs", type=nonnegative_float,
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
-    train.add_argument("--objective", choices=OBJECTIVES,
-                       help="what to train on (default elbo): elbo, the evidence lower bound; iwae, the tighter "
-                            "importance-weighted bound of Burda et al. with --samples K samples per image")
-    train.add_argument("--samples", type=positive_int,
-                       help="K, samples per image for --objective iwae (default 1; the ELBO takes 1)")
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
-    train.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
     train.add_argument("--backend", choices=BACKEND_NAMES,
                        help="array backend (default numpy; auto = CuPy if usable; fakegpu = NumPy posing as a GPU, "
                             "to check on any machine that code makes no hidden host-device copies)")
@@ -218,6 +211,25 @@ def build_parser():
     _network_options(network)
     gradcheck.set_defaults(run=cmd_gradcheck)
 
+    reference = commands.add_parser(
+        "reference-state", help="write one step's weights, batch, noise, loss and gradients for other "
+                                "implementations to check themselves against",
+        argument_default=argparse.SUPPRESS,
+        description="Write, in float64, one training step of the model the flags describe (as for train): its "
+                    "config, initial weights, batch x (and labels y), noise eps, loss, recon, kl and every "
+                    "gradient. Format: docs/reference-state.md; a PyTorch check: "
+                    "benchmarks/check_reference_state.py FILE.")
+    reference.add_argument("--out", required=True, help="the .npz file to write (an existing file is replaced "
+                                                        "only if it is a reference state)")
+    _network_options(reference)
+    _step_options(reference)
+    reference.add_argument("--synthetic", action="store_true", default=False,
+                           help="a made-up deterministic batch instead of the test set's first images (needs no "
+                                "data files; without the files it is used anyway, with a warning)")
+    reference.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (default $NUMPYVAE_DATA_DIR "
+                                                            "or ./data, then the system's)")
+    reference.set_defaults(run=cmd_reference_state)
+
     download = commands.add_parser("download", help="download Fashion-MNIST into the data directory")
     download.add_argument("--data-dir", help="default $NUMPYVAE_DATA_DIR or ./data")
     download.set_defaults(run=cmd_download)
@@ -277,6 +289,24 @@ def _network_options(parser):
 
 
 NETWORK_FLAGS = ("arch", "hidden_dims", "hidden_dim", "latent_dim", "likelihood", "num_classes")
+
+
+def _step_options(parser):
+    """The flags that say what one training step computes besides the network, shared by train and
+    reference-state: the batch, the objective and its K, the KL weight, the seed."""
+    from numpyvae.vae import OBJECTIVES
+
+    parser.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
+    parser.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
+    parser.add_argument("--objective", choices=OBJECTIVES,
+                        help="what to train on (default elbo): elbo, the evidence lower bound; iwae, the tighter "
+                             "importance-weighted bound of Burda et al. with --samples K samples per image")
+    parser.add_argument("--samples", type=positive_int,
+                        help="K, samples per image for --objective iwae (default 1; the ELBO takes 1)")
+    parser.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
+
+
+STEP_FLAGS = ("batch_size", "beta", "objective", "samples", "seed")
 
 
 def _model_options(parser, backend_names):
@@ -425,6 +455,20 @@ def cmd_gradcheck(args):
     checked = sum(len(rows) for _, rows in sections)
     print(f"\n{checked - failed} of {checked} gradients pass" + (f"; {failed} FAIL" if failed else ""))
     return 1 if failed else 0
+
+
+def cmd_reference_state(args):
+    from numpyvae import reference_state
+    from numpyvae.rundir import TrainConfig
+    from numpyvae.vae import check_settings
+
+    given = {name: getattr(args, name) for name in NETWORK_FLAGS + STEP_FLAGS if hasattr(args, name)}
+    config = TrainConfig(**given).validate()
+    reference_state.check_out_path(args.out)       # before any work
+    info = reference_state.write(args.out, config, data_dir=args.data_dir, synthetic=args.synthetic)
+    print(f"{shown(args.out)}: one {config.objective} step of a float64 "
+          f"{check_settings(**config.model_settings()).describe()}, batch {config.batch_size} ({info['data']})")
+    return 0
 
 
 def cmd_download(args):
