@@ -7,6 +7,7 @@ import pytest
 from numpyvae import datasets, evaluate, rundir, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
+from numpyvae.network import make_spec, widest_row
 from numpyvae.losses import LIKELIHOODS
 from numpyvae.vae import VAE
 
@@ -69,6 +70,23 @@ def test_chunks_stay_within_the_memory_budget(k, dim, budget):
     assert images >= 1 and 1 <= samples <= k
     assert images * samples * dim <= max(budget, dim)
     assert samples == k or images == 1                          # split samples only when one image needs it
+
+
+def test_the_default_chunks_are_the_documented_ones():
+    """MAX_ELEMENTS = 2 ** 22 numbers (16 MB in float32) per block: at k = 100 the dense model's IWAE bound
+    takes 53 images of 100 samples at a time (189 blocks for 10,000 images), the conv model's 2. A smaller
+    budget gives the same numbers, but one image times one sample per decoder call is ~10^6 calls, not 189."""
+    assert chunk_sizes(100, 784) == (53, 100)                  # 2 ** 22 // 784 = 5349 rows
+    assert chunk_sizes(10_000, 784) == (1, 5349)                # one image needs more than a block
+    assert chunk_sizes(100, 14112) == (2, 100)                 # the conv decoder's widest row, below
+
+
+def test_the_widest_row_counts_a_convolutions_whole_patch():
+    """A transposed convolution's patch matrix holds k * k numbers per pixel of its smaller image and
+    channel of its larger one: 3 * 3 * (7 * 7) * 32 for the default conv decoder's first, more than
+    any activation (3136). Counting k instead of k * k would let evaluation chunks use 3x the budget."""
+    assert widest_row(make_spec(arch="conv", latent_dim=20)) == 3 * 3 * 7 * 7 * 32
+    assert widest_row(make_spec(arch="dense", latent_dim=20)) == 784
 
 
 def test_decode_is_the_sigmoid_of_the_decoders_logits():
