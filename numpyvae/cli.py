@@ -291,7 +291,7 @@ def cmd_train(args):
         draw_them = f"Draw them with: numpyvae figures {shell_quote(run_dir)}"
         try:
             paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
-                                   run_dir / FIGURES_DIR)
+                                   run_dir / FIGURES_DIR, result.config.objective, result.config.samples)
         except KeyboardInterrupt as stop:      # the run itself is saved and finished: only pictures are missing
             raise Interrupted(f"{stopped_by(signal_of(stop))} while drawing the figures; the run is complete. "
                               f"{draw_them}", signal_of(stop)) from None
@@ -365,7 +365,8 @@ def cmd_figures(args):
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out):
+    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out, config.objective,
+                               config.samples):
         print(shown(path))
     return 0
 
