@@ -37,6 +37,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag the command does not know is named with the command's name:
+        argparse reports it from the top parser, as `numpyvae`, after the command has parsed."""
+        args, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            prog = f"{self.prog} {args.command}" if getattr(args, "command", None) else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
+        return args
+
 
 def _number(kind, minimum, inclusive, text):
     try:
@@ -275,11 +284,15 @@ def _model_options(parser, backend_names):
 
 def cmd_train(args):
     from numpyvae import plots
-    from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
+    from numpyvae.rundir import FIGURES_DIR, ConfigError, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
     names = [f.name for f in fields(TrainConfig)] + ["hidden_dim"]     # the older name, still a flag
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if not args.resume and given.get("objective") == "iwae" and "samples" not in given:
+        # the default K = 1 would silently train the ELBO (with a sampled KL), not a tighter bound
+        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
+                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
