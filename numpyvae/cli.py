@@ -335,6 +335,10 @@ def cmd_evaluate(args):
                                  labels=labels if model.conditional else None)
     started = time.perf_counter()
     with Threads(args.threads if model.backend.name in ("numpy", "fakegpu") else None) as blas:
+        with np.errstate(all="ignore"):
+            how_long = evaluate.forecast(model, data, args.samples, args.iw_samples)   # None when it is quick
+        if how_long:
+            print(f"numpyvae evaluate: {how_long}", file=sys.stderr, flush=True)
         progress = Progress(on_tick=blas.tick)
         with np.errstate(all="ignore"):   # an overflow is reported below, once, not as NumPy's warnings
             results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,

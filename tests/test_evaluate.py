@@ -1,4 +1,5 @@
 """The test negative ELBO and the importance-weighted bound, checked against exact answers."""
+import json
 import math
 
 import numpy as np
@@ -263,3 +264,37 @@ def test_a_unit_is_active_only_above_the_threshold(monkeypatch, tiny_model):
     data = DeviceDataset(image, model.backend, model.dtype)
     monkeypatch.setattr(evaluate, "latent_activity", lambda *args: np.array([0.01, 0.0100001, 0.5, 0.0]))
     assert evaluate.active_units(model, data) == 2
+
+
+# -- saying how long it takes ------------------------------------------------------------------------
+
+def test_the_forecast_counts_every_pass_an_evaluation_makes():
+    """Per image: S whole forward passes, an encoder and k decoder passes, an encoder pass for the active units."""
+    times = evaluate.PassTimes(forward=3.0, decoder=1.0)                  # so the encoder takes 2
+    assert times.evaluation(10, elbo_samples=2, iw_samples=5) == 10 * (2 * 3 + 2 * 2 + 5 * 1)
+
+
+def test_a_long_evaluation_says_how_long_at_its_start_and_offers_a_quicker_one(monkeypatch):
+    """A conv evaluation took 265 s on a busy machine with nothing saying so; a short one stays silent."""
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    model = VAE(arch="conv", latent_dim=4, hidden_dims=(4, 8))
+    data = evaluate.test_dataset(images, model.backend, model.dtype)
+    state = model.rng.bit_generator.state
+    assert evaluate.forecast(model, data) is None                         # 30 small images: seconds at most
+    assert model.rng.bit_generator.state == state                         # the probe draws from its own stream
+    monkeypatch.setattr(evaluate, "FORECAST_SECONDS", 0.0)
+    line = evaluate.forecast(model, data, elbo_samples=10, iw_samples=100)
+    assert line.startswith("evaluating 30 test images (10 ELBO samples and k = 100 importance samples each) "
+                           "takes about ") and "; --samples 1 --iw-samples 10 takes about " in line
+    times = evaluate.estimate_pass_times(model, data)
+    assert times.forward > times.decoder > 0
+
+
+def test_the_evaluate_command_prints_the_forecast_on_stderr(tiny_config, tmp_path, capsys, monkeypatch):
+    from numpyvae import cli
+    train.train(tiny_config(), tmp_path / "run", log=lambda line: None, progress=False)
+    monkeypatch.setattr(evaluate, "FORECAST_SECONDS", 0.0)
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--samples", "2", "--iw-samples", "5", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("numpyvae evaluate: evaluating 20 test images (2 ELBO samples and k = 5 importance")
+    assert json.loads(out)["iw_samples"] == 5                             # stdout stays one JSON object
