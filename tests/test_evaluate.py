@@ -272,6 +272,17 @@ def test_the_forecast_counts_every_pass_an_evaluation_makes():
     """Per image: S whole forward passes, an encoder and k decoder passes, an encoder pass for the active units."""
     times = evaluate.PassTimes(forward=3.0, decoder=1.0)                  # so the encoder takes 2
     assert times.evaluation(10, elbo_samples=2, iw_samples=5) == 10 * (2 * 3 + 2 * 2 + 5 * 1)
+    # timing noise can make a decoder pass look longer than a whole forward: the encoder then counts 0
+    assert evaluate.PassTimes(forward=1.0, decoder=1.5).evaluation(1, elbo_samples=1, iw_samples=1) == 2.5
+
+
+def test_the_forecast_speaks_from_half_a_minute_in_seconds_then_minutes(monkeypatch):
+    data = evaluate.test_dataset(np.zeros((3, 28, 28), np.uint8), VAE().backend, np.float32)
+    for seconds, line in ((29.9, None), (30.0, "about 30 s"), (119.0, "about 119 s"), (265.0, "about 4 minutes")):
+        # one ELBO sample and no other pass: the forecast is 3 images x one forward pass (the encoder counts 0)
+        monkeypatch.setattr(evaluate, "estimate_pass_times", lambda *args: evaluate.PassTimes(seconds / 3, seconds / 3))
+        said = evaluate.forecast(VAE(), data, elbo_samples=1, iw_samples=0)
+        assert said == line if line is None else line in said.split(";")[0], (seconds, said)
 
 
 def test_a_long_evaluation_says_how_long_at_its_start_and_offers_a_quicker_one(monkeypatch):
