@@ -20,6 +20,10 @@ likelihood is a normalized density (`normalized`); otherwise they are the same q
 without that meaning (see losses.py for why Bernoulli on grey pixels and the seed's squared
 error are not).
 
+How long it takes: `forecast` times one forward pass and one decoder pass on a probe of the data,
+here and now, and scales them to every pass an evaluation makes, so `numpyvae evaluate` says at its
+start when it will be long (a conv model's takes minutes on a CPU) and what a quicker one would cost.
+
 Everything runs forward only, on the model's backend, with sums kept on the device and
 read once at the end. Shapes: N = test images, C = images per chunk, S = samples per block,
 D = pixels, H = hidden, Z = latent.
