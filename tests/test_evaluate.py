@@ -297,8 +297,7 @@ def test_a_long_evaluation_says_how_long_at_its_start_and_offers_a_quicker_one(m
     line = evaluate.forecast(model, data, elbo_samples=10, iw_samples=100)
     assert line.startswith("evaluating 30 test images (10 ELBO samples and k = 100 importance samples each) "
                            "takes about ") and "; --samples 1 --iw-samples 10 takes about " in line
-    times = evaluate.estimate_pass_times(model, data)
-    assert times.forward > times.decoder > 0
+    assert min(evaluate.estimate_pass_times(model, data)) > 0            # timed, so no order between them is sure
 
 
 def test_the_evaluate_command_prints_the_forecast_on_stderr(tiny_config, tmp_path, capsys, monkeypatch):
