@@ -39,6 +39,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag the command does not know is named with the command's name:
+        argparse reports it from the top parser, as `numpyvae`, after the command has parsed."""
+        args, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            prog = f"{self.prog} {args.command}" if getattr(args, "command", None) else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
+        return args
+
 
 def _number(kind, minimum, inclusive, text):
     try:
@@ -318,11 +327,15 @@ def _model_options(parser, backend_names):
 
 def cmd_train(args):
     from numpyvae import plots
-    from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
+    from numpyvae.rundir import FIGURES_DIR, ConfigError, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
     names = [f.name for f in fields(TrainConfig)] + ["hidden_dim"]     # the older name, still a flag
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if not args.resume and given.get("objective") == "iwae" and "samples" not in given:
+        # the default K = 1 would silently train the ELBO (with a sampled KL), not a tighter bound
+        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
+                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
@@ -334,7 +347,7 @@ def cmd_train(args):
         draw_them = f"Draw them with: numpyvae figures {shell_quote(run_dir)}"
         try:
             paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
-                                   run_dir / FIGURES_DIR)
+                                   run_dir / FIGURES_DIR, result.config.objective, result.config.samples)
         except KeyboardInterrupt as stop:      # the run itself is saved and finished: only pictures are missing
             raise Interrupted(f"{stopped_by(signal_of(stop))} while drawing the figures; the run is complete. "
                               f"{draw_them}", signal_of(stop)) from None
@@ -365,6 +378,10 @@ def cmd_evaluate(args):
                                  labels=labels if model.conditional else None)
     started = time.perf_counter()
     with Threads(args.threads if model.backend.name in ("numpy", "fakegpu") else None) as blas:
+        with np.errstate(all="ignore"):
+            how_long = evaluate.forecast(model, data, args.samples, args.iw_samples)   # None when it is quick
+        if how_long:
+            print(f"numpyvae evaluate: {how_long}", file=sys.stderr, flush=True)
         progress = Progress(on_tick=blas.tick)
         with np.errstate(all="ignore"):   # an overflow is reported below, once, not as NumPy's warnings
             results = evaluate.evaluate(model, data, elbo_samples=args.samples, iw_samples=args.iw_samples,
@@ -408,7 +425,8 @@ def cmd_figures(args):
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out):
+    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out, config.objective,
+                               config.samples):
         print(shown(path))
     return 0
 

@@ -20,6 +20,10 @@ likelihood is a normalized density (`normalized`); otherwise they are the same q
 without that meaning (see losses.py for why Bernoulli on grey pixels and the seed's squared
 error are not).
 
+How long it takes: `forecast` times one forward pass and one decoder pass on a probe of the data,
+here and now, and scales them to every pass an evaluation makes, so `numpyvae evaluate` says at its
+start when it will be long (a conv model's takes minutes on a CPU) and what a quicker one would cost.
+
 Everything runs forward only, on the model's backend, with sums kept on the device and
 read once at the end. Shapes: N = test images, C = images per chunk, S = samples per block,
 D = pixels, H = hidden, Z = latent.
@@ -27,6 +31,8 @@ D = pixels, H = hidden, Z = latent.
 from __future__ import annotations
 
 import math
+import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,6 +47,9 @@ ELBO_SAMPLES = 10      # posterior samples per image for the reported negative E
 IW_SAMPLES = 100       # k for the IWAE bound (Burda et al. used 5000; the bound tightens slowly)
 MAX_ELEMENTS = 2 ** 22  # largest (rows, D) array the IWAE bound builds: 16 MB in float32
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s: a unit whose posterior mean varies less than this over x is inactive
+PROBE_IMAGES = 200     # images timed before an evaluation to forecast how long it takes
+FORECAST_SECONDS = 30  # an evaluation forecast to take longer says so at its start (a conv one takes minutes)
+QUICK_SAMPLES, QUICK_IW_SAMPLES = 1, 10   # the quicker, looser evaluation a long forecast offers
 
 
 def binarize_fixed(images, seed=BINARIZE_SEED):
@@ -176,6 +185,59 @@ def latent_activity(model, data, batch_size=EVAL_BATCH):
 def active_units(model, data, threshold=ACTIVE_THRESHOLD, batch_size=EVAL_BATCH):
     """How many latent dimensions are active: Var_x(mu_u(x)) > threshold (Burda et al.'s 0.01)."""
     return int((latent_activity(model, data, batch_size) > threshold).sum())
+
+
+class PassTimes(NamedTuple):
+    """Seconds per image of one pass, timed on a probe of the data (estimate_pass_times)."""
+    forward: float         # encoder and decoder (model.loss)
+    decoder: float         # the decoder alone
+
+    def evaluation(self, images, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES):
+        """Roughly how long `evaluate` takes on `images` images: elbo_samples whole forward passes
+        (negative_elbo), an encoder pass and iw_samples decoder passes (the IWAE bound), and an encoder
+        pass (active units), per image; the encoder's time is the forward's less the decoder's."""
+        encoder = max(self.forward - self.decoder, 0.0)
+        return images * (elbo_samples * self.forward + 2 * encoder + iw_samples * self.decoder)
+
+
+def estimate_pass_times(model, data, probe=PROBE_IMAGES):
+    """PassTimes of `model` on the first `probe` images of `data`, measured here and now (a busy
+    machine is slower); zeros for no data."""
+    x, y = next(iter(data.labeled_batches(min(probe, len(data)))), (None, None))
+    if x is None:
+        return PassTimes(0.0, 0.0)
+    rng = model.backend.rng(EVAL_SEED)                                  # the model's own noise stream untouched
+    model.loss(x[:2], rng=rng, y=None if y is None else y[:2])          # first-call costs out of the timing
+    started = time.perf_counter()
+    model.loss(x, rng=rng, y=y)
+    model.backend.synchronize()
+    forward = time.perf_counter() - started
+    mu, _ = model.encode(x, y)
+    started = time.perf_counter()
+    model.decode_logits(mu, y)
+    model.backend.synchronize()
+    decoder = time.perf_counter() - started
+    return PassTimes(forward / x.shape[0], decoder / x.shape[0])
+
+
+def forecast(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, probe=PROBE_IMAGES):
+    """A line to print at the start of an evaluation forecast to take FORECAST_SECONDS or more, else None.
+
+    It says how long, from a probe timed here and now, and how long the quicker, looser evaluation
+    (--samples 1 --iw-samples 10) would take instead.
+    """
+    times = estimate_pass_times(model, data, probe)
+    seconds = times.evaluation(len(data), elbo_samples, iw_samples)
+    if seconds < FORECAST_SECONDS:
+        return None
+    quick = times.evaluation(len(data), QUICK_SAMPLES, QUICK_IW_SAMPLES)
+    return (f"evaluating {len(data)} test images ({elbo_samples} ELBO samples and k = {iw_samples} importance "
+            f"samples each) takes about {_duration(seconds)} here; --samples {QUICK_SAMPLES} --iw-samples "
+            f"{QUICK_IW_SAMPLES} takes about {_duration(quick)}, for a noisier ELBO and a looser bound")
+
+
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
 
 
 def evaluate(model, data, elbo_samples=ELBO_SAMPLES, iw_samples=IW_SAMPLES, seed=EVAL_SEED,

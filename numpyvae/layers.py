@@ -1,5 +1,5 @@
-"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, Reparameterize, Concat,
-Conv2d and ConvTranspose2d.
+"""Layer math as forward/backward pairs that hold no state: Linear, ReLU, Sigmoid, the reparameterization,
+Concat and one_hot (a conditional VAE's labels), Reshape and Flatten, Conv2d and ConvTranspose2d.
 
 Every layer is two functions, in CS231n's style:
 
@@ -15,11 +15,14 @@ Buffers, in llm.c's style: every output may be written into a buffer the caller 
 first step and reused after, so a training step allocates nothing; evaluation and plotting
 pass none and get fresh arrays. Either way the arithmetic is the same.
 
-At the bottom, `Linear` and `ReLU` are the entries of the model's layer lists (vae.py): a
-name, the parameters the layer owns, and the forward/backward pair wired to them. The model
-calls the others directly: the reparameterization between encoder and decoder, the concatenation
-and one_hot for a conditional VAE's labels. sigmoid_forward/backward are here for the gradient
-checks and for readers: the model folds the output sigmoid into its likelihoods (losses.py).
+The file, top to bottom: the pairs for Linear, ReLU, Sigmoid, the reparameterization and the
+concatenation; then the entries of a model's layer lists (network.py builds them, vae.py runs them
+with sequence_forward/backward): `Linear`, `ReLU`, `Reshape` and `Flatten`, each a name, the
+parameters it owns and the forward/backward pair wired to them; then the convolutions, their
+im2col/col2im machinery, and their entries `Conv2d` and `ConvTranspose2d`. The model calls the
+rest directly: the reparameterization between encoder and decoder, the concatenation and one_hot
+for a conditional VAE's labels. sigmoid_forward/backward are here for the gradient checks and for
+readers: the model folds the output sigmoid into its likelihoods (losses.py).
 
 Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 """

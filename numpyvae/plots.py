@@ -17,6 +17,8 @@ Images of clothes are drawn dark on white, as `numpyvae show-data` draws the dat
 
 A conditional VAE is shown each image with its own label; where the figure decodes codes that
 belong to no test image (traversal, manifold) it decodes them as SHOWN_CLASS, named in the title.
+Every title ends with a line naming the model (describe): its sizes, likelihood and, for a run
+trained on the IWAE bound, the objective and K; that run's loss curves plot the bound it trained on.
 
 Shapes: N = images, D = pixels (side * side), Z = latent.
 """
@@ -159,7 +161,7 @@ def one_per_class(labels, count):
 
 # -- the figures --------------------------------------------------------------------------------
 
-def reconstructions(model, images, path, columns=8, pairs=3, labels=None):
+def reconstructions(model, images, path, columns=8, pairs=3, labels=None, about=None):
     """Test images above their reconstructions, decoded from the posterior means: `pairs` pairs of rows."""
     n = min(len(images), columns * pairs) // columns * columns              # whole rows only
     images = np.asarray(images)[:n]
@@ -170,12 +172,12 @@ def reconstructions(model, images, path, columns=8, pairs=3, labels=None):
     figure = _figure("reconstructions", model.latent_dim)
     ax = figure.subplots()
     _show_grid(ax, grid, row_labels=["test image", "reconstruction"] * (len(grid) // 2))
-    _title(ax, model, "Test images and their reconstructions (decoded from the posterior mean)")
+    _title(ax, model, "Test images and their reconstructions (decoded from the posterior mean)", about)
     ax.set_xlabel(f"{n} test images, in dataset order")
     return _save(figure, path)
 
 
-def samples(model, path, rows=8, columns=8, seed=SEED):
+def samples(model, path, rows=8, columns=8, seed=SEED, about=None):
     """New images: decoded z ~ N(0, I); for a conditional VAE, a row per class."""
     if model.conditional:
         rows = model.num_classes
@@ -186,10 +188,10 @@ def samples(model, path, rows=8, columns=8, seed=SEED):
     ax = figure.subplots()
     if model.conditional:
         _show_grid(ax, grid, row_labels=[class_name(c) for c in range(rows)])
-        _title(ax, model, "New clothes of every class: z ~ N(0, I) decoded with the row's class")
+        _title(ax, model, "New clothes of every class: z ~ N(0, I) decoded with the row's class", about)
     else:
         _show_grid(ax, grid)
-        _title(ax, model, "New clothes from the prior: decoder means for z ~ N(0, I)")
+        _title(ax, model, "New clothes from the prior: decoder means for z ~ N(0, I)", about)
     ax.set_xlabel(f"{rows * columns} independent draws of z (seed {seed})")
     return _save(figure, path)
 
@@ -215,7 +217,7 @@ def image_grid(images, path, title, labels=None):
     return _save(figure, path)
 
 
-def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
+def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS, about=None):
     """The seed's sweep: decode mu(x) + t * (1, ..., 1) for offsets t, for one test image per row."""
     chosen = one_per_class(labels, count)
     classes = np.asarray(labels)[chosen]
@@ -229,7 +231,7 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS):
     ax = figure.subplots()
     _show_grid(ax, grid, row_labels=[CLASS_NAMES[int(labels[i])] for i in chosen],
                column_labels=["original"] + [f"{t:+g}" for t in offsets])
-    _title(ax, model, "Latent offset sweep: decode(mu(x) + t), t added to every coordinate of the code")
+    _title(ax, model, "Latent offset sweep: decode(mu(x) + t), t added to every coordinate of the code", about)
     ax.set_xlabel("offset t added to each of the latent coordinates")
     ax.set_ylabel("test image (its class)")
     return _save(figure, path)
@@ -241,7 +243,7 @@ def latent_usage(model, images, labels=None):
     return gaussian_kl_per_latent(np, mu, logvar)[0].mean(axis=0)
 
 
-def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED, labels=None):
+def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED, labels=None, about=None):
     """One row per latent coordinate (the most used first): decode z = value * e_j, all others 0."""
     usage = latent_usage(model, images, labels)
     dims = np.argsort(-usage, kind="stable")[:max_dims]
@@ -253,15 +255,15 @@ def traversal(model, images, path, values=TRAVERSAL, max_dims=MAX_TRAVERSED, lab
     ax = figure.subplots()
     _show_grid(ax, grid, row_labels=[f"z{j + 1} (KL {usage[j]:.2f})" for j in dims],
                column_labels=[f"{v:+g}" for v in values])
-    shown = "" if len(dims) == model.latent_dim else f" ({len(dims)} most used of {model.latent_dim})"
-    as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
-    _title(ax, model, f"Latent traversal: one coordinate swept, the others held at 0{shown}{as_class}")
+    shown = "" if len(dims) == model.latent_dim else f"\nthe {len(dims)} most used of {model.latent_dim} coordinates"
+    _title(ax, model, f"Latent traversal: one coordinate swept, the others held at 0{shown}{_as_class(model)}",
+           about)
     ax.set_xlabel("value of the swept coordinate")
     ax.set_ylabel("coordinate (mean KL per test image, nats)")
     return _save(figure, path)
 
 
-def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEPS):
+def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEPS, about=None):
     """Decoded points on the straight line between the latent means of two test images of different classes."""
     chosen = one_per_class(labels, 2 * pairs)
     starts, ends = chosen[0::2], chosen[1::2]
@@ -283,7 +285,7 @@ def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEP
     names = [f"{CLASS_NAMES[int(labels[a])]} to {CLASS_NAMES[int(labels[b])]}" for a, b in zip(starts, ends)]
     _show_grid(ax, grid, row_labels=names[:pairs],
                column_labels=["image A"] + [f"{v:.2g}" for v in t.ravel()] + ["image B"])
-    _title(ax, model, "Interpolation: decode((1 - t) mu(A) + t mu(B)) between two test images")
+    _title(ax, model, "Interpolation: decode((1 - t) mu(A) + t mu(B)) between two test images", about)
     ax.set_xlabel("t, the fraction of the way from A's latent mean to B's")
     return _save(figure, path)
 
@@ -297,7 +299,7 @@ def pca(points):
     return centred @ axes[:2].T, explained
 
 
-def latent_space(model, images, labels, path, max_points=SCATTER_POINTS):
+def latent_space(model, images, labels, path, max_points=SCATTER_POINTS, about=None):
     """The test set's latent means as points, coloured by class; PCA to 2-D when Z > 2."""
     images, labels = np.asarray(images)[:max_points], np.asarray(labels)[:max_points]
     mu = _encode_means(model, images, labels).astype(np.float64)
@@ -317,13 +319,13 @@ def latent_space(model, images, labels, path, max_points=SCATTER_POINTS):
             ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=f"C{c}", label=name, linewidths=0)
     ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=4, frameon=False)
     how = "latent means" if model.latent_dim <= 2 else f"{model.latent_dim}-D latent means, PCA"
-    _title(ax, model, f"{len(images)} test images in latent space ({how})")
+    _title(ax, model, f"{len(images)} test images in latent space ({how})", about)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     return _save(figure, path)
 
 
-def manifold(model, path, size=MANIFOLD_GRID, limit=3.0):
+def manifold(model, path, size=MANIFOLD_GRID, limit=3.0, about=None):
     """(Z = 2) The decoder's output over a size x size grid of the latent plane, z1 across and z2 up."""
     if model.latent_dim != 2:
         raise ValueError(f"the manifold figure needs a 2-D latent space, not {model.latent_dim}-D")
@@ -335,25 +337,38 @@ def manifold(model, path, size=MANIFOLD_GRID, limit=3.0):
     every = max(1, size // 7)
     _show_grid(ax, grid, row_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values[::-1])],
                column_labels=[f"{v:+.1f}" if i % every == 0 else "" for i, v in enumerate(values)])
-    as_class = f", decoded as {class_name(SHOWN_CLASS)}" if model.conditional else ""
-    _title(ax, model, f"The learned manifold: decoder means over a grid of the 2-D latent space{as_class}")
+    _title(ax, model, f"The learned manifold: decoder means over a grid of the 2-D latent space{_as_class(model)}",
+           about)
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     return _save(figure, path)
 
 
-def loss_curves(metrics, path, latent_dim=0, about=None):
+def loss_curves(metrics, path, latent_dim=0, about=None, samples=None):
     """Train and test loss, reconstruction and KL per epoch (nats per image), from metrics.csv's rows.
 
-    about: what the title says of the model (describe(model)), if given.
+    about: what the title says of the model (describe(model)), if given. An IWAE run's rows (with
+    train_iwae, test_iwae) have the loss panel plot the negative bound it trained on, K = samples,
+    with the negative ELBO faint beside it for comparison.
     """
     figure = _figure("loss_curves", latent_dim)
     axes = figure.subplots(1, 3)
     epochs = [row["epoch"] for row in metrics]
-    for ax, (key, title) in zip(axes, (("loss", "Negative ELBO = reconstruction + KL"),
-                                       ("recon", "Reconstruction term"), ("kl", "KL term"))):
-        for split, style in (("train", "o-"), ("test", "s--")):
-            ax.plot(epochs, [row[f"{split}_{key}"] for row in metrics], style, label=split, markersize=4)
+    iwae = bool(metrics) and "train_iwae" in metrics[0]
+    bound = f"IWAE-{samples}" if samples else "IWAE"
+    loss_title = (f"Negative {bound} bound (trained on)\nand negative ELBO (faint)" if iwae
+                  else "Negative ELBO = reconstruction + KL")
+    for ax, (key, title) in zip(axes, (("loss", loss_title), ("recon", "Reconstruction term"), ("kl", "KL term"))):
+        if key == "loss" and iwae:
+            for split, style in (("train", "o-"), ("test", "s--")):
+                ax.plot(epochs, [row[f"{split}_iwae"] for row in metrics], style, label=f"{split} {bound}",
+                        markersize=4)
+            for split, style in (("train", "o-"), ("test", "s--")):
+                ax.plot(epochs, [row[f"{split}_loss"] for row in metrics], style, label=f"{split} ELBO",
+                        markersize=3, alpha=0.35, color="grey")
+        else:
+            for split, style in (("train", "o-"), ("test", "s--")):
+                ax.plot(epochs, [row[f"{split}_{key}"] for row in metrics], style, label=split, markersize=4)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per image")
@@ -361,22 +376,33 @@ def loss_curves(metrics, path, latent_dim=0, about=None):
         if not metrics:
             ax.text(0.5, 0.5, "no finished epochs yet", ha="center", va="center", transform=ax.transAxes)
         else:
-            ax.legend()
+            ax.legend(fontsize="small")
             if len(epochs) <= 12:
                 ax.set_xticks(epochs)              # one tick per epoch while they fit
-    figure.suptitle("Training curves (per-image averages; test uses one fixed posterior sample per image)"
-                    + (f"\n{about}" if about else ""))
+    test = ("test: the ELBO at one fixed posterior sample per image, the bound at K fixed ones" if iwae
+            else "test uses one fixed posterior sample per image")
+    figure.suptitle(f"Training curves (per-image averages; {test})" + (f"\n{about}" if about else ""), wrap=True)
     return _save(figure, path)
 
 
-def describe(model):
-    """What a figure's title says of the model: its sizes, likelihood and whether it is conditional."""
-    return f"{model.spec.describe()}, {model.likelihood} likelihood"
+def describe(model, objective="elbo", samples=1):
+    """What a figure's title says of the model: its sizes, whether it is conditional, what it was
+    trained on (when not the ELBO) and its likelihood."""
+    trained = f"\ntrained on the IWAE bound with K = {samples} samples per image" if objective == "iwae" else ""
+    return f"{model.spec.describe()}, {model.likelihood} likelihood{trained}"
 
 
-def _title(ax, model, text):
-    """A figure's title, with a second line naming the model it shows (describe)."""
-    ax.set_title(f"{text}\n{describe(model)}")
+def _as_class(model):
+    """The line a conditional VAE's title adds where it decodes codes of no test image ("" for a plain VAE)."""
+    return f"\nevery image decoded as class {class_name(SHOWN_CLASS)}" if model.conditional else ""
+
+
+def _title(ax, model, text, about=None):
+    """A figure's title, with last lines naming the model it shows (`about`, else describe(model)).
+
+    wrap=True: a line too long for the figure is broken at the figure's edge, never cut off there.
+    """
+    ax.set_title(f"{text}\n{about or describe(model)}", wrap=True)
 
 
 def _side(model):
@@ -384,21 +410,26 @@ def _side(model):
     return side, side
 
 
-def make_all(model, images, labels, metrics, out_dir):
-    """Every figure for a model, its test images and labels, and its metrics rows, into out_dir. Returns the paths."""
+def make_all(model, images, labels, metrics, out_dir, objective="elbo", k=1):
+    """Every figure for a model, its test images and labels, and its metrics rows, into out_dir. Returns the paths.
+
+    objective, k: what the run trained on, its TrainConfig's objective and samples (K), named in every title.
+    """
     out_dir = Path(out_dir)
     images, labels = np.asarray(images), np.asarray(labels)
     if math.isqrt(model.input_dim) ** 2 != model.input_dim:
         raise ValueError(f"pictures need square images; this model takes {model.input_dim} pixels")
+    about = describe(model, objective, k)
     paths = [
-        reconstructions(model, images, out_dir / "reconstructions.png", labels=labels),
-        samples(model, out_dir / "samples.png"),
-        latent_offset(model, images, labels, out_dir / "latent_offset.png"),
-        traversal(model, images, out_dir / "traversal.png", labels=labels),
-        interpolation(model, images, labels, out_dir / "interpolation.png"),
-        latent_space(model, images, labels, out_dir / "latent_space.png"),
+        reconstructions(model, images, out_dir / "reconstructions.png", labels=labels, about=about),
+        samples(model, out_dir / "samples.png", about=about),
+        latent_offset(model, images, labels, out_dir / "latent_offset.png", about=about),
+        traversal(model, images, out_dir / "traversal.png", labels=labels, about=about),
+        interpolation(model, images, labels, out_dir / "interpolation.png", about=about),
+        latent_space(model, images, labels, out_dir / "latent_space.png", about=about),
     ]
     if model.latent_dim == 2:
-        paths.append(manifold(model, out_dir / "manifold.png"))
-    paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim, about=describe(model)))
+        paths.append(manifold(model, out_dir / "manifold.png", about=about))
+    paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim, about=about,
+                             samples=k if objective == "iwae" else None))
     return paths

@@ -132,7 +132,7 @@ class VAE:
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
         self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
-        self._pixels_seen = False                    # x's values are scanned on the first batch (see _pixels)
+        self._pixels_seen = False                    # loss_and_grads scans x's values on its first batch
 
     @property
     def config(self):
@@ -159,7 +159,13 @@ class VAE:
         the negative bound while recon and kl are averaged over the K samples (kl as log q - log p).
         """
         ws = self.workspace
-        x = self._pixels(x, beta)
+        _check_beta(beta)
+        # the training step's hot loop scans x's values only on the model's first batch and when x
+        # arrives in another dtype or from the host (it is converted then anyway): each scan is a
+        # pass over x and, on a GPU, a wait for it. Every other public call scans every time.
+        trusted = self._pixels_seen and isinstance(x, self.xp.ndarray) and x.dtype == self.dtype
+        x = self._pixels(x, scan=not trusted)
+        self._pixels_seen = self._pixels_seen or x.size > 0
         y_hot = self._one_hot(y, x.shape[0], ws)
         if self._is_iwae(objective, beta, samples):
             totals, caches = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples, ws), y_hot, ws)
@@ -171,8 +177,12 @@ class VAE:
         return totals
 
     def loss(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
-        """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them."""
-        x = self._pixels(x, beta)
+        """Forward only: (total, recon, kl) summed over the batch, as loss_and_grads returns them.
+
+        x's values are checked every call (pixels in [0, 1]): one min/max pass over x.
+        """
+        _check_beta(beta)
+        x = self._pixels(x)
         y_hot = self._one_hot(y, x.shape[0])
         if self._is_iwae(objective, beta, samples):
             totals, _ = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples), y_hot)
@@ -259,8 +269,11 @@ class VAE:
 
     # -- using the model: fresh arrays, any number of rows, nothing kept ----------
     def encode(self, x, y=None):
-        """x (B, D) (and labels y (B,) if conditional) -> (mu, logvar), each (B, Z)."""
-        x = self._input(x)
+        """x (B, D) pixels in [0, 1] (and labels y (B,) if conditional) -> (mu, logvar), each (B, Z).
+
+        x's values are checked every call: one min/max pass over x (ValueError for 0-255 pixels).
+        """
+        x = self._pixels(x)
         f, _ = sequence_forward(self.xp, self.features, self.params, x)             # (B, F)
         f_in, _ = self._with_labels(f, self._one_hot(y, x.shape[0]))
         h, _ = sequence_forward(self.xp, self.encoder, self.params, f_in)
@@ -268,7 +281,10 @@ class VAE:
         return mu, logvar
 
     def decode_logits(self, z, y=None):
-        """z (B, Z) (and labels y (B,) if conditional) -> logits (B, D), before the likelihood's mean."""
+        """z (B, Z) (and labels y (B,) if conditional) -> logits (B, D), before the likelihood's mean.
+
+        z is a latent code, any real numbers: no pixel check applies to it.
+        """
         z = self._input(z)
         z_in, _ = self._with_labels(z, self._one_hot(y, z.shape[0]))
         return sequence_forward(self.xp, self.decoder, self.params, z_in)[0]
@@ -291,28 +307,22 @@ class VAE:
         return self.decode(self._noise(n, None, rng), y)
 
     # -- helpers ------------------------------------------------------------------
-    def _pixels(self, x, beta):
-        """x (B, D) as the loss takes it; TypeError or ValueError for what cannot be pixels or a KL weight.
+    def _pixels(self, x, scan=True):
+        """x (B, D) as the model takes it; TypeError or ValueError for what cannot be pixels.
 
-        The dtype and beta are checked every call, at no cost. The values (finite, in [0, 1]) take a
-        pass over x and, on a GPU, a wait for it, so the training step does not scan them every
-        time: they are checked on the model's first batch and whenever x arrives in another dtype or
-        from the host (it is converted then anyway), which catches unscaled 0-255 pixels.
+        The dtype is checked every call, at no cost. The values (finite, in [0, 1]) take a pass over
+        x and, on a GPU, a wait for it; scan=False skips them (the training step's hot loop, only).
+        Scanning catches the most common mistake: 0-255 pixels not divided by 255.
         """
         dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
         if dtype.kind not in "buif":
             raise TypeError(f"x must hold real numbers, pixels in [0, 1], not {dtype}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
-                or not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r}")
-        scan = not self._pixels_seen or not (isinstance(x, self.xp.ndarray) and x.dtype == self.dtype)
         x = self._input(x)
         if scan and x.size:
             low, high = self.backend.to_host(self.xp.stack([x.min(), x.max()]))
             if not (0 <= low and high <= 1):       # NaN fails both comparisons
                 raise ValueError(f"x must be pixels in [0, 1] (divide 0-255 images by 255), but it holds values "
                                  f"from {low} to {high}")
-            self._pixels_seen = True
         return x
 
     def _input(self, x):
@@ -397,6 +407,13 @@ class VAE:
             out = self.xp.empty((times * B, C), dtype=bool)
         self.xp.copyto(out.reshape(times, B, C), y_hot)
         return out
+
+
+def _check_beta(beta):
+    """ValueError unless beta, the KL weight, is a finite number >= 0."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r}")
 
 
 def init_params(layers, seed):

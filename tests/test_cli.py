@@ -170,6 +170,10 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     (["train", "--hidden-dim", "32", "--hidden-dims", "64,64"], "not allowed with argument --hidden-dim"),
     (["gradcheck", "--hidden-dims", "5", "--hidden-dim", "7"], "not allowed with argument --hidden-dims"),
     (["show-data", "--split", "validation"], "argument --split: invalid choice"),
+    # a flag the command does not take is reported as the command's, pointing at the command's --help
+    (["gradcheck", "--objective", "iwae"],
+     "numpyvae gradcheck: error: unrecognized arguments: --objective (see numpyvae gradcheck --help)"),
+    (["train", "--epochs", "1", "extra"], "numpyvae train: error: unrecognized arguments: extra"),
 ])
 def test_bad_command_lines(capsys, tmp_path, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)

@@ -1,4 +1,5 @@
 """The test negative ELBO and the importance-weighted bound, checked against exact answers."""
+import json
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from numpyvae import datasets, evaluate, rundir, train
 from numpyvae.batches import DeviceDataset
 from numpyvae.evaluate import RunningLogSumExp, chunk_sizes, importance_weighted_bound, negative_elbo
+from numpyvae.network import make_spec, widest_row
 from numpyvae.losses import LIKELIHOODS
 from numpyvae.vae import VAE
 
@@ -69,6 +71,23 @@ def test_chunks_stay_within_the_memory_budget(k, dim, budget):
     assert images >= 1 and 1 <= samples <= k
     assert images * samples * dim <= max(budget, dim)
     assert samples == k or images == 1                          # split samples only when one image needs it
+
+
+def test_the_default_chunks_are_the_documented_ones():
+    """MAX_ELEMENTS = 2 ** 22 numbers (16 MB in float32) per block: at k = 100 the dense model's IWAE bound
+    takes 53 images of 100 samples at a time (189 blocks for 10,000 images), the conv model's 2. A smaller
+    budget gives the same numbers, but one image times one sample per decoder call is ~10^6 calls, not 189."""
+    assert chunk_sizes(100, 784) == (53, 100)                  # 2 ** 22 // 784 = 5349 rows
+    assert chunk_sizes(10_000, 784) == (1, 5349)                # one image needs more than a block
+    assert chunk_sizes(100, 14112) == (2, 100)                 # the conv decoder's widest row, below
+
+
+def test_the_widest_row_counts_a_convolutions_whole_patch():
+    """A transposed convolution's patch matrix holds k * k numbers per pixel of its smaller image and
+    channel of its larger one: 3 * 3 * (7 * 7) * 32 for the default conv decoder's first, more than
+    any activation (3136). Counting k instead of k * k would let evaluation chunks use 3x the budget."""
+    assert widest_row(make_spec(arch="conv", latent_dim=20)) == 3 * 3 * 7 * 7 * 32
+    assert widest_row(make_spec(arch="dense", latent_dim=20)) == 784
 
 
 def test_decode_is_the_sigmoid_of_the_decoders_logits():
@@ -245,3 +264,47 @@ def test_a_unit_is_active_only_above_the_threshold(monkeypatch, tiny_model):
     data = DeviceDataset(image, model.backend, model.dtype)
     monkeypatch.setattr(evaluate, "latent_activity", lambda *args: np.array([0.01, 0.0100001, 0.5, 0.0]))
     assert evaluate.active_units(model, data) == 2
+
+
+# -- saying how long it takes ------------------------------------------------------------------------
+
+def test_the_forecast_counts_every_pass_an_evaluation_makes():
+    """Per image: S whole forward passes, an encoder and k decoder passes, an encoder pass for the active units."""
+    times = evaluate.PassTimes(forward=3.0, decoder=1.0)                  # so the encoder takes 2
+    assert times.evaluation(10, elbo_samples=2, iw_samples=5) == 10 * (2 * 3 + 2 * 2 + 5 * 1)
+    # timing noise can make a decoder pass look longer than a whole forward: the encoder then counts 0
+    assert evaluate.PassTimes(forward=1.0, decoder=1.5).evaluation(1, elbo_samples=1, iw_samples=1) == 2.5
+
+
+def test_the_forecast_speaks_from_half_a_minute_in_seconds_then_minutes(monkeypatch):
+    data = evaluate.test_dataset(np.zeros((3, 28, 28), np.uint8), VAE().backend, np.float32)
+    for seconds, line in ((29.9, None), (30.0, "about 30 s"), (119.0, "about 119 s"), (265.0, "about 4 minutes")):
+        # one ELBO sample and no other pass: the forecast is 3 images x one forward pass (the encoder counts 0)
+        monkeypatch.setattr(evaluate, "estimate_pass_times", lambda *args: evaluate.PassTimes(seconds / 3, seconds / 3))
+        said = evaluate.forecast(VAE(), data, elbo_samples=1, iw_samples=0)
+        assert said == line if line is None else line in said.split(";")[0], (seconds, said)
+
+
+def test_a_long_evaluation_says_how_long_at_its_start_and_offers_a_quicker_one(monkeypatch):
+    """A conv evaluation took 265 s on a busy machine with nothing saying so; a short one stays silent."""
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    model = VAE(arch="conv", latent_dim=4, hidden_dims=(4, 8))
+    data = evaluate.test_dataset(images, model.backend, model.dtype)
+    state = model.rng.bit_generator.state
+    assert evaluate.forecast(model, data) is None                         # 30 small images: seconds at most
+    assert model.rng.bit_generator.state == state                         # the probe draws from its own stream
+    monkeypatch.setattr(evaluate, "FORECAST_SECONDS", 0.0)
+    line = evaluate.forecast(model, data, elbo_samples=10, iw_samples=100)
+    assert line.startswith("evaluating 30 test images (10 ELBO samples and k = 100 importance samples each) "
+                           "takes about ") and "; --samples 1 --iw-samples 10 takes about " in line
+    assert min(evaluate.estimate_pass_times(model, data)) > 0            # timed, so no order between them is sure
+
+
+def test_the_evaluate_command_prints_the_forecast_on_stderr(tiny_config, tmp_path, capsys, monkeypatch):
+    from numpyvae import cli
+    train.train(tiny_config(), tmp_path / "run", log=lambda line: None, progress=False)
+    monkeypatch.setattr(evaluate, "FORECAST_SECONDS", 0.0)
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--samples", "2", "--iw-samples", "5", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("numpyvae evaluate: evaluating 20 test images (2 ELBO samples and k = 5 importance")
+    assert json.loads(out)["iw_samples"] == 5                             # stdout stays one JSON object

@@ -138,6 +138,26 @@ def test_more_samples_give_a_tighter_bound_on_average():
     assert bounds[100] < bounds[10] < bounds[1]
 
 
+def test_float32_survives_log_weights_spread_over_more_than_88_nats():
+    """exp overflows float32 past 88.7: the log-sum-exp must shift by each image's LARGEST log w (every
+    exp <= 1). Shifting by the smallest is the same mathematics, but here its exps overflow and the loss
+    becomes -inf. Samples far out in the posterior's tail (eps * 5) spread each image's log w by > 88 nats."""
+    from numpyvae.evaluate import log_weights
+    rng = np.random.default_rng(1)
+    x, eps = rng.uniform(0, 1, (4, 784)), rng.standard_normal((5, 4, 8))
+    eps[1:] *= 5
+    exact = VAE(784, 64, 8, dtype=np.float64, seed=0)
+    mu, logvar = exact.encode(x)
+    log_w = log_weights(exact, x, mu, logvar, eps)                                   # (K, B)
+    assert (log_w.max(axis=0) - log_w.min(axis=0)).min() > 88                      # so the test tests it
+    model = VAE(784, 64, 8, dtype=np.float32, seed=0)
+    loss = float(model.loss_and_grads(x.astype(np.float32), eps=eps.astype(np.float32), objective="iwae")[0])
+    expected = float(exact.loss_and_grads(x, eps=eps, objective="iwae")[0])
+    assert np.isfinite(model.flat_grads).all()
+    assert rel_error(loss, expected) < 1e-5
+    assert rel_error(model.flat_grads.astype(np.float64), exact.flat_grads) < 1e-3
+
+
 # -- mutations the checks must catch -------------------------------------------------------------
 
 def unnormalized_weights(monkeypatch):

@@ -86,20 +86,23 @@ def test_state_dict_round_trip_continues_identically():
             model.loss_and_grads(x, eps=e)
             opt.step()
 
-    straight, straight_opt = VAE(6, 5, 3, seed=0), None
-    straight_opt = Adam(straight, lr=1e-2)
+    # none of them the defaults, so that a hyperparameter load_state_dict forgot would show
+    settings = {"lr": 1e-2, "betas": (0.5, 0.8), "eps": 1e-4}
+    straight = VAE(6, 5, 3, seed=0)
+    straight_opt = Adam(straight, **settings)
     train(straight, straight_opt, eps)
 
     first = VAE(6, 5, 3, seed=0)
-    first_opt = Adam(first, lr=1e-2)
+    first_opt = Adam(first, **settings)
     train(first, first_opt, eps[:3])
     state, params = first_opt.state_dict(), first.flat_params.copy()
     resumed = VAE(6, 5, 3, seed=99)
     resumed.flat_params[:] = params
     resumed_opt = Adam(resumed, lr=0.5)           # hyperparameters come back from the state too
     resumed_opt.load_state_dict(state)
+    assert (resumed_opt.lr, resumed_opt.betas, resumed_opt.eps) == (1e-2, (0.5, 0.8), 1e-4)
     train(resumed, resumed_opt, eps[3:])
-    assert resumed_opt.t == 6 and resumed_opt.lr == 1e-2
+    assert resumed_opt.t == 6
     assert np.array_equal(resumed.flat_params, straight.flat_params)
 
 

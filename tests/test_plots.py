@@ -169,3 +169,67 @@ def test_every_figure_title_names_the_likelihood(images_and_labels, tmp_path, mo
     for name, title in titles.items():
         assert f"{likelihood} likelihood" in title, f"{name}: {title!r}"
         assert ("conditional" in title) == bool(conditional), f"{name}: {title!r}"
+
+
+IWAE_METRICS = [dict(row, train_iwae=row["train_loss"] - 4, test_iwae=row["test_loss"] - 3.5) for row in METRICS]
+
+
+def drawn_figures(monkeypatch):
+    """name -> Figure of every figure plots draws while the dict is in use (each still written, as ever)."""
+    drawn = {}
+    real_save = plots._save
+
+    def keep(figure, path):
+        drawn[path.stem] = figure
+        return real_save(figure, path)
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+def title_texts(figure):
+    return [text for text in [figure._suptitle] + [ax.title for ax in figure.axes] if text is not None and
+            text.get_text()]
+
+
+def test_no_title_is_cut_off_at_the_figures_edge(images_and_labels, tmp_path, monkeypatch):
+    """The longest titles: a conditional model trained on the IWAE bound, Z = 2 (so the manifold too).
+    A title line wider than the figure used to be cut ("...decoded a"), hiding the class it was decoded as."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    images, labels = images_and_labels
+    drawn = drawn_figures(monkeypatch)
+    for latent_dim in (2, 20):
+        plots.make_all(VAE(784, 16, latent_dim, num_classes=10, seed=1), images, labels, IWAE_METRICS,
+                       tmp_path / str(latent_dim), objective="iwae", k=50)
+        for name, figure in drawn.items():
+            canvas = FigureCanvasAgg(figure)
+            canvas.draw()                              # the layout and the wrapping happen while drawing
+            for text in title_texts(figure):
+                box = text.get_window_extent(canvas.get_renderer())
+                assert box.x0 >= 0 and box.x1 <= figure.bbox.width, f"{name}: {text.get_text()!r} is cut off"
+        for name in ("traversal",) + (("manifold",) if latent_dim == 2 else ()):
+            assert "decoded as class T-shirt/top" in drawn[name].axes[0].get_title(), name
+        drawn.clear()
+
+
+def test_an_iwae_runs_figures_name_the_objective_and_plot_its_bound(images_and_labels, tmp_path, monkeypatch):
+    images, labels = images_and_labels
+    drawn = drawn_figures(monkeypatch)
+    plots.make_all(VAE(784, 16, 2, seed=1), images, labels, IWAE_METRICS, tmp_path, objective="iwae", k=5)
+    for name, figure in drawn.items():
+        title = " ".join(text.get_text() for text in title_texts(figure))
+        assert "trained on the IWAE bound with K = 5" in title, f"{name}: {title!r}"
+    loss_panel = drawn["loss_curves"].axes[0]
+    assert "IWAE-5 bound" in loss_panel.get_title()
+    lines = {line.get_label(): list(line.get_ydata()) for line in loss_panel.get_lines()}
+    assert lines["train IWAE-5"] == [row["train_iwae"] for row in IWAE_METRICS]
+    assert lines["test IWAE-5"] == [row["test_iwae"] for row in IWAE_METRICS]
+    assert lines["train ELBO"] == [row["train_loss"] for row in IWAE_METRICS]       # beside it, for comparison
+
+
+def test_an_elbo_runs_figures_say_nothing_of_the_iwae_bound(images_and_labels, tmp_path, monkeypatch):
+    images, labels = images_and_labels
+    drawn = drawn_figures(monkeypatch)
+    plots.make_all(VAE(784, 16, 2, seed=1), images, labels, METRICS, tmp_path)
+    for name, figure in drawn.items():
+        assert "IWAE" not in " ".join(text.get_text() for text in title_texts(figure)), name
+    assert [line.get_label() for line in drawn["loss_curves"].axes[0].get_lines()] == ["train", "test"]

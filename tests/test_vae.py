@@ -273,6 +273,34 @@ def test_unscaled_pixels_are_refused_on_the_first_batch_even_in_the_models_dtype
         model.loss_and_grads(np.full((2, 6), 255.0), eps=np.zeros((2, 3)))
 
 
+@pytest.mark.parametrize("call", ["loss", "encode", "reconstruct"])
+def test_unscaled_pixels_are_refused_by_every_public_call_after_a_good_training_step(call):
+    """Forgetting / 255 after one good batch in the model's dtype: only the training step's hot loop
+    skips the value scan; loss, encode and reconstruct scan every time (no NaN loss, no mu of -80)."""
+    model = VAE(6, 5, 3)
+    model.loss_and_grads(np.full((2, 6), 0.5, dtype=np.float32))         # a good first batch
+    unscaled = np.full((2, 6), 255.0, dtype=np.float32)                  # the model's dtype: no conversion
+    with pytest.raises(ValueError, match=r"divide 0-255 images by 255"):
+        getattr(model, call)(unscaled)
+
+
+def test_the_training_step_skips_the_scan_only_for_a_batch_in_the_models_dtype_after_a_good_one():
+    """The one place values go unchecked, by design: the hot loop's batches after the first (no wait per step)."""
+    model = VAE(6, 5, 3)
+    model.loss_and_grads(np.full((2, 6), 0.5, dtype=np.float32))
+    with np.errstate(all="ignore"):
+        model.loss_and_grads(np.full((2, 6), 2.0, dtype=np.float32))     # not scanned: no error
+    with pytest.raises(ValueError, match=r"divide 0-255 images by 255"):
+        model.loss_and_grads(np.full((2, 6), 2.0))                        # float64: converted, so scanned
+
+
+def test_decode_takes_any_real_latent_code():
+    """decode's input is z, not pixels: values far outside [0, 1] are fine, and the output is in [0, 1]."""
+    model = VAE(6, 5, 3)
+    out = model.decode(np.full((2, 3), -79.6, dtype=np.float32))
+    assert out.shape == (2, 6) and (out >= 0).all() and (out <= 1).all()
+
+
 def test_a_single_label_out_of_range_is_refused():
     """A batch of one image is checked like any other: label 4 of a 4-class model does not exist."""
     model = VAE(6, 5, 3, num_classes=4, dtype=np.float64)
