@@ -27,9 +27,9 @@ def fashion_like(per_class=20, seed=0, dtype=np.float64):
     return images.reshape(len(images), -1).astype(dtype) / 255, labels.astype(np.int64)
 
 
-def numerical_gradient(f, x, h=1e-6):
+def numerical_gradient(f, x, h=1e-5):
     """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h of the scalar f() for every entry of
-    array x, which f reads: x is perturbed in place and restored. (Chapter 5 explains the choice of h.)"""
+    array x, which f reads: x is perturbed in place and restored. h is numpyvae.gradcheck's (chapter 5 says why)."""
     grad = np.zeros(x.shape)
     flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
     for i in range(flat_x.size):
