@@ -6,7 +6,10 @@ make_fashion_like: each class a bright rectangle of its own place and size on fa
 site builds with no dataset installed. Numbers from full runs on the real data are quoted from
 benchmarks/results/, where the runs that made them are described.
 """
+import contextlib
+import functools
 import importlib.util
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +50,22 @@ def rel_error(a, b):
     """max |a - b| / max(|a| + |b|): the error relative to the largest entries (chapter 5 says why)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(1e-12, np.max(np.abs(a) + np.abs(b))))
+
+
+@contextlib.contextmanager
+def small_fashion_mnist():
+    """The tests' small synthetic Fashion-MNIST (60 train, 20 test images) as the four IDX files in a temporary
+    folder, found by numpyvae's own loading while the block runs: yields the folder, then restores the loader.
+
+    As tests/conftest.py's small_data fixture does: the files carry their own checksums, and the loader is
+    told them, and not to look in the system's folder."""
+    from numpyvae import datasets
+    conftest = _conftest()
+    original = datasets.load_fashion_mnist
+    with tempfile.TemporaryDirectory() as folder:
+        small = conftest.write_small_fashion_mnist(Path(folder) / "data")
+        datasets.load_fashion_mnist = functools.partial(original, checksums=small.checksums, system_dir=None)
+        try:
+            yield Path(folder)
+        finally:
+            datasets.load_fashion_mnist = original
