@@ -55,8 +55,12 @@ def build(site_dir, cwd=REPO, config=None):
 
 
 def chapters():
-    """The pages of mkdocs.yml's nav, in order, as paths under docs/."""
-    import yaml
+    """The pages of mkdocs.yml's nav, in order, as paths under docs/ (just the home page without PyYAML, whose
+    absence the tests then report as mkdocs's: pip install -e '.[docs]')."""
+    try:
+        import yaml
+    except ImportError:
+        return ["index.md"]
     pages = []
 
     def walk(entries):
