@@ -7,6 +7,7 @@ code as it moves, and a link whose text is no longer in the file fails the build
 at the wrong line.
 """
 import re
+import warnings
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
@@ -29,6 +30,14 @@ def line_of(path, start):
     if not found:
         raise PluginError(f"{{src {path} \"{start}\"}}: no line of {path} starts with that")
     return found[0]
+
+
+def on_config(config):
+    # A warning from a chapter's code (markdown-exec names each block's module "_code_block_...") or from
+    # numpyvae under it is an error, so it fails the build as an exception in a code block does: a lesson
+    # that warns (a division by zero, an overflow) has something wrong in it.
+    warnings.filterwarnings("error", module=r"(_code_block|numpyvae|docs)")
+    return config
 
 
 def on_files(files, config):

@@ -90,6 +90,7 @@ def test_the_strict_build_passes_and_writes_every_chapter(site):
 
 PLANTED = {
     "an exception in a code block": '```python exec="on"\nassert 1 + 1 == 3, "planted"\n```\n',
+    "a warning in a code block": '```python exec="on"\nimport numpy as np\nprint(np.log(np.zeros(1)))\n```\n',
     "a missing image": "![gone](figures/no-such-picture.png)\n",
     "a broken link": "[gone](no-such-chapter.md)\n",
     "a link to a source line that is not there": '{src numpyvae/losses.py "def no_such_function"}\n',
