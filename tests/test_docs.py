@@ -88,6 +88,24 @@ def test_the_strict_build_passes_and_writes_every_chapter(site):
     assert (site / "vendor" / "katex" / "katex.min.js").is_file()     # the math engine ships with the site
 
 
+@pytest.mark.parametrize("page", [page for page in chapters() if page != "index.md"])
+def test_every_chapter_derives_codes_checks_and_ends_with_exercises(page):
+    """Each chapter: display math, a link to a source line, a code block that runs and asserts, and 2 to 4
+    exercises, each with a solution the build runs, collapsed for the reader."""
+    import re
+    text = (REPO / "docs" / page).read_text()
+    assert "$$" in text, f"{page} has no display math"
+    assert re.search(r'\{src numpyvae/[\w/]+\.py "', text), f"{page} links to no source line"
+    blocks = re.findall(r'```python exec="on"[^\n]*\n(.*?)```', text, re.S)
+    assert any("assert " in block for block in blocks), f"{page} checks nothing at build time"
+    exercises = text.split("## Exercises", 1)[1].split('??? question "')[1:]
+    assert 2 <= len(exercises) <= 4, f"{page} has {len(exercises)} exercises"
+    for exercise in exercises:
+        solution = exercise.split('??? success "Solution"', 1)
+        assert len(solution) == 2 and 'exec="on"' in solution[1] and "assert " in solution[1], \
+            f"{page}: exercise {exercise.splitlines()[0]!r} has no solution that the build runs and checks"
+
+
 PLANTED = {
     "an exception in a code block": '```python exec="on"\nassert 1 + 1 == 3, "planted"\n```\n',
     "a warning in a code block": '```python exec="on"\nimport numpy as np\nprint(np.log(np.zeros(1)))\n```\n',
