@@ -206,3 +206,16 @@ def test_every_chapter_in_a_real_browser(page, served, browser, tmp_path):
     assert not errors, f"{page}: console errors: {errors}"
     assert not outside, f"{page} asked the network for {outside}"
     context.close()
+
+
+def test_readme_is_the_front_door():
+    """README: at most 200 lines, the three command markers, the Python API and the first derivation on its
+    first screen, and a map that links every chapter of the site."""
+    lines = README.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines"
+    for marker in ("main-command", "test-command", "docs-command", "load-run", "extend-likelihood", "extend-layer"):
+        assert README.count(f"<!-- {marker} -->") == 1, marker
+    first_screen = "\n".join(lines[:40])
+    assert "```python" in first_screen and "loss_and_grads" in first_screen and "docs/vae.md" in first_screen
+    missing = [page for page in chapters() if page != "index.md" and f"(docs/{page})" not in README]
+    assert not missing, f"README's map of the chapters lacks {missing}"
