@@ -8,7 +8,7 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat is in the test extra
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "docs" / "tutorial.ipynb"
-CELL_TIMEOUT = 600            # seconds for one cell; README says how long the whole notebook took
+CELL_TIMEOUT = 600            # seconds for one cell; docs/index.md says how long the whole notebook took
 MAX_BYTES = 1_500_000         # outputs included: the notebook must stay readable on a repository page
 
 
