@@ -443,8 +443,9 @@ def _known_errors():
     from numpyvae.datasets import DataError
     from numpyvae.generate import GenerateError
     from numpyvae.idx import IDXError
+    from numpyvae.memory import WontFit
     from numpyvae.rundir import RunError
-    return (RunError, CheckpointError, DataError, IDXError, BackendError, GenerateError, OSError)
+    return (RunError, CheckpointError, DataError, IDXError, BackendError, GenerateError, WontFit, OSError)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -1,0 +1,264 @@
+"""Issue 27, item 7: hostile input. Checkpoints and run folders edited to finite but impossible values,
+numbers too large for any float or int64, work too big for memory, and what a disk or a kill leaves."""
+import errno
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from numpyvae import checkpoint, memory, rundir
+from numpyvae.optim import Adam
+from numpyvae.rundir import ConfigError, RunError, TrainConfig, read_metrics, write_config, write_metrics
+from numpyvae.vae import VAE
+
+from test_cli import TINY, assert_one_line_error, run_main
+from test_nothing_lost import edit_checkpoint, snapshot, train_tiny
+
+
+def edit_config(path, old, new):
+    """Replace `old` with `new` in the JSON config a checkpoint embeds (any length)."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["config"] = np.array(str(arrays["config"]).replace(old, new))
+    assert str(arrays["config"]).count(new) == 1
+    np.savez(path, **arrays)
+
+
+def interrupted(capsys, small_data, run_dir, monkeypatch, *extra, at_step=6, epochs=3):
+    """A run stopped by Ctrl-C after step `at_step` (4 steps per epoch), saved mid-epoch."""
+    real_step, steps = Adam.step, []
+
+    def step(self):
+        real_step(self)
+        steps.append(1)
+        if len(steps) == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(Adam, "step", step)
+    status, _, err = run_main(capsys, "train", "--epochs", epochs, *TINY, "--data-dir", small_data.data_dir,
+                              "--run-dir", run_dir, "--no-figures", *extra)
+    monkeypatch.setattr(Adam, "step", real_step)
+    assert status == 130, err
+    return run_dir
+
+
+def resume_refused(capsys, run_dir, *fragments):
+    before = snapshot(run_dir)
+    status, out, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--no-figures")
+    assert status == 1, out + err
+    assert_one_line_error(err, "numpyvae train: error:", *fragments)
+    assert snapshot(run_dir) == before
+
+
+# -- silently wrong: a checkpoint edited to finite but impossible values ---------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    # epoch 2 so far: 32 images at ~540 nats each; 33,595 per image is no epoch of this run
+    ({"running": [33595.0 * 32, 1.0, 32.0]}, "loss so far is 33595.03 per image, epoch 1's was"),
+    ({"epoch_seconds": 1e12}, "took 1e+12 seconds, more than 100 days"),
+])
+def test_an_edited_unfinished_epoch_is_refused(small_data, capsys, tmp_path, monkeypatch, changes, message):
+    run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch)
+    edit_checkpoint(run_dir / checkpoint.FILENAME, **changes)
+    resume_refused(capsys, run_dir, message)
+
+
+def test_an_iwae_bound_above_its_elbo_is_refused(small_data, capsys, tmp_path, monkeypatch):
+    run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch, "--objective", "iwae", "--samples", "2")
+    with np.load(run_dir / checkpoint.FILENAME) as data:
+        running = data["running"].copy()
+    running[3] = running[0] + running[1] + 5000.0          # a negative bound above the negative ELBO
+    edit_checkpoint(run_dir / checkpoint.FILENAME, running=running)
+    resume_refused(capsys, run_dir, "exceeds its ELBO sum")
+
+
+def test_an_iwae_bound_far_from_the_last_epoch_is_refused(small_data, capsys, tmp_path, monkeypatch):
+    run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch, "--objective", "iwae", "--samples", "2")
+    with np.load(run_dir / checkpoint.FILENAME) as data:
+        running = data["running"].copy()
+    running[3] = -16389.0 * running[2]
+    edit_checkpoint(run_dir / checkpoint.FILENAME, running=running)
+    resume_refused(capsys, run_dir, "IWAE loss so far is -16389.00 per image")
+
+
+def test_an_epoch_counter_edited_upwards_is_refused(small_data, capsys, tmp_path):
+    """Epochs counted with no learning and no row: the config's epochs raised too, so only the rows tell."""
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    big = 2 ** 62
+    edit_checkpoint(run_dir / checkpoint.FILENAME, epoch=big, adam_t=2 ** 63 - 1, step=2 ** 63 - 1)
+    edit_config(run_dir / checkpoint.FILENAME, '"epochs": 1', f'"epochs": {big + 5}')
+    config = rundir.read_config(run_dir)
+    write_config(run_dir, TrainConfig(**{**config.__dict__, "epochs": big + 5}))
+    resume_refused(capsys, run_dir, f"finished {big} epochs but 1 are recorded")
+
+
+def test_a_full_disk_while_saving_leaves_metrics_agreeing_with_the_checkpoint(small_data, capsys, tmp_path,
+                                                                              monkeypatch):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    real_save = checkpoint.save
+
+    def full(path, config, model, optimizer, epoch, *args, **kwargs):
+        if epoch == 2:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real_save(path, config, model, optimizer, epoch, *args, **kwargs)
+    monkeypatch.setattr(checkpoint, "save", full)
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--epochs", 3, "--no-figures")
+    assert status == 1 and "No space left on device" in err
+    assert checkpoint.load(run_dir / checkpoint.FILENAME).epoch == 1
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
+
+
+def test_adam_refuses_a_state_no_adam_could_reach():
+    model = VAE(6, 5, 3)
+    for key, value, message in (("t", -1, "'t'"), ("t", 2.5, "'t'"),
+                                ("v", -np.ones(model.num_params), "'v' has negative"),
+                                ("m", np.full(model.num_params, np.nan), "'m' holds NaN")):
+        state = Adam(model).state_dict()
+        state[key] = value
+        with pytest.raises(ValueError, match=message):
+            Adam(model).load_state_dict(state)
+
+
+# -- tracebacks: numbers too large for a float or an int64 --------------------------------------------
+
+HUGE = 10 ** 400
+
+
+@pytest.mark.parametrize("name", ["lr", "beta", "warmup_epochs"])
+def test_a_float_setting_of_400_digits_is_a_value_error(name):
+    with pytest.raises(ConfigError, match=f"{name} must be a finite number, not an integer of 401 digits"):
+        TrainConfig(**{name: HUGE}).validate()
+
+
+def test_a_huge_float_setting_in_config_json_or_the_checkpoint_is_one_line_naming_the_file(small_data, capsys,
+                                                                                          tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    text = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(text.replace('"lr": 0.001', f'"lr": {"9" * 400}'))
+    for args in (["evaluate", run_dir], ["train", "--run-dir", run_dir, "--resume"], ["figures", run_dir]):
+        status, _, err = run_main(capsys, *args)
+        assert status == 1
+        assert_one_line_error(err, "config.json: lr must be a finite number, not an integer of 400 digits")
+    (run_dir / "config.json").write_text(text)
+    edit_config(run_dir / checkpoint.FILENAME, '"lr": 0.001', f'"lr": {"9" * 400}')
+    status, _, err = run_main(capsys, "evaluate", run_dir)
+    assert status == 1
+    assert_one_line_error(err, "checkpoint.npz", "lr must be a finite number")
+
+
+def test_config_json_errors_name_the_file(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    text = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(text.replace('"batch_size": 16', '"batch_size": 0'))
+    status, _, err = run_main(capsys, "evaluate", run_dir)
+    assert status == 1
+    assert_one_line_error(err, f"{run_dir / 'config.json'}: batch_size must be at least 1")
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", 2 ** 63], ["--objective", "iwae", "--samples", 2 ** 63]])
+def test_an_integer_past_int64_is_refused_in_one_line(small_data, capsys, tmp_path, flags):
+    status, _, err = run_main(capsys, "train", "--epochs", 1, "--hidden-dim", 32, "--latent-dim", 2, *flags,
+                              "--data-dir", small_data.data_dir, "--run-dir", tmp_path / "run", "--no-figures")
+    assert status == 1
+    assert_one_line_error(err, "must be at most 2**63-1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it(small_data, capsys, tmp_path):
+    out = train_tiny(capsys, small_data, tmp_path / "run", "--batch-size", 2 ** 62)
+    assert "60 training images, 1 steps per epoch" in out
+    assert checkpoint.load(tmp_path / "run" / checkpoint.FILENAME).adam["t"] == 1
+
+
+def test_an_iwae_run_whose_metrics_lack_the_bound_is_refused_before_training(small_data, capsys, tmp_path,
+                                                                             monkeypatch):
+    run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch, "--objective", "iwae", "--samples", "2")
+    rows = [{key: value for key, value in row.items() if key not in rundir.IWAE_COLUMNS}
+            for row in read_metrics(run_dir)]
+    write_metrics(run_dir, rows)
+    steps = []
+    monkeypatch.setattr(Adam, "step", lambda self: steps.append(1))
+    resume_refused(capsys, run_dir, "the rows lack the IWAE columns")
+    assert steps == []
+
+
+# -- stuck runs and waste ------------------------------------------------------------------------------
+
+def test_an_iwae_run_killed_during_its_first_save_can_start_again(small_data, capsys, tmp_path):
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    config = TrainConfig(epochs=1, batch_size=16, hidden_dim=32, latent_dim=2, objective="iwae", samples=2,
+                         data_dir=str(small_data.data_dir))
+    write_config(folder, config)
+    write_metrics(folder, [], iwae=True)
+    (folder / ".checkpoint.npz.0123456789ab.tmp").write_bytes(b"half")
+    train_tiny(capsys, small_data, folder, "--objective", "iwae", "--samples", 2)
+    assert checkpoint.load(folder / checkpoint.FILENAME).epoch == 1
+
+
+def test_samples_too_many_for_memory_are_refused_before_the_first_step(small_data, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "host_free_bytes", lambda: 200 * 2 ** 20)      # a machine with 200 MB free
+    run_dir = tmp_path / "run"
+    status, _, err = run_main(capsys, "train", "--epochs", 1, *TINY, "--objective", "iwae", "--samples", 2000,
+                              "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures")
+    assert status == 1
+    assert_one_line_error(err, "a training step of 16 images x 2000 samples needs at least", "200 MB is free",
+                          "try a smaller --samples")
+    assert not run_dir.exists()
+
+
+def test_a_run_out_of_memory_before_its_first_step_resumes_with_fewer_samples(small_data, capsys, tmp_path,
+                                                                               monkeypatch):
+    run_dir = tmp_path / "run"
+    from numpyvae import train
+    monkeypatch.setattr(train.Trainer, "run", lambda self, *args: (_ for _ in ()).throw(MemoryError()))
+    status, _, _ = run_main(capsys, "train", "--epochs", 1, *TINY, "--objective", "iwae", "--samples", 50,
+                            "--data-dir", small_data.data_dir, "--run-dir", run_dir, "--no-figures")
+    assert status == 1 and checkpoint.load(run_dir / checkpoint.FILENAME).adam["t"] == 0
+    monkeypatch.undo()
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--samples", 2, "--no-figures")
+    assert status == 0, err
+    assert rundir.read_config(run_dir).samples == 2
+
+
+def test_the_memory_floor_counts_every_decoded_row():
+    model = VAE(784, 400, 20)
+    # per row: the hidden layer and the logits, each with its gradient, then the logits' gradient
+    # and the likelihood's cache of them (the ReLU is not counted: it may work in place)
+    assert memory.decoder_numbers_per_row(model.spec, model.network) == 2 * 400 + 2 * 784 + 2 * 784
+    assert memory.step_bytes(model, 128, 5000) == 128 * 5000 * (2 * 400 + 4 * 784) * 4
+
+
+# -- messages --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
+     "1,1,1,0,1,1,0,1\n3,1,1,0,1,1,0,1\n", "a row for epoch 3 where epoch 2 should be"),
+    ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
+     "1,nan,1,0,1,1,0,1\n", "train_loss of NaN or Inf in epoch 1"),
+    ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
+     "1,1,1,0,1,1,0,-4\n", "says epoch 1 took -4.0 seconds"),
+])
+def test_gaps_and_nan_rows_in_metrics_are_refused(tmp_path, text, message):
+    (tmp_path / "metrics.csv").write_text(text)
+    with pytest.raises(RunError, match=message):
+        read_metrics(tmp_path)
+
+
+def test_saved_to_shows_a_newline_in_the_folder_name_escaped(small_data, capsys, tmp_path, monkeypatch):
+    real_step, steps = Adam.step, []
+
+    def step(self):
+        real_step(self)
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(Adam, "step", step)
+    status, _, err = run_main(capsys, "train", "--epochs", 1, *TINY, "--data-dir", small_data.data_dir,
+                              "--run-dir", tmp_path / "my\nrun", "--no-figures")
+    assert status == 130
+    assert_one_line_error(err, "saved to " + str(tmp_path) + "/my\\nrun/checkpoint.npz")
