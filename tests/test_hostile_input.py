@@ -3,6 +3,9 @@ numbers too large for any float or int64, work too big for memory, and what a di
 import errno
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from numpyvae.optim import Adam
 from numpyvae.rundir import ConfigError, RunError, TrainConfig, read_metrics, write_config, write_metrics
 from numpyvae.vae import VAE
 
-from test_cli import TINY, assert_one_line_error, run_main
+from test_cli import TINY, assert_one_line_error, environment, run_main
 from test_nothing_lost import edit_checkpoint, snapshot, train_tiny
 
 
@@ -262,3 +265,39 @@ def test_saved_to_shows_a_newline_in_the_folder_name_escaped(small_data, capsys,
                               "--run-dir", tmp_path / "my\nrun", "--no-figures")
     assert status == 130
     assert_one_line_error(err, "saved to " + str(tmp_path) + "/my\\nrun/checkpoint.npz")
+
+
+# -- Ctrl-C at the first and the last moment ----------------------------------------------------------
+
+CONSOLE_SCRIPT = "import sys\nfrom numpyvae.entry import run\nsys.exit(run())\n"   # what pip writes, in essence
+INTERRUPT_IMPORT = """\
+import os, signal, sys
+class Interrupt:      # Ctrl-C lands while cli.py is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpyvae.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+"""
+INTERRUPT_SHUTDOWN = """\
+import atexit, os, signal, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))   # Ctrl-C while Python shuts down
+"""
+
+
+def test_the_console_script_is_the_entry_that_handles_ctrl_c():
+    import configparser
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "numpyvae = numpyvae.entry:run" in setup["options.entry_points"]["console_scripts"]
+
+
+@pytest.mark.parametrize("before, message", [
+    (INTERRUPT_IMPORT, "numpyvae: interrupted"),
+    (INTERRUPT_SHUTDOWN, "numpyvae: SIGINT arrived after the command had finished (with exit status 0)"),
+])
+def test_ctrl_c_while_cli_imports_or_after_the_command_is_one_line_and_130(tmp_path, before, message):
+    done = subprocess.run([sys.executable, "-c", before + CONSOLE_SCRIPT, "--version"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=environment())
+    assert done.returncode == 130, done.stderr
+    assert_one_line_error(done.stderr, message)

@@ -42,7 +42,7 @@ def test_the_wheel_holds_every_module_and_the_command(built):
     modules = {path.name for path in (REPO / "numpyvae").glob("*.py")}
     assert modules <= {Path(name).name for name in names if name.startswith("numpyvae/")}
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-    assert "numpyvae = numpyvae.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "numpyvae = numpyvae.entry:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_the_sdist_carries_the_tests_and_what_they_read(built):
