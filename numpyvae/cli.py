@@ -29,6 +29,10 @@ from numpyvae.signals import signal_of, signals_raise, stopped_by
 
 RUN_DIR = "runs/default"
 MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
+# evaluate's k: 20 times Burda et al.'s 5000. One image's k samples go through before the progress
+# line can move; at k = 10**9 that is hours for the first image, at this limit seconds (dense)
+MAX_IW_SAMPLES = 100_000
+MAX_ELBO_SAMPLES = 10_000   # evaluate's --samples: each is a pass over a batch of 1,000 images before progress moves
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +68,23 @@ def seed(text):
     value = natural(text)
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    return value
+
+
+def iw_count(text):
+    value = positive_int(text)
+    if value > MAX_IW_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IW_SAMPLES:,} (Burda et al. used 5,000; the "
+                                         f"bound barely moves past that, and each image's samples take "
+                                         f"longer than a progress line can wait), got {text}")
+    return value
+
+
+def elbo_count(text):
+    value = positive_int(text)
+    if value > MAX_ELBO_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ELBO_SAMPLES:,} (each sample is a pass over a "
+                                         f"batch of 1,000 images before a progress line can move), got {text}")
     return value
 
 
@@ -167,9 +188,9 @@ def build_parser():
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=directory)
-    evaluate.add_argument("--samples", type=positive_int, default=ELBO_SAMPLES,
+    evaluate.add_argument("--samples", type=elbo_count, default=ELBO_SAMPLES,
                           help=f"posterior samples per image for the negative ELBO (default {ELBO_SAMPLES})")
-    evaluate.add_argument("--iw-samples", type=positive_int, default=IW_SAMPLES,
+    evaluate.add_argument("--iw-samples", type=iw_count, default=IW_SAMPLES,
                           help=f"importance samples k per image for the IWAE bound (default {IW_SAMPLES})")
     evaluate.add_argument("--seed", type=natural, default=0, help="seed of the evaluation noise (default 0)")
     _model_options(evaluate, BACKEND_NAMES)

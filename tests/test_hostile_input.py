@@ -301,3 +301,32 @@ def test_ctrl_c_while_cli_imports_or_after_the_command_is_one_line_and_130(tmp_p
                           text=True, timeout=60, cwd=tmp_path, env=environment())
     assert done.returncode == 130, done.stderr
     assert_one_line_error(done.stderr, message)
+
+
+# -- generate decodes in chunks ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [{"hidden_dims": (32,), "latent_dim": 2},
+                                      {"arch": "conv", "hidden_dims": (4, 8), "latent_dim": 2, "num_classes": 10}])
+def test_generate_decodes_in_chunks_the_images_one_pass_would_make(settings, monkeypatch):
+    from numpyvae import generate
+    from numpyvae.network import widest_row
+    model = VAE(**settings, seed=0)
+    whole, labels = generate.generate(model, 25, seed=3)
+    budget = 4 * widest_row(model.spec, model.network)            # 4 images per chunk
+    rows = []
+    real_decode = VAE.decode
+    monkeypatch.setattr(VAE, "decode", lambda self, z, y=None: rows.append(len(z)) or real_decode(self, z, y))
+    chunked, chunked_labels = generate.generate(model, 25, seed=3, max_elements=budget)
+    assert rows == [4] * 6 + [1]
+    assert np.array_equal(chunked, whole)
+    assert (labels is None and chunked_labels is None) or np.array_equal(labels, chunked_labels)
+    expected = model.backend.to_host(model.sample(25, rng=model.backend.rng(3), y=labels))
+    assert np.array_equal(whole.reshape(25, -1), expected)    # the draws model.sample makes
+
+
+@pytest.mark.parametrize("flag, value, message", [("--iw-samples", 10 ** 9, "must be at most 100,000"),
+                                                  ("--samples", 10 ** 9, "must be at most 10,000")])
+def test_evaluate_refuses_sample_counts_that_would_run_for_hours_silently(capsys, tmp_path, flag, value, message):
+    status, _, err = run_main(capsys, "evaluate", tmp_path, flag, value)
+    assert status == 2
+    assert_one_line_error(err, f"argument {flag}: {message}")
