@@ -296,6 +296,7 @@ def _model_options(parser, backend_names):
 
 def cmd_train(args):
     from numpyvae import plots
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
@@ -311,6 +312,7 @@ def cmd_train(args):
     if args.figures:
         draw_them = f"Draw them with: numpyvae figures {shell_quote(run_dir)}"
         try:
+            remove_abandoned_temp_files(run_dir / FIGURES_DIR, ".png")     # a drawing killed outright left them
             paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
                                    run_dir / FIGURES_DIR)
         except KeyboardInterrupt as stop:      # the run itself is saved and finished: only pictures are missing
@@ -380,13 +382,17 @@ def cmd_evaluate(args):
 
 def cmd_figures(args):
     from numpyvae import plots
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics
 
-    config, model, _ = load_run(args.run_dir, backend=args.backend)
+    config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out):
+    # the rows of the epochs the checkpoint holds: a save that failed after its row was written left one more
+    metrics = [row for row in read_metrics(args.run_dir) if row["epoch"] <= saved.epoch]
+    remove_abandoned_temp_files(out, ".png")          # a drawing killed outright left them
+    for path in plots.make_all(model, images, labels, metrics, out):
         print(shown(path))
     return 0
 

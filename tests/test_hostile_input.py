@@ -330,3 +330,34 @@ def test_evaluate_refuses_sample_counts_that_would_run_for_hours_silently(capsys
     status, _, err = run_main(capsys, "evaluate", tmp_path, flag, value)
     assert status == 2
     assert_one_line_error(err, f"argument {flag}: {message}")
+
+
+def test_figures_remove_the_temporary_pngs_a_killed_drawing_left(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    figures = run_dir / "figures"
+    figures.mkdir()
+    old, fresh = figures / ".samples.png.0123456789ab.tmp", figures / ".loss.png.abcdefabcdef.tmp"
+    mine = figures / ".notes.txt.0123456789ab.tmp"
+    for path in (old, fresh, mine):
+        path.write_bytes(b"\x89PNG half")
+    an_hour_ago = os.path.getmtime(old) - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    os.utime(mine, (an_hour_ago, an_hour_ago))
+    status, _, err = run_main(capsys, "figures", run_dir)
+    assert status == 0, err
+    assert not old.exists()
+    assert fresh.exists() and mine.exists()     # a write that may be under way, and a file not a PNG's
+
+
+def test_figures_draw_only_the_epochs_the_checkpoint_holds(small_data, capsys, tmp_path, monkeypatch):
+    from numpyvae import plots
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    rows = read_metrics(run_dir)
+    write_metrics(run_dir, rows + [{**rows[0], "epoch": 2}])      # a row whose checkpoint was never saved
+    drawn = []
+    monkeypatch.setattr(plots, "make_all", lambda model, images, labels, metrics, out: drawn.append(metrics) or [])
+    status, _, err = run_main(capsys, "figures", run_dir)
+    assert status == 0, err
+    assert [row["epoch"] for row in drawn[0]] == [1]
