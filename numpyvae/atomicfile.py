@@ -79,9 +79,13 @@ def remove_stale_temp_files(directory, names):
     removed = []
     for entry in os.scandir(directory):
         if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(entry.path)
                 removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+            except OSError as error:     # a read-only folder: say so of the folder, not of a hidden file in it
+                raise OSError(error.errno, f"cannot write in {directory}: {error.strerror}") from None
     return removed
 
 

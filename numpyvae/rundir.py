@@ -455,7 +455,11 @@ def exclusive(run_dir):
     except ImportError:
         yield
         return
-    with open(Path(run_dir) / LOCK_FILE, "a") as handle:
+    try:
+        handle = open(Path(run_dir) / LOCK_FILE, "a")
+    except OSError as error:           # a read-only folder: name it, not the hidden lock file
+        raise OSError(error.errno, f"cannot write in {shown(run_dir)}: {error.strerror}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

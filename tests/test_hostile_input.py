@@ -361,3 +361,29 @@ def test_figures_draw_only_the_epochs_the_checkpoint_holds(small_data, capsys, t
     status, _, err = run_main(capsys, "figures", run_dir)
     assert status == 0, err
     assert [row["epoch"] for row in drawn[0]] == [1]
+
+
+def test_a_read_only_run_folder_is_named_not_its_hidden_files(small_data, capsys, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    (run_dir / ".checkpoint.npz.0123456789ab.tmp").write_bytes(b"half")     # what a killed save left
+    real_unlink = os.unlink
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(run_dir)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", read_only)
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--epochs", 2, "--no-figures")
+    assert status == 1
+    assert_one_line_error(err, f"cannot write in {run_dir}: Permission denied")
+    assert ".tmp" not in err
+    monkeypatch.undo()
+
+    def no_lock(path, *args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(rundir, "open", no_lock, raising=False)
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--epochs", 2, "--no-figures")
+    assert status == 1
+    assert_one_line_error(err, f"cannot write in {run_dir}: Read-only file system")
+    assert ".lock" not in err
