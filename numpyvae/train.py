@@ -436,6 +436,13 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     config = replace(config, input_shape=input_shape)
 
     model = build_model(config, backend)
+    # before anything is written and before the first step, which the kernel would end unannounced
+    batch = min(config.batch_size, len(train_images))
+    memory.check_fits(f"a training step of {batch} images"
+                      + (f" x {config.samples} samples" if config.objective == "iwae" else ""),
+                      memory.step_bytes(model, batch, config.samples), model.backend,
+                      "try a smaller --samples or --batch-size (a run that has taken no step yet may resume "
+                      "with smaller ones)")
     optimizer = Adam(model, lr=config.lr)
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
@@ -450,12 +457,6 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     about = describe(config, model.backend.name, len(train_images), trainer.steps) + describe_threads(threads)
     if resume:
         check_position(saved, trainer.steps, config.batch_size, len(train_images), run_dir / checkpoint.FILENAME)
-    # before the first step, when a step that cannot fit would otherwise be killed by the kernel, unannounced
-    memory.check_fits(f"a training step of {min(config.batch_size, len(train_images))} images"
-                      + (f" x {config.samples} samples" if config.objective == "iwae" else ""),
-                      memory.step_bytes(model, min(config.batch_size, len(train_images)), config.samples),
-                      model.backend, "try a smaller --samples or --batch-size (a run that has taken no step "
-                                     "yet may resume with smaller ones)")
     with Threads(threads if model.backend.name in ("numpy", "fakegpu") else None) as trainer.threads:
         if resume:
             where = f"at step {start_step} of epoch {start_epoch}" if start_step else f"after epoch {saved.epoch}"

@@ -387,3 +387,14 @@ def test_a_read_only_run_folder_is_named_not_its_hidden_files(small_data, capsys
     assert status == 1
     assert_one_line_error(err, f"cannot write in {run_dir}: Read-only file system")
     assert ".lock" not in err
+
+
+def test_a_resume_refused_for_memory_changes_nothing(small_data, capsys, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir, "--objective", "iwae", "--samples", 2)
+    before = snapshot(run_dir)
+    monkeypatch.setattr(memory, "host_free_bytes", lambda: 1000)     # bytes
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--epochs", 2, "--no-figures")
+    assert status == 1
+    assert_one_line_error(err, "a training step of 16 images x 2 samples needs at least")
+    assert snapshot(run_dir) == before
