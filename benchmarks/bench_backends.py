@@ -158,6 +158,9 @@ def main(argv=None):
         if isinstance(stop.code, int) and stop.code > 128:
             log(f"bench_backends.py: terminated ({signal.Signals(stop.code - 128).name}); workers stopped")
         raise
+    except KeyboardInterrupt:
+        log("bench_backends.py: interrupted; workers stopped")
+        return 128 + signal.SIGINT
 
 
 def results_dir(args):
