@@ -437,12 +437,9 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
 
     model = build_model(config, backend)
     # before anything is written and before the first step, which the kernel would end unannounced
-    batch = min(config.batch_size, len(train_images))
-    memory.check_fits(f"a training step of {batch} images"
-                      + (f" x {config.samples} samples" if config.objective == "iwae" else ""),
-                      memory.step_bytes(model, batch, config.samples), model.backend,
-                      "try a smaller --samples or --batch-size (a run that has taken no step yet may resume "
-                      "with smaller ones)")
+    memory.check_step_fits(model, min(config.batch_size, len(train_images)), config.samples, config.objective,
+                           "try a smaller --samples or --batch-size (a run that has taken no step yet may "
+                           "resume with smaller ones)")
     optimizer = Adam(model, lr=config.lr)
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
