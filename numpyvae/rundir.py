@@ -204,14 +204,14 @@ def read_config(run_dir):
     """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"no run directory {run_dir}")
+        raise RunError(f"no run directory {shown(run_dir)}")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
+        raise RunError(f"{shown(run_dir)} is not a numpyvae run directory (it has no {CONFIG_FILE})")
     try:
         values = json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as error:   # bad JSON, bad UTF-8, an integer of 4,300+ digits, deep nesting
-        raise RunError(f"{path} is not valid JSON ({str(error)[:200] or type(error).__name__})") from None
+        raise RunError(f"{shown(path)} is not valid JSON ({str(error)[:200] or type(error).__name__})") from None
     return TrainConfig.from_dict(values, source=shown(path))
 
 
@@ -228,12 +228,12 @@ def read_metrics(run_dir):
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+        raise RunError(f"{shown(path)} is not UTF-8 text ({error.reason} at byte {error.start}); "
                        "it has been damaged") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = tuple(reader.fieldnames or ())
     if columns not in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS):
-        raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+        raise RunError(f"{shown(path)} does not have the columns {','.join(METRICS_COLUMNS)}")
     try:
         rows = [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
                 for row in reader]
@@ -298,7 +298,7 @@ def open_run(run_dir):
         check_same_run(config, saved_config, str(path),
                        may_differ=() if saved.adam["t"] else ("batch_size", "samples"))
     except ConfigError as error:
-        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+        raise checkpoint.CheckpointError(f"{shown(path)} does not belong to this run: {error}") from None
     check_written_by(config, saved_config, saved, path)
     return config, saved
 
@@ -311,7 +311,7 @@ def check_written_by(config, saved_config, saved, path):
     """
     def need(ok, message):
         if not ok:
-            raise checkpoint.CheckpointError(f"{path} cannot be resumed: {message}")
+            raise checkpoint.CheckpointError(f"{shown(path)} cannot be resumed: {message}")
     adam = saved.adam
     for name, value in (("lr", config.lr), ("beta1", BETAS[0]), ("beta2", BETAS[1]), ("eps", EPS)):
         need(adam[name] == value, f"Adam's {name} is {adam[name]!r}, but the run trains with {value!r}")
@@ -379,7 +379,7 @@ def check_position(saved, steps, batch_size, num_images, path):
     `steps` optimizer steps of `batch_size` per epoch over `num_images` training images."""
     def need(ok, message):
         if not ok:
-            raise checkpoint.CheckpointError(f"{path} is corrupt: {message}")
+            raise checkpoint.CheckpointError(f"{shown(path)} is corrupt: {message}")
     need(saved.step_in_epoch <= steps, f"it is at step {saved.step_in_epoch} of an epoch of {steps} steps")
     taken = saved.epoch * steps + saved.step_in_epoch
     need(saved.adam["t"] == taken, f"Adam has taken {saved.adam['t']} steps, but {saved.epoch} epochs of "
@@ -411,9 +411,9 @@ def check_new_run_dir(run_dir):
     if not run_dir.exists() and not run_dir.is_symlink():
         return
     if not run_dir.is_dir():
-        raise RunError(f"{run_dir} exists and is not a directory; choose another --run-dir")
+        raise RunError(f"{shown(run_dir)} exists and is not a directory; choose another --run-dir")
     if (run_dir / checkpoint.FILENAME).exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
+        raise RunError(f"{shown(run_dir)} already holds a run; continue it with --resume, or choose another --run-dir")
     refuse = ("a new run starts only in a missing or empty directory, or one a numpyvae run left before its "
               "first checkpoint; choose another --run-dir")
     temporary = [temp_name_pattern(name) for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME)]
@@ -421,17 +421,17 @@ def check_new_run_dir(run_dir):
         name = entry.name
         ours = name in NEW_RUN_FILES or any(pattern.fullmatch(name) for pattern in temporary)
         if not ours or not entry.is_file() or entry.is_symlink():
-            raise RunError(f"{run_dir} holds {name!r}, which no numpyvae run left there: {refuse}")
+            raise RunError(f"{shown(run_dir)} holds {name!r}, which no numpyvae run left there: {refuse}")
     if (run_dir / CONFIG_FILE).exists():
         try:
             read_config(run_dir)
         except RunError as error:
-            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): "
+            raise RunError(f"{shown(run_dir)} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): "
                            f"{refuse}") from None
     metrics = run_dir / METRICS_FILE
     headers = [(",".join(columns) + "\n").encode() for columns in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS)]
     if metrics.exists() and metrics.read_bytes() not in headers:
-        raise RunError(f"{run_dir} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")
+        raise RunError(f"{shown(run_dir)} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")
 
 
 def load_run(run_dir, backend=None):
@@ -463,6 +463,6 @@ def exclusive(run_dir):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"another numpyvae process is training in {run_dir}; "
+            raise RunError(f"another numpyvae process is training in {shown(run_dir)}; "
                            "wait for it to finish or choose another --run-dir") from None
         yield

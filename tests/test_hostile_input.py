@@ -417,3 +417,17 @@ def test_a_resume_refused_for_memory_changes_nothing(small_data, capsys, tmp_pat
     assert status == 1
     assert_one_line_error(err, "a training step of 16 images x 2 samples needs about")
     assert snapshot(run_dir) == before
+
+
+def test_a_newline_in_a_run_folder_is_escaped_in_every_message_about_it(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "my\nrun"
+    train_tiny(capsys, small_data, run_dir)
+    for args, message in ((["train", "--run-dir", run_dir, "--no-figures"], "my\\nrun already holds a run"),
+                          (["evaluate", tmp_path / "no\nrun"], "no run directory " + str(tmp_path) + "/no\\nrun")):
+        status, _, err = run_main(capsys, *args)
+        assert status == 1
+        assert_one_line_error(err, message)
+    (run_dir / checkpoint.FILENAME).unlink()
+    status, _, err = run_main(capsys, "evaluate", run_dir)
+    assert status == 1
+    assert_one_line_error(err, "no checkpoint at " + str(tmp_path) + "/my\\nrun/checkpoint.npz")
