@@ -86,14 +86,19 @@ def _more_than_zero(text):
 
 
 def _core_counts(text):
-    """"0,1,2" -> [0, 1, 2]: numbers of competing busy cores."""
+    """"0,1,2" -> [0, 1, 2]: numbers of competing busy cores, each at most twice the machine's cores."""
     parts = [part.strip() for part in text.split(",")]
     if not all(part.isascii() and part.isdigit() for part in parts):
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+    most = 2 * (os.cpu_count() or 1)     # one busy-looping process each: more only swamps the machine
+    if any(int(part) > most for part in parts):
+        raise argparse.ArgumentTypeError(f"each count must be at most {most} (twice this machine's cores), got {text}")
     return [int(part) for part in parts]
 
 
 def _directory(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, got ''")
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")

@@ -170,6 +170,10 @@ def report_markdown(report):
     (["--images", "0"], "argument --images: must be at least 1, got 0"),
     (["--images", "-5"], "argument --images: must be at least 1, got -5"),
     (["--busy-load", "--max-seconds", "nan"], "argument --max-seconds: must be a finite number more than 0"),
+    (["--busy-load", "--busy-cores", "1,100000"], "argument --busy-cores: each count must be at most"),
+    (["--out", ""], "argument --out: must name a directory"),
+    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--arch", "conv"], "give --no-scaling with --arch conv"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(tmp_path, args, message):
     (tmp_path / "FILE").write_text("mine")
