@@ -92,11 +92,13 @@ def remove_stale_temp_files(directory, names):
 def remove_abandoned_temp_files(directory, suffix, min_age=ABANDONED_SECONDS):
     """Remove the temporary files that killed writes of `*suffix` files left in `directory`; return their names.
 
+    suffix: ".png" for every PNG, or a whole file name for that file's alone.
+
     For folders no lock guards (figures, generate's output): another process may be writing there
     right now, so only a temporary file untouched for `min_age` seconds is taken to have lost its
     writer. (Were one still alive, its rename would fail with a one-line error; no finished file is touched.)
     """
-    pattern = re.compile(rf"\..+{re.escape(suffix)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
+    pattern = re.compile(rf"\..*{re.escape(suffix)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
     removed = []
     try:
         entries = list(os.scandir(directory))

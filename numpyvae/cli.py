@@ -400,11 +400,13 @@ def cmd_figures(args):
 def cmd_generate(args):
     from numpyvae import generate
     from numpyvae.datafiles import IMAGE_SHAPE
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import check_input_fits, load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     check_input_fits(config, IMAGE_SHAPE)
     generate.check_request(model, args.n, args.out, wants_class=args.class_name is not None)
+    remove_abandoned_temp_files(Path(args.out).parent, Path(args.out).name)     # what a killed write of it left
     class_index = None if args.class_name is None else generate.parse_class(args.class_name, model.num_classes)
     images, labels = generate.generate(model, args.n, seed=args.seed, class_index=class_index)
     what = (f"{generate.CLASS_NAMES[class_index]}" if class_index is not None
@@ -452,10 +454,12 @@ def cmd_download(args):
 
 
 def cmd_show_data(args):
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.plots_data import save_data_grid
     from numpyvae import datasets
 
     images, labels = datasets.load_fashion_mnist(args.split, args.data_dir, download=False)
+    remove_abandoned_temp_files(Path(args.out).parent, Path(args.out).name)     # what a killed write of it left
     save_data_grid(images, labels, args.out, n=args.n)
     print(shown(args.out))
     return 0

@@ -66,6 +66,14 @@ def test_an_edited_unfinished_epoch_is_refused(small_data, capsys, tmp_path, mon
     resume_refused(capsys, run_dir, message)
 
 
+def test_an_unedited_iwae_run_resumes_mid_epoch(small_data, capsys, tmp_path, monkeypatch):
+    """The checks below refuse edits, not the checkpoints training writes."""
+    run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch, "--objective", "iwae", "--samples", "2")
+    status, _, err = run_main(capsys, "train", "--run-dir", run_dir, "--resume", "--no-figures")
+    assert status == 0, err
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+
+
 def test_an_iwae_bound_above_its_elbo_is_refused(small_data, capsys, tmp_path, monkeypatch):
     run_dir = interrupted(capsys, small_data, tmp_path / "run", monkeypatch, "--objective", "iwae", "--samples", "2")
     with np.load(run_dir / checkpoint.FILENAME) as data:
@@ -431,3 +439,17 @@ def test_a_newline_in_a_run_folder_is_escaped_in_every_message_about_it(small_da
     status, _, err = run_main(capsys, "evaluate", run_dir)
     assert status == 1
     assert_one_line_error(err, "no checkpoint at " + str(tmp_path) + "/my\\nrun/checkpoint.npz")
+
+
+def test_generate_removes_what_a_killed_write_of_its_file_left(small_data, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    train_tiny(capsys, small_data, run_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    left, other = out / ".new.png.0123456789ab.tmp", out / ".other.png.0123456789ab.tmp"
+    for path in (left, other):
+        path.write_bytes(b"half")
+        os.utime(path, (1e9, 1e9))                 # 2001: long abandoned
+    status, _, err = run_main(capsys, "generate", run_dir, "-n", 4, "--out", out / "new.png")
+    assert status == 0, err
+    assert not left.exists() and other.exists()    # only the file it writes is its business
