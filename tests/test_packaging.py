@@ -67,11 +67,12 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(built, tmp_path):
              "model = numpyvae.VAE(784, 8, 2, seed=0); opt = numpyvae.Adam(model); "
              "loss, _, _ = model.loss_and_grads(np.random.default_rng(0).random((4, 784), dtype=np.float32)); "
              "opt.step(); assert np.isfinite(float(loss)); print(numpyvae.__file__)")
-    done = subprocess.run([str(python), "-c", smoke], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run([str(python), "-c", smoke], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=_without_pythonpath())
     assert done.returncode == 0, done.stderr[-3000:]
     assert Path(done.stdout.strip()).resolve().is_relative_to(venv.resolve())     # the installed copy, not REPO
     version = subprocess.run([str(venv / "bin" / "numpyvae"), "--version"], capture_output=True, text=True,
-                             timeout=300, cwd=tmp_path)
+                             timeout=300, cwd=tmp_path, env=_without_pythonpath())
     assert version.returncode == 0 and version.stdout.startswith("numpyvae ")
 
 
