@@ -248,8 +248,13 @@ def read_metrics(run_dir):
         if broken:
             raise RunError(f"{shown(path)} has {', '.join(broken)} of NaN or Inf in epoch {number}; "
                            "it has been damaged or edited")
-        if row["seconds"] < 0:
-            raise RunError(f"{shown(path)} says epoch {number} took {row['seconds']} seconds; "
+        for part in ("train", "test"):    # the loss is recon + KL, each written to 4 decimals
+            if abs(row[f"{part}_loss"] - row[f"{part}_recon"] - row[f"{part}_kl"]) > 1e-3:
+                raise RunError(f"{shown(path)} says epoch {number}'s {part} loss is {row[f'{part}_loss']:g}, but "
+                               f"its recon and KL add up to {row[f'{part}_recon'] + row[f'{part}_kl']:g}; "
+                               "it has been damaged or edited")
+        if not 0 <= row["seconds"] <= MAX_EPOCH_SECONDS:
+            raise RunError(f"{shown(path)} says epoch {number} took {row['seconds']:g} seconds; "
                            "it has been damaged or edited")
     return rows
 

@@ -271,7 +271,11 @@ def test_the_step_estimate_is_the_peak_a_real_first_step_reaches(settings, objec
     ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
      "1,nan,1,0,1,1,0,1\n", "train_loss of NaN or Inf in epoch 1"),
     ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
-     "1,1,1,0,1,1,0,-4\n", "says epoch 1 took -4.0 seconds"),
+     "1,1,1,0,1,1,0,-4\n", "says epoch 1 took -4 seconds"),
+    ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
+     "1,1,1,0,1,1,0,1e12\n", "says epoch 1 took 1e\\+12 seconds"),
+    ("epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds\n"
+     "1,33595,280,20,300,280,20,1\n", "epoch 1's train loss is 33595, but its recon and KL add up to 300"),
 ])
 def test_gaps_and_nan_rows_in_metrics_are_refused(tmp_path, text, message):
     (tmp_path / "metrics.csv").write_text(text)
