@@ -368,8 +368,9 @@ def check_recorded(config, saved, rows, path, metrics_path):
                                    f"{len(rows)} are recorded")
     iwae = config.objective == "iwae"
     if rows:
-        need(("train_iwae" in rows[0]) == iwae, f"the rows {'lack' if iwae else 'have'} the IWAE columns "
-                                                f"{', '.join(IWAE_COLUMNS)} of a run with the {config.objective} objective")
+        need(("train_iwae" in rows[0]) == iwae,
+             f"the rows {'lack' if iwae else 'have'} the IWAE columns {', '.join(IWAE_COLUMNS)} "
+             f"of a run with the {config.objective} objective")
     images = float(saved.running[2])
     if saved.step_in_epoch and saved.epoch and images:
         last = rows[saved.epoch - 1]["train_iwae" if iwae else "train_loss"]

@@ -185,8 +185,8 @@ class Trainer:
                                       f"{shown(self.checkpoint_path)}. {self._how_to_resume()}", stop.signum)
             if stop.requested:     # during the last epoch's test pass or save: done, but the signal still counts
                 raise Interrupted(f"{stopped_by(stop.signum)} after the last epoch ({self.config.epochs}); the run "
-                                  f"is complete and saved to {shown(self.checkpoint_path)}, its figures not drawn. Draw "
-                                  f"them with: numpyvae figures {shell_quote(self.run_dir)}", stop.signum)
+                                  f"is complete and saved to {shown(self.checkpoint_path)}, its figures not drawn. "
+                                  f"Draw them with: numpyvae figures {shell_quote(self.run_dir)}", stop.signum)
 
     def _how_to_resume(self):
         return f"Continue with: numpyvae train --run-dir {shell_quote(self.run_dir)} --resume"
