@@ -30,7 +30,7 @@ from numpyvae.signals import signal_of, signals_raise, stopped_by
 RUN_DIR = "runs/default"
 MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
 # evaluate's k: 20 times Burda et al.'s 5000. One image's k samples go through before the progress
-# line can move; at k = 10**9 that is hours for the first image, at this limit seconds (dense)
+# line can move: at k = 10**9 that was hours for the first image
 MAX_IW_SAMPLES = 100_000
 MAX_ELBO_SAMPLES = 10_000   # evaluate's --samples: each is a pass over a batch of 1,000 images before progress moves
 
@@ -74,9 +74,9 @@ def seed(text):
 def iw_count(text):
     value = positive_int(text)
     if value > MAX_IW_SAMPLES:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_IW_SAMPLES:,} (Burda et al. used 5,000; the "
-                                         f"bound barely moves past that, and each image's samples take "
-                                         f"longer than a progress line can wait), got {text}")
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IW_SAMPLES:,} (20 times the 5,000 of Burda et "
+                                         f"al.; one image's samples all go through before a progress line "
+                                         f"can move), got {text}")
     return value
 
 
