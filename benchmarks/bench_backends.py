@@ -1,8 +1,10 @@
 """Benchmark: numpyvae on NumPy (and on CuPy where a GPU is usable) against the same model in PyTorch.
 
     python benchmarks/bench_backends.py                       # full run, a few minutes; writes benchmarks/results/
-    python benchmarks/bench_backends.py --quick               # seconds, on a small subset: a smoke test for CI,
-                                                              # into a new temporary directory (or --out DIR)
+    python benchmarks/bench_backends.py --quick               # a smoke test for CI, 10 s to a minute: checks that
+                                                              # every part runs, on 512 images; its numbers judge
+                                                              # nothing (no speed targets are checked). Into a new
+                                                              # temporary directory (or --out DIR)
     python benchmarks/bench_backends.py --busy-load           # numpyvae beside busy-looping processes (benchkit.busy):
                                                               # writes benchmarks/results/busy_load.{md,json}
 
@@ -34,6 +36,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -52,25 +55,84 @@ from benchkit.plot import plot                                       # noqa: E40
 from benchkit.report import machine_info, markdown, summarize        # noqa: E402
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum, kind=int):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not value >= minimum:        # NaN too
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    return parse
+
+
+def _more_than_zero(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):      # NaN too
+        raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
+    return value
+
+
+def _core_counts(text):
+    """"0,1,2" -> [0, 1, 2]: numbers of competing busy cores, each at most twice the machine's cores."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+    most = 2 * (os.cpu_count() or 1)     # one busy-looping process each: more only swamps the machine
+    if any(int(part) > most for part in parts):
+        raise argparse.ArgumentTypeError(f"each count must be at most {most} (twice this machine's cores), got {text}")
+    return [int(part) for part in parts]
+
+
+def _directory(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, got ''")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return path
+
+
+def _terminated(signum, frame):
+    # SIGTERM as an exception: subprocess.run then kills the worker it waits for, and busy loops stop
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke test in seconds: 512 images, 2 epochs, 1 run")
-    parser.add_argument("--out", type=Path, help="directory for the results (default benchmarks/results/; "
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test, 10 s to a minute: 512 images, 2 epochs, 1 run; checks that it runs, "
+                             "judges no speed")
+    parser.add_argument("--out", type=_directory, help="directory for the results (default benchmarks/results/; "
                                                  "with --quick a new temporary directory, so a smoke test never "
                                                  "replaces the committed results)")
     parser.add_argument("--busy-load", action="store_true",
                         help="only the busy-machine measurement: thread settings beside 0 and 1 busy-looping "
                              "processes (and one per core with --busy-cores)")
-    parser.add_argument("--busy-cores", default="0,1", help="competing busy cores to measure (default 0,1)")
-    parser.add_argument("--max-seconds", type=float, default=20,
+    parser.add_argument("--busy-cores", type=_core_counts, default=[0, 1],
+                        help="competing busy cores to measure (default 0,1)")
+    parser.add_argument("--max-seconds", type=_more_than_zero, default=20,
                         help="--busy-load: stop an epoch after this long and extrapolate (default 20)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: numpy, cupy, torch")
-    parser.add_argument("--epochs", type=int, help="epochs per run")
-    parser.add_argument("--repeats", type=int, help="runs per backend, interleaved")
-    parser.add_argument("--images", type=int, help="train on the first N images (default: all 60,000)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS / PyTorch threads (default: all cores)")
+    parser.add_argument("--epochs", type=_at_least(1), help="epochs per run")
+    parser.add_argument("--repeats", type=_at_least(1), help="runs per backend, interleaved")
+    parser.add_argument("--images", type=_at_least(1), help="train on the first N images (default: all 60,000)")
+    parser.add_argument("--threads", type=_at_least(1), default=os.cpu_count(),
+                        help="BLAS / PyTorch threads (default: all cores)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the batch-size and hidden-size tables")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_at_least(0), default=0)
     parser.add_argument("--arch", choices=("dense", "conv"), default="dense",
                         help="the model (default dense); conv writes bench_backends_conv.* and needs --no-scaling")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # internal: one measurement, JSON in and out
@@ -81,28 +143,53 @@ def main(argv=None):
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
 
-    if args.out is None:
-        args.out = Path(tempfile.mkdtemp(prefix="bench_backends_quick_")) if args.quick else HERE / "results"
-    if args.busy_load:
-        return busy_load(args, argv)
+    log = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
+    wanted = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = set(wanted) - set(BACKENDS)
+    if unknown or not wanted:
+        parser.error(f"unknown backend(s) {', '.join(sorted(unknown)) or repr(args.backends)}; "
+                     f"choose from {', '.join(BACKENDS)}")
+    if args.arch != "dense" and not args.no_scaling:
+        parser.error("the scaling tables vary the dense model's hidden size: give --no-scaling with --arch conv")
+    signal.signal(signal.SIGTERM, _terminated)
+    if args.quick:
+        log("smoke test (--quick): checks that every part of the benchmark runs, on a few hundred images; "
+            "its timings are too short to judge speed, and no speed target is checked")
+    try:
+        if args.busy_load:
+            return busy_load(args, argv, log)
+        return backends_benchmark(args, argv, parser, log)
+    except SystemExit as stop:
+        if isinstance(stop.code, int) and stop.code > 128:
+            log(f"bench_backends.py: terminated ({signal.Signals(stop.code - 128).name}); workers stopped")
+        raise
+    except KeyboardInterrupt:
+        log("bench_backends.py: interrupted; workers stopped")
+        return 128 + signal.SIGINT
 
+
+def results_dir(args):
+    """--out, made if missing; without it, benchmarks/results, or with --quick a new temporary directory
+    (made only now, when there are results to write: a failed run leaves none behind)."""
+    if args.out is None:
+        return Path(tempfile.mkdtemp(prefix="bench_backends_quick_")) if args.quick else HERE / "results"
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args.out
+
+
+def backends_benchmark(args, argv, parser, log):
+    """The training and scaling runs, their report, tables and figure."""
     settings = dict(QUICK if args.quick else FULL)
     for key in ("epochs", "repeats", "images"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     wanted = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = set(wanted) - set(BACKENDS)
-    if unknown:
-        parser.error(f"unknown backend(s) {', '.join(sorted(unknown))}; choose from {', '.join(BACKENDS)}")
+    log("checking which backends can run (imports CuPy and PyTorch where installed)...")
     backends, skipped = available_backends(wanted)
     if not backends:
         parser.error("none of the requested backends can run here: " + "; ".join(skipped.values()))
-    log = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
     timeout = 600 if args.quick else 3600
-    config = dict(MODEL, **settings)
-    if args.arch != "dense" and not args.no_scaling:
-        parser.error("the scaling tables vary the dense model's hidden size: give --no-scaling with --arch conv")
-    config = dict(config, arch=args.arch)
+    config = dict(MODEL, **settings, arch=args.arch)
     base = {"seed": args.seed, "threads": args.threads, "quick": args.quick, "allow_synthetic": args.quick,
             "images": settings["images"], **MODEL, "arch": args.arch}
 
@@ -134,7 +221,7 @@ def main(argv=None):
                     scaling[key][name][str(value)] = {"seconds_per_step": step, "images_per_second": batch / step}
 
     report = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
         "command": "python benchmarks/bench_backends.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                            if (argv if argv is not None else sys.argv[1:]) else ""),
         "machine": machine_info(), "threads": args.threads, "config": config, "backends": backends,
@@ -144,35 +231,37 @@ def main(argv=None):
         report["numpy_over_torch_epoch_time"] = (
             next(r for r in rows if r["backend"] == "numpy")["seconds_per_epoch"]
             / next(r for r in rows if r["backend"] == "torch")["seconds_per_epoch"]) if "numpy" in backends else None
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(args)
     stem = "bench_backends" + ("" if args.arch == "dense" else f"_{args.arch}")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    plot(report, args.out / f"{stem}.png")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(report))
+    log("drawing the figure...")
+    plot(report, out / f"{stem}.png")
     print(markdown(report))
-    log(f"wrote {args.out / stem}.json, .md and .png")
+    log(f"wrote {out / stem}.json, .md and .png")
     return 0
 
 
-def busy_load(args, argv):
+def busy_load(args, argv, log):
     """The busy-machine measurement alone (benchkit.busy): busy_load.{json,md} in --out."""
     settings = QUICK if args.quick else FULL
-    loads = [int(n) for n in args.busy_cores.split(",")]
-    log = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
+    loads = args.busy_cores
     base = {"seed": args.seed, "threads": args.threads, "quick": args.quick, "allow_synthetic": args.quick,
             "images": args.images if args.images is not None else settings["images"], **MODEL}
     timeout = 600 if args.quick else 3600
     report = run_busy_load(base, args.repeats or (1 if args.quick else 3), loads, args.epochs or 1,
-                           args.max_seconds, lambda spec: spawn(spec, args.threads, timeout), log)
+                           args.max_seconds,
+                           lambda spec: spawn(spec, args.threads, timeout,
+                                              on_start=lambda pid: log(f"  running (worker {pid})...")), log)
     report.update(bookkeeping=measure_bookkeeping())
-    report.update(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=machine_info(),
+    report.update(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=machine_info(), quick=args.quick,
                   command="python benchmarks/bench_backends.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "busy_load.json").write_text(json.dumps(report, indent=1) + "\n")
+    out = results_dir(args)
+    (out / "busy_load.json").write_text(json.dumps(report, indent=1) + "\n")
     text = busy_markdown(report, report["machine"]) + f"\nCommand: `{report['command']}` ({report['date']}).\n"
-    (args.out / "busy_load.md").write_text(text)
+    (out / "busy_load.md").write_text(text)
     print(text)
-    log(f"wrote {args.out / 'busy_load.json'} and .md")
+    log(f"wrote {out / 'busy_load.json'} and .md")
     return 0
 
 

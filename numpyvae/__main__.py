@@ -2,9 +2,9 @@
 import sys
 
 try:
-    from numpyvae.cli import main
+    from numpyvae.entry import run
 except KeyboardInterrupt:          # Ctrl-C before the command's own handler is in place
     print("numpyvae: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
 
-raise SystemExit(main())
+raise SystemExit(run())

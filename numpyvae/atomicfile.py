@@ -6,8 +6,10 @@ import hashlib
 import os
 import re
 import secrets
+import time
 
 TOKEN_BYTES = 6       # the random part of a temporary file's name: 12 hex digits
+ABANDONED_SECONDS = 600   # a temporary file nobody wrote to for this long lost its writer (a PNG takes < 1 s)
 NAME_MAX = 255        # bytes in one file name on the usual file systems (ext4, XFS, APFS, NTFS)
 
 
@@ -77,7 +79,38 @@ def remove_stale_temp_files(directory, names):
     removed = []
     for entry in os.scandir(directory):
         if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(entry.path)
                 removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+            except OSError as error:     # a read-only folder: say so of the folder, not of a hidden file in it
+                raise OSError(error.errno, f"cannot write in {directory}: {error.strerror}") from None
+    return removed
+
+
+def remove_abandoned_temp_files(directory, suffix, min_age=ABANDONED_SECONDS):
+    """Remove the temporary files that killed writes of `*suffix` files left in `directory`; return their names.
+
+    suffix: ".png" for every PNG, or a whole file name for that file's alone.
+
+    For folders no lock guards (figures, generate's output): another process may be writing there
+    right now, so only a temporary file untouched for `min_age` seconds is taken to have lost its
+    writer. (Were one still alive, its rename would fail with a one-line error; no finished file is touched.)
+    """
+    pattern = re.compile(rf"\..*{re.escape(suffix)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:            # no folder yet: nothing left behind
+        return removed
+    now = time.time()
+    for entry in entries:
+        try:
+            if (pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+                    and now - entry.stat(follow_symlinks=False).st_mtime >= min_age):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            pass               # gone meanwhile, or not ours to remove
     return removed

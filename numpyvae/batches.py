@@ -78,9 +78,11 @@ class DeviceDataset:
         else:
             order = xp.arange(self.num_images)      # (N,) made on the device
         # Allocated per pass, not kept on self: two passes running at once must not share them.
-        gathered = xp.empty((batch_size, self.dim), dtype=np.uint8)  # (B, D) uint8
-        batch = xp.empty((batch_size, self.dim), dtype=self.dtype)   # (B, D) float
-        labels = None if self.labels is None else xp.empty(batch_size, dtype=np.int64)   # (B,)
+        # A batch never holds more than the N images there are: a batch size of 2**62 is one batch of N.
+        rows_per_batch = min(batch_size, self.num_images)
+        gathered = xp.empty((rows_per_batch, self.dim), dtype=np.uint8)  # (B, D) uint8
+        batch = xp.empty((rows_per_batch, self.dim), dtype=self.dtype)   # (B, D) float
+        labels = None if self.labels is None else xp.empty(rows_per_batch, dtype=np.int64)   # (B,)
         # NumPy's take copies through a hidden temporary unless told the indices are valid
         # (any mode but "raise"); CuPy's take has no mode argument and always wraps.
         take_options = {} if self.backend.name == "cupy" else {"mode": "wrap"}

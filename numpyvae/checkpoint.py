@@ -40,6 +40,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from numpyvae.atomicfile import atomic_write
+from numpyvae.messages import shown
 
 FORMAT = "numpyvae-checkpoint-1"
 FILENAME = "checkpoint.npz"
@@ -101,15 +102,16 @@ def load(path):
     header promises, and a damaged header would then go unnoticed.
     """
     path = os.fspath(path)
+    name = shown(path)            # as messages show it: on one line, whatever the path holds
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {name}")
     try:
         file = open(path, "rb")
     except OSError as error:
-        raise CheckpointError(f"cannot read {path} ({error.strerror or error})") from None
+        raise CheckpointError(f"cannot read {name} ({error.strerror or error})") from None
     with file:
-        data = _read_members(path, file)
-    return _checked(path, data)
+        data = _read_members(name, file)
+    return _checked(name, data)
 
 
 # What a damaged zip can raise from zipfile: a flipped flag bit reads as "encrypted" (RuntimeError),

@@ -31,6 +31,10 @@ from numpyvae.signals import signal_of, signals_raise, stopped_by
 
 RUN_DIR = "runs/default"
 MAX_SHOW = 100          # show-data draws one subplot per image: 2,000 took 330 s and 1 GB
+# evaluate's k: 20 times Burda et al.'s 5000. One image's k samples go through before the progress
+# line can move: at k = 10**9 that was hours for the first image
+MAX_IW_SAMPLES = 100_000
+MAX_ELBO_SAMPLES = 10_000   # evaluate's --samples: each is a pass over a batch of 1,000 images before progress moves
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +79,23 @@ def seed(text):
     value = natural(text)
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    return value
+
+
+def iw_count(text):
+    value = positive_int(text)
+    if value > MAX_IW_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IW_SAMPLES:,} (20 times the 5,000 of Burda et "
+                                         f"al.; one image's samples all go through before a progress line "
+                                         f"can move), got {text}")
+    return value
+
+
+def elbo_count(text):
+    value = positive_int(text)
+    if value > MAX_ELBO_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ELBO_SAMPLES:,} (each sample is a pass over a "
+                                         f"batch of 1,000 images before a progress line can move), got {text}")
     return value
 
 
@@ -170,9 +191,9 @@ def build_parser():
 
     evaluate = commands.add_parser("evaluate", help="test negative ELBO and importance-weighted bound of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=directory)
-    evaluate.add_argument("--samples", type=positive_int, default=ELBO_SAMPLES,
+    evaluate.add_argument("--samples", type=elbo_count, default=ELBO_SAMPLES,
                           help=f"posterior samples per image for the negative ELBO (default {ELBO_SAMPLES})")
-    evaluate.add_argument("--iw-samples", type=positive_int, default=IW_SAMPLES,
+    evaluate.add_argument("--iw-samples", type=iw_count, default=IW_SAMPLES,
                           help=f"importance samples k per image for the IWAE bound (default {IW_SAMPLES})")
     evaluate.add_argument("--seed", type=natural, default=0, help="seed of the evaluation noise (default 0)")
     _model_options(evaluate, BACKEND_NAMES)
@@ -327,6 +348,7 @@ def _model_options(parser, backend_names):
 
 def cmd_train(args):
     from numpyvae import plots
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import FIGURES_DIR, ConfigError, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
@@ -346,6 +368,7 @@ def cmd_train(args):
     if args.figures:
         draw_them = f"Draw them with: numpyvae figures {shell_quote(run_dir)}"
         try:
+            remove_abandoned_temp_files(run_dir / FIGURES_DIR, ".png")     # a drawing killed outright left them
             paths = plots.make_all(result.model, result.test_images, result.test_labels, result.metrics,
                                    run_dir / FIGURES_DIR, result.config.objective, result.config.samples)
         except KeyboardInterrupt as stop:      # the run itself is saved and finished: only pictures are missing
@@ -419,13 +442,17 @@ def cmd_evaluate(args):
 
 def cmd_figures(args):
     from numpyvae import plots
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics
 
-    config, model, _ = load_run(args.run_dir, backend=args.backend)
+    config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    for path in plots.make_all(model, images, labels, read_metrics(args.run_dir), out, config.objective,
+    # the rows of the epochs the checkpoint holds: a save that failed after its row was written left one more
+    metrics = [row for row in read_metrics(args.run_dir) if row["epoch"] <= saved.epoch]
+    remove_abandoned_temp_files(out, ".png")          # a drawing killed outright left them
+    for path in plots.make_all(model, images, labels, metrics, out, config.objective,
                                config.samples):
         print(shown(path))
     return 0
@@ -434,11 +461,13 @@ def cmd_figures(args):
 def cmd_generate(args):
     from numpyvae import generate
     from numpyvae.datafiles import IMAGE_SHAPE
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.rundir import check_input_fits, load_run
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     check_input_fits(config, IMAGE_SHAPE)
     generate.check_request(model, args.n, args.out, wants_class=args.class_name is not None)
+    remove_abandoned_temp_files(Path(args.out).parent, Path(args.out).name)     # what a killed write of it left
     class_index = None if args.class_name is None else generate.parse_class(args.class_name, model.num_classes)
     images, labels = generate.generate(model, args.n, seed=args.seed, class_index=class_index)
     what = (f"{generate.CLASS_NAMES[class_index]}" if class_index is not None
@@ -500,10 +529,12 @@ def cmd_download(args):
 
 
 def cmd_show_data(args):
+    from numpyvae.atomicfile import remove_abandoned_temp_files
     from numpyvae.plots_data import save_data_grid
     from numpyvae import datasets
 
     images, labels = datasets.load_fashion_mnist(args.split, args.data_dir, download=False)
+    remove_abandoned_temp_files(Path(args.out).parent, Path(args.out).name)     # what a killed write of it left
     save_data_grid(images, labels, args.out, n=args.n)
     print(shown(args.out))
     return 0
@@ -538,8 +569,9 @@ def _known_errors():
     from numpyvae.datasets import DataError
     from numpyvae.generate import GenerateError
     from numpyvae.idx import IDXError
+    from numpyvae.memory import WontFit
     from numpyvae.rundir import RunError
-    return (RunError, CheckpointError, DataError, IDXError, BackendError, GenerateError, OSError)
+    return (RunError, CheckpointError, DataError, IDXError, BackendError, GenerateError, WontFit, OSError)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -14,6 +14,8 @@ import numpy as np
 
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import CLASS_NAMES
+from numpyvae.evaluate import MAX_ELEMENTS
+from numpyvae.network import widest_row
 
 MAX_IMAGES = 100_000      # a .npy of 100,000 images is 314 MB of float32
 MAX_GRID = 400            # a PNG grid of more images than this is too small to look at
@@ -60,12 +62,23 @@ def labels_for(model, n, class_index=None):
     return np.arange(n, dtype=np.int64) % model.num_classes
 
 
-def generate(model, n, seed=0, class_index=None):
-    """(images (N, side, side) float32 pixel means in [0, 1] on the host, labels (N,) or None)."""
+def generate(model, n, seed=0, class_index=None, max_elements=MAX_ELEMENTS):
+    """(images (N, side, side) float32 pixel means in [0, 1] on the host, labels (N,) or None).
+
+    z is drawn all at once (N x Z numbers, a few MB even for 100,000 images), the draws model.sample
+    makes, and decoded in chunks whose largest array (rows x the decoder's widest row) stays within
+    max_elements: a conv decoder's patch matrices for 100,000 images at once would need ~16 GB.
+    """
     labels = labels_for(model, n, class_index)
-    pixels = model.sample(n, rng=model.backend.rng(seed), y=labels)                  # (N, D) on the backend
+    xp, backend = model.xp, model.backend
+    z = backend.standard_normal(backend.rng(seed), xp.empty((n, model.latent_dim), dtype=model.dtype))  # (N, Z)
     side = math.isqrt(model.input_dim)
-    images = model.backend.to_host(pixels).astype(np.float32).reshape(n, side, side)
+    images = np.empty((n, side, side), dtype=np.float32)                              # (N, side, side) host
+    chunk = max(1, max_elements // widest_row(model.spec, model.network))
+    for start in range(0, n, chunk):
+        y = None if labels is None else labels[start:start + chunk]
+        pixels = model.decode(z[start:start + chunk], y)                              # (chunk, D) on the backend
+        images[start:start + chunk] = backend.to_host(pixels).reshape(-1, side, side)
     return images, labels
 
 

@@ -134,7 +134,17 @@ class Adam:
             if np.shape(state[key]) != (n,):
                 raise ValueError(f"Adam state {key!r} has shape {np.shape(state[key])}, expected ({n},)")
         check_hyperparameters(float(state["lr"]), (float(state["beta1"]), float(state["beta2"])), float(state["eps"]))
-        self.t = int(state["t"])
+        t = state["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"Adam state 't' (steps taken) must be an integer 0 or more, not {t!r}")
+        # moments no Adam step can produce: NaN or Inf would spread to every parameter at the next
+        # step, and v < 0 is a square root of a negative number (v is an average of squares)
+        for key in ("m", "v"):
+            if not np.isfinite(np.asarray(state[key])).all():
+                raise ValueError(f"Adam state {key!r} holds NaN or Inf")
+        if (np.asarray(state["v"]) < 0).any():
+            raise ValueError("Adam state 'v' has negative entries; it is an average of squared gradients")
+        self.t = int(t)
         self.lr, self.eps = float(state["lr"]), float(state["eps"])
         self.betas = (float(state["beta1"]), float(state["beta2"]))
         to_device = self.model.backend.to_device

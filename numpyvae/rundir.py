@@ -27,6 +27,7 @@ import numpy as np
 from numpyvae import checkpoint
 from numpyvae.atomicfile import atomic_write, temp_name_pattern
 from numpyvae.backend import BACKEND_NAMES
+from numpyvae.messages import shown
 from numpyvae.optim import BETAS, EPS
 from numpyvae.network import ARCHITECTURES, make_spec
 from numpyvae.vae import MODEL_SETTINGS, OBJECTIVES, VAE, check_settings
@@ -38,6 +39,8 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
 IWAE_COLUMNS = ("train_iwae", "test_iwae")   # an IWAE run's extra columns: -log (1/K) sum_k w_k, per image
 DTYPES = ("float32", "float64")
 MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
+MAX_INT64 = 2 ** 63 - 1         # ...and epochs and steps: an integer setting larger than this cannot be stored
+MAX_EPOCH_SECONDS = 100 * 86400  # a checkpoint claiming an epoch trained for more than 100 days is not believed
 
 
 @dataclass
@@ -96,10 +99,15 @@ class TrainConfig:
         need(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
         need(self.seed <= MAX_SEED, f"seed must be at most 2**63-1, not {self.seed}")
+        for name in ("epochs", "batch_size", "samples"):
+            need(getattr(self, name) <= MAX_INT64, f"{name} must be at most 2**63-1, not {_short(getattr(self, name))}")
         for name in ("lr", "beta", "warmup_epochs"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool),
                  f"{name} must be a number, not {value!r}")
+            # an integer of 310+ digits is a valid JSON number that no float can hold (OverflowError)
+            need(not isinstance(value, int) or abs(value) <= MAX_FLOAT_INT,
+                 f"{name} must be a finite number, not an integer of {len(str(abs(value)))} digits")
         for name in ("backend", "dtype"):
             need(isinstance(getattr(self, name), str), f"{name} must be a name, not {getattr(self, name)!r}")
         need(self.data_dir is None or isinstance(self.data_dir, str),
@@ -140,7 +148,19 @@ class TrainConfig:
             raise ConfigError(f"{source} has unknown setting(s): {', '.join(sorted(unknown))}")
         if missing:   # a default filled in here would silently define a different run
             raise ConfigError(f"{source} lacks setting(s): {', '.join(sorted(missing))}")
-        return cls(**values).validate()
+        try:
+            return cls(**values).validate()
+        except ConfigError as error:      # the message names the file the setting came from
+            raise ConfigError(f"{source}: {error}") from None
+
+
+MAX_FLOAT_INT = int(np.finfo(np.float64).max)     # the largest integer a float holds
+
+
+def _short(value):
+    """A number as a message shows it: all of it, or its size if it has more digits than fit on a line."""
+    text = str(value)
+    return text if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
 
 
 # Settings added after runs were first written, with the value every older run had.
@@ -184,15 +204,15 @@ def read_config(run_dir):
     """The TrainConfig in run_dir/config.json; RunError if the directory is not a run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"no run directory {run_dir}")
+        raise RunError(f"no run directory {shown(run_dir)}")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise RunError(f"{run_dir} is not a numpyvae run directory (it has no {CONFIG_FILE})")
+        raise RunError(f"{shown(run_dir)} is not a numpyvae run directory (it has no {CONFIG_FILE})")
     try:
         values = json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as error:   # bad JSON, bad UTF-8, an integer of 4,300+ digits, deep nesting
-        raise RunError(f"{path} is not valid JSON ({str(error)[:200] or type(error).__name__})") from None
-    return TrainConfig.from_dict(values, source=str(path))
+        raise RunError(f"{shown(path)} is not valid JSON ({str(error)[:200] or type(error).__name__})") from None
+    return TrainConfig.from_dict(values, source=shown(path))
 
 
 def write_config(run_dir, config):
@@ -208,17 +228,35 @@ def read_metrics(run_dir):
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+        raise RunError(f"{shown(path)} is not UTF-8 text ({error.reason} at byte {error.start}); "
                        "it has been damaged") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = tuple(reader.fieldnames or ())
     if columns not in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS):
-        raise RunError(f"{path} does not have the columns {','.join(METRICS_COLUMNS)}")
+        raise RunError(f"{shown(path)} does not have the columns {','.join(METRICS_COLUMNS)}")
     try:
-        return [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
+        rows = [{key: int(row[key]) if key == "epoch" else float(row[key]) for key in columns}
                 for row in reader]
     except (TypeError, ValueError) as error:
-        raise RunError(f"{path} has a malformed row ({error})") from None
+        raise RunError(f"{shown(path)} has a malformed row ({error})") from None
+    # training writes one finite row per epoch, 1, 2, 3, ...: anything else is damage, not a result
+    for number, row in enumerate(rows, start=1):
+        if row["epoch"] != number:
+            raise RunError(f"{shown(path)} has a row for epoch {row['epoch']} where epoch {number} should be; "
+                           "it has been damaged or edited")
+        broken = [key for key in columns[1:] if not math.isfinite(row[key])]
+        if broken:
+            raise RunError(f"{shown(path)} has {', '.join(broken)} of NaN or Inf in epoch {number}; "
+                           "it has been damaged or edited")
+        for part in ("train", "test"):    # the loss is recon + KL, each written to 4 decimals
+            if abs(row[f"{part}_loss"] - row[f"{part}_recon"] - row[f"{part}_kl"]) > 1e-3:
+                raise RunError(f"{shown(path)} says epoch {number}'s {part} loss is {row[f'{part}_loss']:g}, but "
+                               f"its recon and KL add up to {row[f'{part}_recon'] + row[f'{part}_kl']:g}; "
+                               "it has been damaged or edited")
+        if not 0 <= row["seconds"] <= MAX_EPOCH_SECONDS:
+            raise RunError(f"{shown(path)} says epoch {number} took {row['seconds']:g} seconds; "
+                           "it has been damaged or edited")
+    return rows
 
 
 def write_metrics(run_dir, rows, iwae=False):
@@ -262,9 +300,10 @@ def open_run(run_dir):
     try:
         saved_config = TrainConfig.from_dict(saved.config, source=str(path))
         # before its first step a run may resume with another batch size (see train._resumable)
-        check_same_run(config, saved_config, str(path), may_differ=() if saved.adam["t"] else ("batch_size",))
+        check_same_run(config, saved_config, str(path),
+                       may_differ=() if saved.adam["t"] else ("batch_size", "samples"))
     except ConfigError as error:
-        raise checkpoint.CheckpointError(f"{path} does not belong to this run: {error}") from None
+        raise checkpoint.CheckpointError(f"{shown(path)} does not belong to this run: {error}") from None
     check_written_by(config, saved_config, saved, path)
     return config, saved
 
@@ -277,7 +316,7 @@ def check_written_by(config, saved_config, saved, path):
     """
     def need(ok, message):
         if not ok:
-            raise checkpoint.CheckpointError(f"{path} cannot be resumed: {message}")
+            raise checkpoint.CheckpointError(f"{shown(path)} cannot be resumed: {message}")
     adam = saved.adam
     for name, value in (("lr", config.lr), ("beta1", BETAS[0]), ("beta2", BETAS[1]), ("eps", EPS)):
         need(adam[name] == value, f"Adam's {name} is {adam[name]!r}, but the run trains with {value!r}")
@@ -294,6 +333,16 @@ def check_written_by(config, saved_config, saved, path):
          f"its running sums have shape {saved.running.shape}, which does not fit the {config.objective} objective")
     recon, kl, images = (float(value) for value in saved.running[:3])
     need(saved.epoch_seconds >= 0, f"the unfinished epoch took {saved.epoch_seconds} seconds")
+    need(saved.epoch_seconds <= MAX_EPOCH_SECONDS, f"the unfinished epoch took {saved.epoch_seconds:g} seconds, "
+                                                   f"more than {MAX_EPOCH_SECONDS // 86400} days")
+    if iwae:
+        # Jensen: log of the mean of the K weights >= the mean of their logs, image by image, so the
+        # negative bound is never above the K-sample negative ELBO, recon + (log q - log p); the slack
+        # covers float32 rounding of the per-batch sums
+        bound = float(saved.running[3])
+        need(bound <= recon + kl + 1e-4 * (abs(recon) + abs(kl)) + 1,
+             f"the unfinished epoch's IWAE loss sum {bound:g} exceeds its ELBO sum {recon + kl:g}, which "
+             f"a K-sample bound never does")
     # the ELBO's KL is in closed form, never negative; IWAE's is log q - log p at samples, which can be
     need(iwae or kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
     need(images == int(images) and images >= 0, f"the unfinished epoch counts {images} images")
@@ -302,12 +351,41 @@ def check_written_by(config, saved_config, saved, path):
              "it is at an epoch boundary but holds sums or seconds of an unfinished epoch")
 
 
+def check_recorded(config, saved, rows, path, metrics_path):
+    """Refuse (RunError) a resume whose checkpoint and metrics.csv rows do not tell one story.
+
+    What can be defended, and is checked: every epoch the checkpoint has finished has its row (so an
+    epoch counter edited upwards is caught), an IWAE run's rows have its bound and an ELBO run's do
+    not (else the first row written would fail after a whole epoch), and the unfinished epoch's loss
+    so far is within a wide band of the last finished epoch's: |loss - last| <= 2 |last| + 100 nats
+    per image (a real epoch's running loss moves a few percent from the one before; an edited sum
+    lands far outside). What cannot be checked: the first epoch's sums (no row to compare with).
+    """
+    def need(ok, message):
+        if not ok:
+            raise RunError(f"{shown(path)} and {shown(metrics_path)} disagree: {message}; the run cannot be resumed")
+    need(len(rows) >= saved.epoch, f"the checkpoint has finished {saved.epoch} epochs but "
+                                   f"{len(rows)} are recorded")
+    iwae = config.objective == "iwae"
+    if rows:
+        need(("train_iwae" in rows[0]) == iwae,
+             f"the rows {'lack' if iwae else 'have'} the IWAE columns {', '.join(IWAE_COLUMNS)} "
+             f"of a run with the {config.objective} objective")
+    images = float(saved.running[2])
+    if saved.step_in_epoch and saved.epoch and images:
+        last = rows[saved.epoch - 1]["train_iwae" if iwae else "train_loss"]
+        loss = float(saved.running[3] if iwae else saved.running[0] + saved.running[1]) / images
+        need(abs(loss - last) <= 2 * abs(last) + 100,
+             f"the unfinished epoch's {'IWAE ' if iwae else ''}loss so far is {loss:.2f} per image, "
+             f"epoch {saved.epoch}'s was {last:.2f}")
+
+
 def check_position(saved, steps, batch_size, num_images, path):
     """Refuse (CheckpointError) a checkpoint whose place in the run does not fit the data:
     `steps` optimizer steps of `batch_size` per epoch over `num_images` training images."""
     def need(ok, message):
         if not ok:
-            raise checkpoint.CheckpointError(f"{path} is corrupt: {message}")
+            raise checkpoint.CheckpointError(f"{shown(path)} is corrupt: {message}")
     need(saved.step_in_epoch <= steps, f"it is at step {saved.step_in_epoch} of an epoch of {steps} steps")
     taken = saved.epoch * steps + saved.step_in_epoch
     need(saved.adam["t"] == taken, f"Adam has taken {saved.adam['t']} steps, but {saved.epoch} epochs of "
@@ -339,9 +417,9 @@ def check_new_run_dir(run_dir):
     if not run_dir.exists() and not run_dir.is_symlink():
         return
     if not run_dir.is_dir():
-        raise RunError(f"{run_dir} exists and is not a directory; choose another --run-dir")
+        raise RunError(f"{shown(run_dir)} exists and is not a directory; choose another --run-dir")
     if (run_dir / checkpoint.FILENAME).exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume, or choose another --run-dir")
+        raise RunError(f"{shown(run_dir)} already holds a run; continue it with --resume, or choose another --run-dir")
     refuse = ("a new run starts only in a missing or empty directory, or one a numpyvae run left before its "
               "first checkpoint; choose another --run-dir")
     temporary = [temp_name_pattern(name) for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME)]
@@ -349,16 +427,17 @@ def check_new_run_dir(run_dir):
         name = entry.name
         ours = name in NEW_RUN_FILES or any(pattern.fullmatch(name) for pattern in temporary)
         if not ours or not entry.is_file() or entry.is_symlink():
-            raise RunError(f"{run_dir} holds {name!r}, which no numpyvae run left there: {refuse}")
+            raise RunError(f"{shown(run_dir)} holds {name!r}, which no numpyvae run left there: {refuse}")
     if (run_dir / CONFIG_FILE).exists():
         try:
             read_config(run_dir)
         except RunError as error:
-            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): "
+            raise RunError(f"{shown(run_dir)} holds a {CONFIG_FILE} that is not a numpyvae run's ({error}): "
                            f"{refuse}") from None
     metrics = run_dir / METRICS_FILE
-    if metrics.exists() and metrics.read_bytes() != (",".join(METRICS_COLUMNS) + "\n").encode():
-        raise RunError(f"{run_dir} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")
+    headers = [(",".join(columns) + "\n").encode() for columns in (METRICS_COLUMNS, METRICS_COLUMNS + IWAE_COLUMNS)]
+    if metrics.exists() and metrics.read_bytes() not in headers:
+        raise RunError(f"{shown(run_dir)} holds a {METRICS_FILE} with results but no checkpoint: {refuse}")
 
 
 def load_run(run_dir, backend=None):
@@ -382,10 +461,14 @@ def exclusive(run_dir):
     except ImportError:
         yield
         return
-    with open(Path(run_dir) / LOCK_FILE, "a") as handle:
+    try:
+        handle = open(Path(run_dir) / LOCK_FILE, "a")
+    except OSError as error:           # a read-only folder: name it, not the hidden lock file
+        raise OSError(error.errno, f"cannot write in {shown(run_dir)}: {error.strerror}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"another numpyvae process is training in {run_dir}; "
+            raise RunError(f"another numpyvae process is training in {shown(run_dir)}; "
                            "wait for it to finish or choose another --run-dir") from None
         yield

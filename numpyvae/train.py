@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from numpyvae import checkpoint, datasets, evaluate
+from numpyvae import checkpoint, datasets, evaluate, memory
 from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
@@ -46,8 +46,8 @@ from numpyvae.network import make_spec
 from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
                              ConfigError, Diverged, Interrupted, NothingToDo, RunError,
-                             TrainConfig, build_model, check_new_run_dir, check_position, check_same_run,
-                             exclusive, open_run, read_metrics, write_config, write_metrics)
+                             TrainConfig, build_model, check_new_run_dir, check_position, check_recorded,
+                             check_same_run, exclusive, open_run, read_metrics, write_config, write_metrics)
 from numpyvae.signals import signal_of, stopped_by
 from numpyvae.threads import Threads
 from numpyvae.vae import VAE
@@ -182,11 +182,11 @@ class Trainer:
                 start_step, running, seconds = 0, None, 0.0
                 if stop.requested and epoch < self.config.epochs:
                     raise Interrupted(f"{stopped_by(stop.signum)} after epoch {epoch}; saved to "
-                                      f"{self.checkpoint_path}. {self._how_to_resume()}", stop.signum)
+                                      f"{shown(self.checkpoint_path)}. {self._how_to_resume()}", stop.signum)
             if stop.requested:     # during the last epoch's test pass or save: done, but the signal still counts
                 raise Interrupted(f"{stopped_by(stop.signum)} after the last epoch ({self.config.epochs}); the run "
-                                  f"is complete and saved to {self.checkpoint_path}, its figures not drawn. Draw "
-                                  f"them with: numpyvae figures {shell_quote(self.run_dir)}", stop.signum)
+                                  f"is complete and saved to {shown(self.checkpoint_path)}, its figures not drawn. "
+                                  f"Draw them with: numpyvae figures {shell_quote(self.run_dir)}", stop.signum)
 
     def _how_to_resume(self):
         return f"Continue with: numpyvae train --run-dir {shell_quote(self.run_dir)} --resume"
@@ -270,13 +270,13 @@ class Trainer:
                            f"{self._kept()}")
         self.save(epoch - 1, done, running, seconds)
         raise Interrupted(f"{stopped_by(signum)} at step {done} of {self.steps} in epoch {epoch}; saved to "
-                          f"{self.checkpoint_path}. {self._how_to_resume()}", signum)
+                          f"{shown(self.checkpoint_path)}. {self._how_to_resume()}", signum)
 
     def _kept(self):
         if self.checkpoint_path.is_file():
             kept = checkpoint.load(self.checkpoint_path)
             where = f"epoch {kept.epoch}" + (f", step {kept.step_in_epoch}" if kept.step_in_epoch else "")
-            return f"the last good checkpoint ({where}) is kept in {self.checkpoint_path}"
+            return f"the last good checkpoint ({where}) is kept in {shown(self.checkpoint_path)}"
         return "and no checkpoint had been written yet"
 
     def _finish_epoch(self, epoch, train, seconds):
@@ -293,9 +293,20 @@ class Trainer:
                "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"], "seconds": seconds}
         if self.iwae:
             row.update(self._iwae_columns(epoch, float(train[2])))
-        self.metrics = [r for r in self.metrics if r["epoch"] < epoch] + [row]
+        before = [r for r in self.metrics if r["epoch"] < epoch]
+        self.metrics = before + [row]
         write_metrics(self.run_dir, self.metrics, iwae=self.iwae)    # before the checkpoint: a resume drops rows past it
-        self.save(epoch)
+        try:
+            self.save(epoch)
+        except (OSError, Diverged):
+            # the checkpoint was not replaced (a full disk, say): take the row back, so that metrics.csv
+            # shows only what the checkpoint holds (if this write fails too, the next resume drops it)
+            try:
+                write_metrics(self.run_dir, before, iwae=self.iwae)
+                self.metrics = before
+            except OSError:
+                pass
+            raise
         self.log(format_epoch(row, self.config.epochs, self.config.samples if self.iwae else None))
 
     def _iwae_columns(self, epoch, train_bound):
@@ -425,6 +436,10 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     config = replace(config, input_shape=input_shape)
 
     model = build_model(config, backend)
+    # before anything is written and before the first step, which the kernel would end unannounced
+    memory.check_step_fits(model, min(config.batch_size, len(train_images)), config.samples, config.objective,
+                           "try a smaller --samples or --batch-size (a run that has taken no step yet may "
+                           "resume with smaller ones)")
     optimizer = Adam(model, lr=config.lr)
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
@@ -468,11 +483,13 @@ def _resumable(run_dir, wanted):
     run_config, saved = open_run(run_dir)
     # a run that has taken no step yet (it ran out of memory on its first batch, say) may take
     # another batch size: nothing done so far depends on it
-    changes = RESUMABLE_CHANGES + (() if saved.adam["t"] else ("batch_size",))
+    changes = RESUMABLE_CHANGES + (() if saved.adam["t"] else ("batch_size", "samples"))
     check_same_run(run_config, replace(wanted, input_shape=run_config.input_shape),
                    "cannot resume with different settings (start a new --run-dir to change them)", may_differ=changes)
     config = replace(run_config, **{name: getattr(wanted, name) for name in changes})
     if config.epochs <= saved.epoch:
-        raise NothingToDo(f"{run_dir} has already trained {saved.epoch} epochs (--epochs {config.epochs}); "
+        raise NothingToDo(f"{shown(run_dir)} has already trained {saved.epoch} epochs (--epochs {config.epochs}); "
                           f"nothing to do")
+    # now, not after an epoch of training: the rows it would write must fit those already there
+    check_recorded(config, saved, read_metrics(run_dir), run_dir / checkpoint.FILENAME, run_dir / METRICS_FILE)
     return saved, config

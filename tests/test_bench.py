@@ -1,5 +1,7 @@
 """The benchmark script runs in --quick mode and writes well-formed results. It is not a timed test."""
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +54,10 @@ def test_quick_writes_json_markdown_and_png(quick_results):
             assert all(entry["images_per_second"] > 0 for entry in runs.values())
     markdown = (out / "bench_backends.md").read_text()
     assert "| numpyvae, NumPy float32 |" in markdown and "s/epoch" in markdown
-    assert "epoch / matmul floor" in markdown and "Speed targets: " in markdown
+    assert "epoch / matmul floor" in markdown
+    # a smoke test says so, and judges no speed target on its few steps; a full run would
+    assert "Smoke test (--quick)" in markdown and "Speed target" not in markdown and "measured 0" not in markdown
+    assert "Speed targets: " in report_markdown({**report, "quick": False})
     assert "pip install -e '.[cuda]'" in markdown and "'numpyvae[cuda]'" not in markdown   # no index has numpyvae
     assert (out / "bench_backends.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -61,6 +66,23 @@ def test_quick_prints_the_table_and_names_skipped_backends(quick_results):
     _, done = quick_results
     assert "| backend |" in done.stdout
     assert "cupy" in done.stderr or "CuPy" in done.stdout
+
+
+def test_quick_says_it_is_a_smoke_test_and_shows_progress(quick_results):
+    _, done = quick_results
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("smoke test (--quick)") and "no speed target is checked" in lines[0]
+    # a line before each worker starts (no silent wait while one runs) and one when it ends
+    assert any(line.startswith("  train numpy round 1/1: running (worker ") for line in lines)
+    assert "checking which backends can run" in done.stderr and "drawing the figure..." in done.stderr
+
+
+def test_the_loss_curves_have_whole_epoch_ticks(quick_results):
+    out, _ = quick_results
+    report = json.loads((out / "bench_backends.json").read_text())
+    figure = draw(report)
+    ticks = figure.axes[1].get_xticks()
+    assert len(ticks) and all(tick == int(tick) for tick in ticks)
 
 
 def test_matmul_overlap_script_writes_both_environments(tmp_path):
@@ -86,8 +108,10 @@ def test_busy_load_quick_starts_and_stops_its_competing_processes(tmp_path):
         for runs in by_setting.values():
             assert runs and all(run["epoch_seconds"][0] > 0 and "loadavg_before" in run for run in runs)
     text = (tmp_path / "busy_load.md").read_text()
-    assert "| competing busy cores |" in text and "auto's epoch / one thread's" in text
-    assert "load average" in text and "What auto costs where it keeps every thread" in text
+    assert "| competing busy cores |" in text and "load average" in text
+    assert "What auto costs where it keeps every thread" in text
+    # --quick is a smoke test: no target is judged on it
+    assert "Smoke test (--quick)" in text and "met" not in text and "Targets" not in text
     # it started a busy loop, and none outlives the benchmark
     assert len(report["busy_pids"]) == 1
     assert not any("getppid() == parent" in _cmdline(pid) for pid in report["busy_pids"])
@@ -123,3 +147,69 @@ def test_conv_rows_are_written_beside_the_dense_ones(tmp_path):
     refused = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--arch", "conv"], capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "give --no-scaling with --arch conv" in refused.stderr
+
+
+def draw(report):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from benchkit.plot import draw
+    return draw(report)
+
+
+def report_markdown(report):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from benchkit.report import markdown
+    return markdown(report)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (["--busy-load", "--busy-cores", "abc"], "argument --busy-cores: expected whole numbers separated by commas"),
+    (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["--out", "FILE"], "exists and is not a directory"),
+    (["--images", "0"], "argument --images: must be at least 1, got 0"),
+    (["--images", "-5"], "argument --images: must be at least 1, got -5"),
+    (["--busy-load", "--max-seconds", "nan"], "argument --max-seconds: must be a finite number more than 0"),
+    (["--busy-load", "--busy-cores", "1,100000"], "argument --busy-cores: each count must be at most"),
+    (["--out", ""], "argument --out: must name a directory"),
+    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--arch", "conv"], "give --no-scaling with --arch conv"),
+])
+def test_bad_arguments_are_one_line_before_any_work(tmp_path, args, message):
+    (tmp_path / "FILE").write_text("mine")
+    args = [str(tmp_path / "FILE") if arg == "FILE" else arg for arg in args]
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", *args], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]          # no temporary folder made
+    assert (tmp_path / "FILE").read_text() == "mine"
+
+
+def test_sigterm_stops_the_worker_and_leaves_no_empty_folder(tmp_path):
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--quick", "--backends", "numpy", "--threads", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, TMPDIR=str(tmp_path)))
+    try:
+        for line in process.stderr:
+            if "running (worker " in line:
+                worker = int(line.split("running (worker ")[1].split(")")[0])
+                break
+        else:
+            pytest.fail("no worker started")
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 143
+    finally:
+        process.kill()
+        process.wait()
+    assert "terminated (SIGTERM); workers stopped" in rest and "Traceback" not in rest
+    assert not Path(f"/proc/{worker}").exists() or "Z" in _state(worker)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _state(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -156,7 +156,9 @@ def markdown(report, machine):
                   f"{report['max_seconds']:g} s and its epoch time is its seconds per step times the steps of an epoch.",
               "\"other processes used\" counts every process but the measured one on its CPUs (/proc/stat), "
               "the busy loops included."]
-    if "1" in loads and "0" in loads:
+    if report.get("quick"):
+        lines += ["", "**Smoke test (--quick)**: too few steps to judge the targets; run without --quick to measure."]
+    elif "1" in loads and "0" in loads:
         over_quiet = round_ratios(report, "1", "auto", "0", "auto")
         over_one = round_ratios(report, "1", "auto", "1", "1")
         quiet_auto = round_ratios(report, "0", "auto", "0", str(cpus))

@@ -31,16 +31,28 @@ def available_backends(wanted):
     return run, skipped
 
 
-def spawn(spec, threads, timeout):
-    """Run one worker in a fresh Python process with `threads` BLAS/OpenMP/numpyvae threads; return its results."""
+def spawn(spec, threads, timeout, on_start=None):
+    """Run one worker in a fresh Python process with `threads` BLAS/OpenMP/numpyvae threads; return its results.
+
+    on_start(pid) is called once the worker runs. Whatever ends the wait (a timeout, Ctrl-C, the
+    SIGTERM that bench_backends.py turns into SystemExit) kills the worker first: none outlives the benchmark.
+    """
     env = dict(os.environ)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMPYVAE_NUM_THREADS"):
         env[variable] = str(threads)
-    done = subprocess.run([sys.executable, str(SCRIPT), "--worker", json.dumps(spec)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"the {spec['backend']} {spec['task']} worker failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with subprocess.Popen([sys.executable, str(SCRIPT), "--worker", json.dumps(spec)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            if on_start is not None:
+                on_start(process.pid)
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if process.returncode != 0:
+        raise RuntimeError(f"the {spec['backend']} {spec['task']} worker failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def interleaved(backends, repeats, make_spec, threads, timeout, log):
@@ -49,8 +61,10 @@ def interleaved(backends, repeats, make_spec, threads, timeout, log):
     for round_ in range(repeats):
         order = backends[round_ % len(backends):] + backends[:round_ % len(backends)]
         for name in order:
+            spec = make_spec(name, round_)
+            what = f"  {spec['task']} {name} round {round_ + 1}/{repeats}"
             started = time.perf_counter()
-            results[name].append(spawn(make_spec(name, round_), threads, timeout))
-            log(f"  {make_spec(name, round_)['task']} {name} round {round_ + 1}/{repeats}: "
-                f"{time.perf_counter() - started:.1f} s")
+            results[name].append(spawn(spec, threads, timeout,
+                                       on_start=lambda pid: log(f"{what}: running (worker {pid})...")))
+            log(f"{what}: {time.perf_counter() - started:.1f} s")
     return results

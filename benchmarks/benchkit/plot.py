@@ -7,9 +7,19 @@ from benchkit.config import LABELS
 
 
 def plot(report, path):
+    """Draw the figure of `report` into the PNG file `path`."""
+    figure = draw(report)                 # first: it picks the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def draw(report):
+    """The figure of `report`: a matplotlib Figure (the caller saves and closes it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     rows = report["rows"]
     table = report["scaling"].get("batch", {})
     figure, axes = plt.subplots(1, 3 if table else 2, figsize=(15 if table else 10, 4.2))   # no scaling: no panel
@@ -23,15 +33,14 @@ def plot(report, path):
         epochs = np.arange(1, len(row["loss_mean"]) + 1)
         line, = axes[1].plot(epochs, row["loss_mean"], marker="o", label=row["label"])
         axes[1].fill_between(epochs, row["loss_min"], row["loss_max"], color=line.get_color(), alpha=0.2)
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole: no tick at 1.5
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("train loss per image (nats)")
     axes[1].set_title("Loss curves")
     axes[1].legend()
     if not table:
         figure.tight_layout()
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        return
+        return figure
     for name in report["backends"]:
         if name in table:
             values = sorted(int(v) for v in table[name])
@@ -43,5 +52,4 @@ def plot(report, path):
     axes[2].set_title("Scaling with batch size")
     axes[2].legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure

@@ -118,7 +118,10 @@ def markdown(report):
         "PyTorch as one float32 tensor).",
     ]
     numpy_row = by_name.get("numpy")
-    if numpy_row and cfg.get("arch", "dense") != "dense":
+    if report.get("quick"):
+        lines.append("**Smoke test (--quick)**: a few steps per epoch, timings too short to mean anything; "
+                     "no speed target is judged. Run without --quick to measure.")
+    elif numpy_row and cfg.get("arch", "dense") != "dense":
         lines.append(f"Speed target: a numpyvae {cfg['arch']} epoch at most {TARGET_CONV_OVER_TORCH} x PyTorch's"
                      + (f": measured {numpy_row['seconds_per_epoch'] / reference['seconds_per_epoch']:.2f}."
                         if reference else "."))
@@ -127,7 +130,7 @@ def markdown(report):
                      f"{numpy_row['epoch_over_matmul_floor']:.2f}" + (
                          f"; NumPy epoch / PyTorch's <= {TARGET_OVER_TORCH}: measured "
                          f"{numpy_row['seconds_per_epoch'] / reference['seconds_per_epoch']:.2f}." if reference else "."))
-    if reference:
+    if reference and not report.get("quick"):
         for row in rows:
             if row is not reference:
                 lines.append(
