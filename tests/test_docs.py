@@ -233,3 +233,38 @@ def test_readme_is_the_front_door():
     assert "```python" in first_screen and "loss_and_grads" in first_screen and "docs/vae.md" in first_screen
     missing = [page for page in chapters() if page != "index.md" and f"(docs/{page})" not in README]
     assert not missing, f"README's map of the chapters lacks {missing}"
+
+
+def test_the_explorer_page_embeds_the_default_runs_explorer(served, browser):
+    """docs/explorer.md embeds the committed explorer of the default run (docs/explorer-site): in the built site
+    it loads from 127.0.0.1, and its decode is numpyvae's decode of the committed weights, to float32 precision."""
+    import json
+    import numpy as np
+    from numpyvae import VAE
+    site = REPO / "docs" / "explorer-site"
+    manifest = json.loads((site / "model.json").read_text())
+    assert manifest["about"].startswith("default after epoch")
+    weights = manifest["weights"]
+    raw = np.frombuffer((site / weights["file"]).read_bytes(), dtype="<f4")
+    model = VAE(784, 400, 20, likelihood=manifest["likelihood"]["name"], backend="numpy", dtype="float64")
+    for tensor in weights["tensors"]:
+        start = tensor["offset"] // 4
+        model.params[tensor["name"]][...] = raw[start:start + int(np.prod(tensor["shape"]))].reshape(tensor["shape"])
+    z = np.linspace(-2, 2, 20)
+    expected = model.decode(z[None])[0]
+
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    tab = context.new_page()
+    errors = []
+    tab.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(served + "explorer/", wait_until="networkidle")
+    tab.locator("iframe").scroll_into_view_if_needed()
+    frame = tab.locator("iframe").element_handle().content_frame()
+    frame.wait_for_function("window.numpyvae !== undefined")
+    decoded = frame.evaluate("async z => { await window.numpyvae.ready; return Array.from(window.numpyvae.decode("
+                             "new Float32Array(z))); }", z.tolist())
+    assert len(decoded) == 784
+    assert np.max(np.abs(np.array(decoded) - expected)) < 1e-5
+    assert not errors, f"explorer page: console errors: {errors}"
+    context.close()
