@@ -407,8 +407,6 @@ def cmd_gradcheck(args):
         config = read_config(args.run_dir)
         settings = config.model_settings()
         options = {"objectives": (config.objective,), "samples": config.samples, "beta": config.beta}
-        if config.objective == "elbo":
-            options["samples"] = gradcheck_plan.IWAE_SAMPLES
         if args.trained:
             _, trained, saved = load_run(args.run_dir, backend="numpy")
             options["trained"] = (trained.flat_params, f"trained weights (epoch {saved.epoch})")

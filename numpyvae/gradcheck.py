@@ -219,7 +219,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
     NumPy copy with the same weights, so a float32 model is checked against the exact gradient,
     with float32's looser tolerance. x (B, D); eps (B, Z), or (K, B, Z) with objective="iwae"
     (the negative IWAE bound); y: labels (B,) for a conditional model.
-    entries: how many entries of each tensor to check (default: all), chosen at random.
+    entries: how many entries of each tensor to check (default: all), chosen at random (sample_entries).
     """
     # the reference sees the same numbers the model sees (rounded to its dtype, then widened)
     x = np.asarray(x, model.dtype).astype(np.float64)
@@ -243,8 +243,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
     for name, param in reference.params.items():
         analytic = model.backend.to_host(model.grads[name]).astype(np.float64).reshape(-1)
         flat = param.reshape(-1)
-        idx = np.arange(flat.size) if entries is None or entries >= flat.size else \
-            rng.choice(flat.size, size=entries, replace=False)
+        idx = sample_entries(rng, analytic, entries)
         kept, numeric, step = [], [], H
         for i in idx:
             estimate = one_piece_derivative(loss_and_pattern, flat, i, base)
@@ -258,6 +257,19 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
                         all_zero=bool(kept) and not np.any(analytic[kept]) and not np.any(numeric),
                         layer=owner.get(name, "")))
     return rows
+
+
+def sample_entries(rng, analytic, entries):
+    """Flat indices to check: all (entries=None), or `entries` at random, up to half of them among the
+    entries whose analytic gradient is not zero. Trained weights leave whole rows of a tensor at zero
+    (a dead unit's); sampled uniformly, every entry checked could be one of those and test nothing.
+    The other half is uniform, so an analytic gradient that is wrongly zero is still sampled."""
+    if entries is None or entries >= analytic.size:
+        return np.arange(analytic.size)
+    nonzero = np.flatnonzero(analytic)
+    some = rng.choice(nonzero, size=min(entries // 2, nonzero.size), replace=False)
+    rest = np.setdiff1d(np.arange(analytic.size), some)
+    return np.concatenate([some, rng.choice(rest, size=entries - some.size, replace=False)])
 
 
 def one_piece_derivative(loss_and_pattern, flat, i, base):
@@ -293,18 +305,31 @@ def relu_pattern(model, x, eps, y=None, beta=1.0, objective="elbo"):
     ReLU cannot hide its own mistakes behind the kink detector. With objective="iwae", eps is
     (K, B, Z) and all K * B samples go through the decoder, each with its image's label.
     """
+    loss, signs = relu_signs(model, x, eps, y, beta, objective)
+    return loss, np.concatenate([positive for _, positive in signs]) if signs else np.zeros(0, bool)
+
+
+def relu_signs(model, x, eps, y=None, beta=1.0, objective="elbo"):
+    """(loss, [(layer, its inputs > 0, flat)]) for each layer that declares `kink_at_zero`, in forward order."""
     signs = []
 
     def watch(layer, a):
         if getattr(layer, "kink_at_zero", False):
-            signs.append((a > 0).ravel())
+            signs.append((layer, model.backend.to_host(a > 0).ravel()))
     x = model._input(x)
     y_hot = model._one_hot(y, x.shape[0])
     if objective == "iwae":
         (total, _, _), _ = model._iwae_forward(x, model.backend.to_device(eps, dtype=model.dtype), y_hot, visit=watch)
     else:
         (total, _, _), _ = model._forward(x, model._input(eps), beta, y_hot, visit=watch)
-    return float(total), np.concatenate(signs) if signs else np.zeros(0, bool)
+    return float(total), signs
+
+
+def dead_layers(model, x, eps, y=None, objective="elbo"):
+    """Names of the kink layers none of whose inputs is positive on this batch: they pass nothing back,
+    so every gradient before them is exactly zero and its rows would test nothing."""
+    return [layer.name for layer, positive in relu_signs(model, x, eps, y, objective=objective)[1]
+            if not positive.any()]
 
 
 def check_batch(model, batch=4, seed=0, samples=None):
