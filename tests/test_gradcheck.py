@@ -346,11 +346,13 @@ def scaled_network(spec):
 
 @pytest.fixture
 def scaled_arch(monkeypatch):
-    monkeypatch.setattr(network, "ARCHITECTURES", dict(network.ARCHITECTURES))    # undone after the test
-    monkeypatch.setattr(gradcheck_plan, "ARCHITECTURES", network.ARCHITECTURES)
+    """"scaled" registered as an architecture, and the registry restored in place after the test."""
+    saved = dict(network.ARCHITECTURES)
     network.ARCHITECTURES["scaled"] = network.Architecture(scaled_network, (400,), "the hidden widths")
     monkeypatch.setattr(Scale, "mistake", None)
-    return "scaled"
+    yield "scaled"
+    network.ARCHITECTURES.clear()
+    network.ARCHITECTURES.update(saved)
 
 
 def test_a_new_architecture_gets_a_small_model_of_its_own_and_its_layers_checked(scaled_arch):
