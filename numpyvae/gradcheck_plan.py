@@ -186,13 +186,3 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
                 sections.append(model_section(f"784-400-20 VAE, {bound}{likelihood}, {entries} sampled entries per "
                                               f"tensor {device}", {"likelihood": likelihood}, where, entries, seed))
     return sections
-
-
-def run_checks(*args, progress=None, **kwargs):
-    """Every section of plan(*args, **kwargs), run: a list of (title, rows); progress(title) after each."""
-    done = []
-    for section in plan(*args, **kwargs):
-        done.append((section.title, section.run()))
-        if progress is not None:
-            progress(section.title)
-    return done
