@@ -106,9 +106,10 @@ def test_a_wrong_conv_padding_offset_fails_the_conv_rows(monkeypatch):
     original = layers.col2im
 
     def forgets_offset(xp, cols, image_size, stride, padding, out=None):
-        sums = original(xp, cols, image_size, stride, padding, out)
-        H, W = image_size
-        return sums.base[:, :H, :W] if sums.base is not None and padding else sums   # the corner, not the inside
+        (C, k, _, Ho, Wo, B), (H, W) = cols.shape, image_size
+        out = xp.empty((C, H + 2 * padding, W + 2 * padding, B)) if out is None else out
+        original(xp, cols, image_size, stride, padding, out)
+        return out[:, :H, :W]                        # the padded sums' corner, where out[:, p:p + H, p:p + W] belongs
     model = VAE(**SMALL_CONV, dtype=np.float64)
     assert_all_pass(gradcheck_plan.check_layers([model]))
     monkeypatch.setattr(layers, "col2im", forgets_offset)
@@ -134,10 +135,11 @@ def _place_preactivation(model, x, example, unit, value):
     model.params["enc.b"][unit] += value - (x[example] @ model.params["enc.W"][:, unit] + model.params["enc.b"][unit])
 
 
-def test_an_entry_beside_a_kink_is_differenced_on_the_side_that_stays_on_one_piece():
+@pytest.mark.parametrize("side", [1, -1], ids=["above", "below"])
+def test_an_entry_beside_a_kink_is_differenced_on_the_side_that_stays_on_one_piece(side):
     model = VAE(6, 5, 3, dtype=np.float64, seed=1)
     x, eps = check_batch(model, seed=1)
-    _place_preactivation(model, x, 0, 2, 3e-6)        # 3e-6 above the kink: a step of -1e-5 crosses it
+    _place_preactivation(model, x, 0, 2, side * 3e-6)   # 3e-6 from the kink: a step of 1e-5 towards it crosses it
     rows = {r.name: r for r in check_model(model, x, eps)}
     assert rows["enc.b"].kinks == 0 and rows["enc.b"].checked == 5
     assert_all_pass(rows.values())
@@ -149,6 +151,54 @@ def test_an_entry_beside_a_kink_is_differenced_on_the_side_that_stays_on_one_pie
     assert step == gradcheck.H / 4
     model.loss_and_grads(x, eps=eps)
     assert abs(estimate - model.grads["enc.b"][2]) < 1e-7 * abs(model.grads["enc.b"][2])
+
+
+def test_an_entry_with_kinks_on_both_sides_is_differenced_at_a_smaller_step():
+    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
+    x, eps = check_batch(model, seed=1)
+    # two examples whose unit 2 sits 3e-7 either side of 0: steps of 1e-5 and 1e-6 flip one on each side
+    w = model.params["enc.W"][:, 2]
+    x[1] = x[0] - 6e-7 * w / (w @ w)
+    _place_preactivation(model, x, 0, 2, 3e-7)
+    reference = VAE(**model.config, dtype=np.float64)
+    reference.flat_params[...] = model.flat_params
+    base = relu_pattern(reference, x, eps)
+    estimate, step = one_piece_derivative(lambda: relu_pattern(reference, x, eps), reference.params["enc.b"], 2, base)
+    assert step == gradcheck.STEPS[-1] == 1e-7
+    model.loss_and_grads(x, eps=eps)
+    assert abs(estimate - model.grads["enc.b"][2]) < 1e-6 * abs(model.grads["enc.b"][2])
+    rows = {r.name: r for r in check_model(model, x, eps)}
+    assert rows["enc.b"].kinks == 0 and rows["enc.b"].passed
+
+
+def test_sampled_entries_include_nonzero_gradients_and_uniform_ones():
+    """Trained weights leave a dead unit's rows at zero: half the sample is drawn among the entries that move."""
+    analytic = np.zeros(1000)
+    analytic[[3, 500, 999]] = 1.0
+    rng = np.random.default_rng(0)
+    idx = gradcheck.sample_entries(rng, analytic, 10)
+    assert len(set(idx)) == 10 and {3, 500, 999} <= set(idx)
+    assert list(gradcheck.sample_entries(rng, analytic, None)) == list(range(1000))
+    assert len(set(gradcheck.sample_entries(rng, np.zeros(50), 20))) == 20      # all zero: uniform
+
+
+def test_a_small_model_with_a_dead_layer_is_drawn_again_but_a_broken_forward_is_not_hidden(monkeypatch):
+    settings = {"input_dim": 6, "hidden_dims": (5, 4, 3), "latent_dim": 3}
+    dead = [s for s in range(40) if gradcheck.dead_layers(VAE(**settings, dtype=np.float64, seed=s),
+                                                          *check_batch(VAE(**settings), seed=s))]
+    assert dead, "no seed of 40 leaves a layer dead: pick a smaller model for this test"
+    seed = dead[0]
+    live = gradcheck_plan.live_seed(settings, seed)
+    assert live > seed and not gradcheck.dead_layers(VAE(**settings, dtype=np.float64, seed=live),
+                                                     *check_batch(VAE(**settings), seed=seed))
+    assert_all_pass(gradcheck_plan.model_section("", settings, gradcheck_plan.Where(
+        gradcheck_plan.get_backend("numpy"), np.dtype(np.float64)), seed=seed).run())
+    # a ReLU whose forward outputs zeros is dead at every draw: its rows fail as all zero
+    monkeypatch.setattr(layers.ReLU, "forward", lambda self, xp, params, x, ws=None:
+                        layers.relu_forward(xp, x - 1e3))
+    rows = gradcheck_plan.model_section("", settings, gradcheck_plan.Where(
+        gradcheck_plan.get_backend("numpy"), np.dtype(np.float64)), seed=seed).run()
+    assert any(r.reason.startswith("all zero") for r in rows)
 
 
 def test_an_entry_with_kinks_on_both_sides_at_every_step_is_left_out_and_its_row_fails_saying_why():
