@@ -18,8 +18,9 @@ than the tensor's largest goes unseen; every wrong formula we have tried moves t
 
 Tolerance, per tensor: TOLERANCE[dtype], or NOISE_MARGIN times the rounding noise relative to
 the tensor's gradients where that is larger (a large model's loss is in the thousands, and the
-noise eps |f| / h grows with it), but never above MAX_TOLERANCE: a gradient lost in the noise
-fails rather than passes.
+noise eps |f| / h grows with it), or, for the IWAE bound, twice the rounding of its importance
+weights in the model's dtype (see `tolerance`), but never above MAX_TOLERANCE: a gradient lost
+in the noise fails rather than passes.
 
 ReLU has a kink at 0, where no finite difference is right: a step that carries a ReLU input
 across 0 differences two linear pieces. A model with tens of thousands of ReLU inputs has some
@@ -59,6 +60,7 @@ TOLERANCE = {np.dtype(np.float64): 1e-6,
              np.dtype(np.float32): 1e-5}
 NOISE_MARGIN = 10.0       # a row's tolerance is at least this many times its finite-difference rounding noise
 MAX_TOLERANCE = 1e-3      # ... but never above this: a gradient lost in rounding noise fails, never passes
+WEIGHTS_MARGIN = 2.0      # an IWAE row's tolerance is at least this many times its weights' rounding (tolerance)
 KINK_MARGIN = 1e-2        # a layer checked alone gets inputs at least this far from its kink at 0
 MIN_CHECKED_SHARE = 0.9   # a row must compare at least this share of the entries it sampled
 
@@ -107,12 +109,16 @@ def gradient_scale(analytic, numeric):
                                   initial=0.0)))
 
 
-def tolerance(dtype, loss, scale, step=H):
+def tolerance(dtype, loss, scale, step=H, log_weight=0.0):
     """A row's tolerance: TOLERANCE[dtype], or NOISE_MARGIN times the finite differences' rounding
     noise, eps |loss| / step, relative to the gradients' scale where that is larger; at most MAX_TOLERANCE.
-    step: the smallest effective step the row used (h, or h / 4 for a one-sided difference)."""
+    step: the smallest effective step the row used (h, or h / 4 for a one-sided difference).
+    log_weight: for the IWAE bound, the size of log w (about the loss per image): its importance weights
+    are a softmax of log w, which the model rounds to its dtype, moving every weight, and every gradient
+    with it, by about eps_dtype |log w| relative (measured in float32: at most 0.46 of that, 40 models)."""
     noise = np.finfo(np.float64).eps * abs(loss) / step
-    return min(MAX_TOLERANCE, max(TOLERANCE[np.dtype(dtype)], NOISE_MARGIN * noise / max(scale, 1e-300)))
+    weights = WEIGHTS_MARGIN * np.finfo(dtype).eps * abs(log_weight)
+    return min(MAX_TOLERANCE, max(TOLERANCE[np.dtype(dtype)], NOISE_MARGIN * noise / max(scale, 1e-300), weights))
 
 
 def numerical_gradient(f, x, indices=None, h=H):
@@ -238,6 +244,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
     owner = {name: describe(layer) for layer in model.layers for name in layer.parameters()}
     loss_and_pattern = lambda: relu_pattern(reference, x, eps, y, beta, objective)   # noqa: E731
     base = loss_and_pattern()
+    log_weight = base[0] / x.shape[0] if objective == "iwae" else 0.0      # the loss per image, about |log w|
     rng = np.random.default_rng(seed)
     rows = []
     for name, param in reference.params.items():
@@ -253,7 +260,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
                 step = min(step, estimate[1])
         scale = gradient_scale(analytic[kept], numeric)
         rows.append(Row(name, param.shape, len(kept), rel_error(analytic[kept], numeric) if kept else float("nan"),
-                        tolerance(model.dtype, base[0], scale, step), kinks=len(idx) - len(kept),
+                        tolerance(model.dtype, base[0], scale, step, log_weight), kinks=len(idx) - len(kept),
                         all_zero=bool(kept) and not np.any(analytic[kept]) and not np.any(numeric),
                         layer=owner.get(name, "")))
     return rows
