@@ -4,7 +4,7 @@
     numpyvae evaluate RUN_DIR [--samples 10] [--iw-samples 100] [--json]
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
     numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
-    numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
+    numpyvae gradcheck [RUN_DIR [--trained] | --arch conv ...] [--quick]   every gradient against finite differences
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
 
@@ -200,9 +200,11 @@ def build_parser():
 
     gradcheck = commands.add_parser(
         "gradcheck", help="check every hand-written gradient against finite differences",
-        description="Check every layer, then a model, against finite differences. With no model flags: "
-                    "the default 784-400-20 model and a small one, for every likelihood. With model flags "
-                    "(the same as train's) or a run directory: that model, and a small one of its architecture.")
+        description="Check every layer alone, then whole models, against finite differences; each section's "
+                    "rows print as it ends, and a FAIL row says why. With no model flags: the layers of every "
+                    "architecture, the default 784-400-20 model and a small one, for every likelihood, under "
+                    "the ELBO and the IWAE bound. With model flags (the same as train's): that model, and a small "
+                    "one of its architecture. With a run directory: the run's model, at its own objective and K.")
     gradcheck.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=directory,
                            help="check the model of this run (its settings, objective and K; fresh weights "
                                 "unless --trained)")
@@ -215,7 +217,8 @@ def build_parser():
                            help="entries checked per tensor of the full-size model (default 20)")
     gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the full-size one)")
     gradcheck.add_argument("--seed", type=natural, default=0,
-                           help="seed of the weights, data and sampled entries checked (default 0)")
+                           help="seed of the weights, data and sampled entries checked (default 0); a small "
+                                "model whose weights leave a ReLU layer dead on the batch is drawn at the next seed")
     gradcheck.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     network = gradcheck.add_argument_group("model (as for train)", argument_default=argparse.SUPPRESS)
     _network_options(network)
