@@ -411,8 +411,11 @@ def cmd_gradcheck(args):
         settings = config.model_settings()
         options = {"objectives": (config.objective,), "samples": config.samples, "beta": config.beta}
         if args.trained:
+            if args.quick:
+                raise RunError("--trained checks the full-size model at the run's weights, which --quick leaves out")
             _, trained, saved = load_run(args.run_dir, backend="numpy")
-            options["trained"] = (trained.flat_params, f"trained weights (epoch {saved.epoch})")
+            options["trained"] = (trained.flat_params, f"trained weights (epoch {saved.epoch})",
+                                  _check_images(config))
     elif given:
         settings = TrainConfig(**given).validate().model_settings()
     sections = gradcheck_plan.plan(settings, full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
@@ -439,6 +442,17 @@ def cmd_gradcheck(args):
     print(f"\n{checked - failed} of {checked} gradients pass" + (f"; {failed} FAIL" if failed else "")
           + (f"; {crashed} section{'s' * (crashed > 1)} crashed" if crashed else ""))
     return 1 if failed or crashed else 0
+
+
+def _check_images(config, count=4):
+    """(x (count, D) pixels, labels) of the run's first test images, where the trained weights meet the data
+    they were trained for; None (uniform noise pixels) when the data is not there."""
+    from numpyvae.datasets import DataError
+    try:
+        images, labels = _test_set(config, None)
+    except DataError:
+        return None
+    return images[:count].reshape(count, -1) / 255.0, labels[:count].astype(int)
 
 
 def cmd_download(args):

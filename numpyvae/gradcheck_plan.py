@@ -115,17 +115,20 @@ class Where(NamedTuple):
     beta: float = 1.0            # the KL's weight, for the ELBO
 
 
-def model_section(title, settings, where, entries=None, seed=0, weights=None):
+def model_section(title, settings, where, entries=None, seed=0, weights=None, data=None):
     """A Section checking VAE(**settings) every entry (entries=None: a small model, whose weights are
-    drawn live, see live_seed) or at `entries` per tensor, at fresh weights or the flat `weights` given."""
+    drawn live, see live_seed) or at `entries` per tensor, at fresh weights or the flat `weights` given,
+    on check_batch's uniform pixels or on `data`, (x (4, D) pixels, labels (4,))."""
     def run():
         samples = where.samples if where.objective == "iwae" else None
         weights_seed = seed if entries is not None else live_seed(settings, seed, where.objective, samples)
         model = VAE(**settings, backend=where.backend, dtype=where.dtype, seed=weights_seed)
         if weights is not None:
             model.flat_params[...] = where.backend.to_device(np.asarray(weights), dtype=where.dtype)
-        return check_model(model, *check_batch(model, seed=seed, samples=samples), entries=entries, seed=seed,
-                           objective=where.objective, beta=where.beta)
+        batch = check_batch(model, seed=seed, samples=samples)
+        if data is not None:      # the same eps; the run's images (and their labels) for the pixels
+            batch = (data[0], batch[1]) + ((data[1],) if model.conditional else ())
+        return check_model(model, *batch, entries=entries, seed=seed, objective=where.objective, beta=where.beta)
     return Section(title, run)
 
 
@@ -152,7 +155,8 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
     settings: a model's settings (VAE(**settings)): that model and a small one like it; None: the
     default models for every likelihood. objectives: both by default; a run's own objective, with
     its K (samples) and beta, when checking a run. trained: (flat parameters, what they are, e.g.
-    "trained weights (epoch 10)"): check the full-size model at those weights instead of fresh ones.
+    "trained weights (epoch 10)", (x, labels) of a few of the run's images or None): check the
+    full-size model at those weights, on those images, instead of fresh weights on noise.
     """
     backend, dtype = get_backend(backend), np.dtype(dtype)
     device = f"({dtype.name}, {backend.name})"
@@ -169,10 +173,15 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
                 sections.append(model_section(f"small {small_spec.describe()}, {bound}{spec.likelihood}, every entry "
                                               f"{device}", small_spec.settings(), where, seed=seed))
             if full:
-                weights = "" if trained is None else f"{trained[1]}, "
-                sections.append(model_section(f"{spec.describe()}, {bound}{weights}{spec.likelihood}, {entries} "
+                weights, label, data = None, "", None
+                if trained is not None:
+                    weights, data = trained[0], trained[2]
+                    on = "noise pixels (the run's test images were not found)" if data is None else \
+                        f"{len(data[0])} test images"
+                    label = f"{trained[1]} on {on}, "
+                sections.append(model_section(f"{spec.describe()}, {bound}{label}{spec.likelihood}, {entries} "
                                               f"sampled entries per tensor {device}", settings, where, entries, seed,
-                                              None if trained is None else trained[0]))
+                                              weights, data))
             continue
         for likelihood in losses.LIKELIHOODS:
             if small:

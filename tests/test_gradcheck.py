@@ -487,6 +487,23 @@ def test_a_run_is_checked_at_its_own_objective_and_k_and_with_trained_its_own_we
     assert titles and all("IWAE bound K = 2" in t for t in titles)          # no ELBO, no K = 3
     status, out, _ = run_main(capsys, "gradcheck", run, "--trained", "--entries", 3, "--threads", "1")
     assert status == 0, out
-    assert "784-8-2 VAE, IWAE bound K = 2, trained weights (epoch 1), bernoulli, 3 sampled entries" in out
+    assert "784-8-2 VAE, IWAE bound K = 2, trained weights (epoch 1) on 4 test images, bernoulli, 3 sampled" in out
     status, _, err = run_main(capsys, "gradcheck", "--trained")
     assert status == 1 and err.count("\n") == 1 and "--trained checks a run's own weights" in err
+    status, _, err = run_main(capsys, "gradcheck", run, "--trained", "--quick")
+    assert status == 1 and err.count("\n") == 1 and "which --quick leaves out" in err
+
+
+def test_trained_weights_and_images_are_the_ones_checked(monkeypatch):
+    """plan(trained=...) checks the model at the weights and on the images given, not fresh ones."""
+    settings = {"input_dim": 6, "hidden_dim": 5, "latent_dim": 3, "num_classes": 2}
+    weights = VAE(**settings, seed=7).flat_params
+    x, y = np.random.default_rng(3).uniform(0, 1, (4, 6)), np.array([1, 0, 1, 1])
+    seen = {}
+
+    def spy(model, x, eps, y=None, **kwargs):
+        seen.update(params=model.flat_params.copy(), x=x, y=y)
+        return []
+    monkeypatch.setattr(gradcheck_plan, "check_model", spy)
+    gradcheck_plan.plan(settings, small=False, objectives=("elbo",), trained=(weights, "trained", (x, y)))[1].run()
+    assert np.array_equal(seen["params"], weights) and seen["x"] is x and seen["y"] is y
