@@ -70,7 +70,10 @@ def check_layers(models, seed=0):
     rows = []
     for model in models:
         for layer, shape in distinct_layers(model):
-            rows += check_layer(layer, shape, seed=seed)
+            layer_rows = check_layer(layer, shape, seed=seed)
+            if len(models) > 1:      # two architectures may both have an "enc": say whose
+                layer_rows = [row._replace(layer=f"{row.layer} ({model.arch})") for row in layer_rows]
+            rows += layer_rows
     return rows + check_pieces(seed)
 
 

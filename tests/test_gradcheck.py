@@ -52,8 +52,9 @@ def test_every_layer_of_every_architecture_and_every_loss_is_checked_alone():
               for arch in network.ARCHITECTURES]
     rows = gradcheck_plan.check_layers(models)
     owners = {r.layer for r in rows}
-    assert {"Linear enc", "ReLU enc.relu", "Conv2d enc.conv1", "Conv2d enc.conv2", "ConvTranspose2d dec.deconv1",
-            "ConvTranspose2d dec.deconv2", "Flatten enc.flat", "Sigmoid", "Reparameterize", "GaussianKL"} <= owners
+    assert {"Linear enc (dense)", "ReLU enc.relu (dense)", "Conv2d enc.conv1 (conv)", "Conv2d enc.conv2 (conv)",
+            "ConvTranspose2d dec.deconv1 (conv)", "ConvTranspose2d dec.deconv2 (conv)", "Flatten enc.flat (conv)",
+            "Linear mu (conv)", "Sigmoid", "Reparameterize", "GaussianKL"} <= owners
     # one row per registered likelihood: a new one is checked without touching this file
     assert {type(term).__name__ for term in losses.LIKELIHOODS.values()} <= owners
     names = {r.name for r in rows}
