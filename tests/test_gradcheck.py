@@ -444,6 +444,10 @@ def test_a_broken_new_layer_fails_the_bare_command_for_its_architecture(scaled_a
     status, out, _ = run_main(capsys, "gradcheck", "--arch", scaled_arch, "--quick", "--threads", "1")
     assert status == 1
     assert any(line.split()[:2] == ["enc.scale.a", "Scale"] and "FAIL: error" in line for line in out.splitlines())
+    status, out, _ = run_main(capsys, "gradcheck", "--quick", "--threads", "1")     # and so does the bare command
+    assert status == 1
+    assert any(line.split()[:4] == ["enc.scale.a", "Scale", "enc.scale", "(scaled)"] and "FAIL: error" in line
+               for line in out.splitlines())
 
 
 def test_a_wrong_shaped_gradient_in_the_model_is_named_in_one_line(scaled_arch, capsys):
