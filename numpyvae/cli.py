@@ -452,6 +452,8 @@ def _check_images(config, count=4):
         images, labels = _test_set(config, None)
     except DataError:
         return None
+    if images[0].size != math.prod(config.input_shape):      # not the images this model reads
+        return None
     return images[:count].reshape(count, -1) / 255.0, labels[:count].astype(int)
 
 
