@@ -39,7 +39,7 @@ def test_the_tolerance_scales_with_the_loss_and_the_gradients_but_is_capped_at_1
     big = tolerance(np.float64, 2e6, 1.0)                          # a loss 1,000 times larger
     assert big == pytest.approx(10 * np.finfo(np.float64).eps * 2e6 / 1e-5)
     assert tolerance(np.float64, 2e6, 2.0) == pytest.approx(big / 2)   # larger gradients, less relative noise
-    assert tolerance(np.float64, 2e6, 10.0, step=1e-6) == pytest.approx(big)   # a 10 times smaller step, 10 times the noise
+    assert tolerance(np.float64, 2e6, 10.0, step=1e-6) == pytest.approx(big)   # 10x smaller step: 10x the noise
     # gradients lost in the noise fail at the cap; the number itself, not the constant's name, is the promise
     assert tolerance(np.float64, 2_000.0, 1e-9) == 1e-3
     assert tolerance(np.float32, 2_000.0, 1.0) == 1e-5
