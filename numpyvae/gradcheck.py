@@ -190,6 +190,14 @@ class GradientShapeError(ValueError):
     """A layer's backward returned a gradient of the wrong shape."""
 
 
+class KinkDisagreement(ValueError):
+    """A float32 model's forward and its float64 reference disagree on which side of 0 a ReLU input lies.
+
+    An input within float32's rounding of 0 (one in tens of thousands of a conv model's, at some
+    batches) can land on either side: the float32 gradient is then exactly right for another linear
+    piece than the float64 differences measure, and the rows would fail (by 1e-3 and more) on correct code."""
+
+
 def layer_inputs(model):
     """(layer, one example's input shape) for every layer of the model, in forward order (vae.py's wiring)."""
     network, spec, labels = model.network, model.spec, model.num_classes
@@ -226,7 +234,8 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
 
     model: a VAE in any dtype on any backend. The finite differences always run on a float64
     NumPy copy with the same weights, so a float32 model is checked against the exact gradient,
-    with float32's looser tolerance. x (B, D); eps (B, Z), or (K, B, Z) with objective="iwae"
+    with float32's looser tolerance (KinkDisagreement if the two forwards put a ReLU input on opposite
+    sides of 0 on this batch: check another). x (B, D); eps (B, Z), or (K, B, Z) with objective="iwae"
     (the negative IWAE bound); y: labels (B,) for a conditional model.
     entries: how many entries of each tensor to check (default: all), chosen at random (sample_entries).
     """
@@ -247,6 +256,9 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
     owner = {name: describe(layer) for layer in model.layers for name in layer.parameters()}
     loss_and_pattern = lambda: relu_pattern(reference, x, eps, y, beta, objective)   # noqa: E731
     base = loss_and_pattern()
+    if model.dtype != CHECK_DTYPE and not np.array_equal(relu_pattern(model, x, eps, y, beta, objective)[1], base[1]):
+        raise KinkDisagreement(f"the {model.dtype} forward puts a ReLU input on the other side of 0 from the float64 "
+                               f"one, so its gradient is another linear piece's: check it on another batch")
     log_weight = base[0] / x.shape[0] if objective == "iwae" else 0.0      # the loss per image, about |log w|
     rng = np.random.default_rng(seed)
     rows = []
