@@ -1,10 +1,10 @@
-"""The `numpyvae` command: train, evaluate, figures, gradcheck, download, show-data.
+"""The `numpyvae` command: train, evaluate, figures, generate, gradcheck, reference-state, download, show-data, explore.
 
     numpyvae train [--epochs 10] [--run-dir runs/default] [--resume] ...   train (or continue) a run
     numpyvae evaluate RUN_DIR [--samples 10] [--iw-samples 100] [--json]
     numpyvae figures RUN_DIR                                          every picture, into RUN_DIR/figures
     numpyvae generate RUN_DIR -n 16 --out new.png [--class sneaker]   new clothes from the prior
-    numpyvae gradcheck [RUN_DIR | --arch conv ...] [--quick] [--entries 20]   every gradient against finite differences
+    numpyvae gradcheck [RUN_DIR [--trained] | --arch conv ...] [--quick]   every gradient against finite differences
     numpyvae reference-state --out ref.npz [--batch-size 4 --arch conv ...]   one step, for other implementations
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
@@ -224,11 +224,16 @@ def build_parser():
 
     gradcheck = commands.add_parser(
         "gradcheck", help="check every hand-written gradient against finite differences",
-        description="Check every layer, then a model, against finite differences. With no model flags: "
-                    "the default 784-400-20 model and a small one, for every likelihood. With model flags "
-                    "(the same as train's) or a run directory: that model, and a small one of its architecture.")
+        description="Check every layer alone, then whole models, against finite differences; each section's "
+                    "rows print as it ends, and a FAIL row says why. With no model flags: the layers of every "
+                    "architecture, the default 784-400-20 model and a small one, for every likelihood, under "
+                    "the ELBO and the IWAE bound. With model flags (the same as train's): that model, and a small "
+                    "one of its architecture. With a run directory: the run's model, at its own objective and K.")
     gradcheck.add_argument("run_dir", metavar="RUN_DIR", nargs="?", type=directory,
-                           help="check the model of this run (its settings, fresh weights)")
+                           help="check the model of this run (its settings, objective and K; fresh weights "
+                                "unless --trained)")
+    gradcheck.add_argument("--trained", action="store_true",
+                           help="with RUN_DIR: check the run's own trained weights (its last checkpoint)")
     gradcheck.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                            help="dtype of the models checked (default float64)")
     gradcheck.add_argument("--backend", choices=BACKEND_NAMES, default="numpy", help="default numpy")
@@ -236,7 +241,9 @@ def build_parser():
                            help="entries checked per tensor of the full-size model (default 20)")
     gradcheck.add_argument("--quick", action="store_true", help="small models only (skip the full-size one)")
     gradcheck.add_argument("--seed", type=natural, default=0,
-                           help="seed of the weights, data and sampled entries checked (default 0)")
+                           help="seed of the weights, data and sampled entries checked (default 0); a small "
+                                "model whose weights leave a ReLU layer dead on the batch is drawn at the next seed")
+    gradcheck.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     network = gradcheck.add_argument_group("model (as for train)", argument_default=argparse.SUPPRESS)
     _network_options(network)
     gradcheck.set_defaults(run=cmd_gradcheck)
@@ -478,30 +485,66 @@ def cmd_generate(args):
 
 
 def cmd_gradcheck(args):
-    from numpyvae import gradcheck
-
-    from numpyvae.rundir import ConfigError, TrainConfig, read_config
+    from numpyvae import gradcheck, gradcheck_plan
+    from numpyvae.rundir import ConfigError, RunError, TrainConfig, load_run, read_config
+    from numpyvae.threads import Threads
 
     given = {name: getattr(args, name) for name in NETWORK_FLAGS if hasattr(args, name)}
     if args.run_dir is not None and given:
         flag = {"num_classes": "conditional"}.get(next(iter(given)), next(iter(given))).replace("_", "-")
         raise ConfigError(f"give a run directory or model flags, not both (the run fixes --{flag})")
-    settings = None
-    if args.run_dir is not None:
-        settings = read_config(args.run_dir).model_settings()
+    if args.trained and args.run_dir is None:
+        raise RunError("--trained checks a run's own weights: give its RUN_DIR")
+    settings, options = None, {}
+    if args.run_dir is not None:      # the run's model, checked on the run's own objective, K and beta
+        config = read_config(args.run_dir)
+        settings = config.model_settings()
+        options = {"objectives": (config.objective,), "samples": config.samples, "beta": config.beta}
+        if args.trained:
+            if args.quick:
+                raise RunError("--trained checks the full-size model at the run's weights, which --quick leaves out")
+            _, trained, saved = load_run(args.run_dir, backend="numpy")
+            options["trained"] = (trained.flat_params, f"trained weights (epoch {saved.epoch})",
+                                  _check_images(config))
     elif given:
         settings = TrainConfig(**given).validate().model_settings()
+    sections = gradcheck_plan.plan(settings, full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
+                                   entries=args.entries, seed=args.seed, **options)
     started = time.perf_counter()
+    checked = failed = crashed = 0
+    with Threads(args.threads if args.backend in ("numpy", "fakegpu") else None) as blas:
+        for section in sections:      # each section's rows as it ends: a long run shows its results as it goes
+            try:
+                rows = section.run()
+            except Exception as error:     # one line naming the section; the others still run
+                crashed += 1
+                message = one_line(f"{type(error).__name__}: {error}")
+                print(f"\n{section.title}\n  crashed: {message}", flush=True)
+                print(f"numpyvae gradcheck: error: the section \"{section.title}\" crashed: {message}",
+                      file=sys.stderr, flush=True)
+                continue
+            finally:
+                blas.tick()
+            print(gradcheck.format_table([(section.title, rows)]), flush=True)
+            print(f"checked: {section.title} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+            checked += len(rows)
+            failed += sum(not row.passed for row in rows)
+    print(f"\n{checked - failed} of {checked} gradients pass" + (f"; {failed} FAIL" if failed else "")
+          + (f"; {crashed} section{'s' * (crashed > 1)} crashed" if crashed else ""))
+    return 1 if failed or crashed else 0
 
-    def progress(title):          # a section takes up to ~20 s: a line for each, so the wait is not silent
-        print(f"checked: {title} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    sections = gradcheck.run_checks(full=not args.quick, small=True, dtype=args.dtype, backend=args.backend,
-                                    entries=args.entries, seed=args.seed, settings=settings, progress=progress)
-    print(gradcheck.format_table(sections))
-    failed = sum(not row.passed for _, rows in sections for row in rows)
-    checked = sum(len(rows) for _, rows in sections)
-    print(f"\n{checked - failed} of {checked} gradients pass" + (f"; {failed} FAIL" if failed else ""))
-    return 1 if failed else 0
+
+def _check_images(config, count=4):
+    """(x (count, D) pixels, labels) of the run's first test images, where the trained weights meet the data
+    they were trained for; None (uniform noise pixels) when the data is not there."""
+    from numpyvae.datasets import DataError
+    try:
+        images, labels = _test_set(config, None)
+    except DataError:
+        return None
+    if images[0].size != math.prod(config.input_shape):      # not the images this model reads
+        return None
+    return images[:count].reshape(count, -1) / 255.0, labels[:count].astype(int)
 
 
 def cmd_reference_state(args):

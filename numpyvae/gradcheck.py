@@ -1,44 +1,50 @@
-"""Finite-difference checks of every hand-written gradient.
+"""Finite-difference checks of hand-written gradients: one layer (`check_layer`), or a whole model (`check_model`).
+
+    rows = check_layer(layer, input_shape)       # dx and every parameter's gradient, as a vector-Jacobian product
+    rows = check_model(model, *check_batch(model))   # the whole loss against every parameter tensor
+    print(format_table([("my layer", rows)]))    # `row.passed`, and `row.reason` when it did not
 
 The centered difference
     df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2 h)
-has error O(h^2) from truncation plus O(eps_machine * |f| / h) from rounding, so it
-runs in float64 with h = 1e-5 (close to the best step for float64). A correct
-gradient then agrees to ~1e-11 on single layers and to 1e-10..5e-8 on the full
-model, whose loss is in the thousands so rounding dominates; the 1e-6 tolerance
-leaves a margin of 20x or more. A layer with many outputs is checked as a vector-Jacobian product
-(as CS231n's eval_numerical_gradient_array does): pick a random upstream gradient
-dy and check d(sum(y * dy))/dx, which is exactly what backward(dy) must return.
+has error O(h^2) from truncation plus about eps_machine |f| / h from rounding, so it runs in
+float64 with h = H = 1e-5 (close to the best step for float64). A layer with many outputs is
+checked as a vector-Jacobian product, as CS231n's eval_numerical_gradient_array does: pick a
+random upstream gradient dy and check d(sum(y * dy))/dx, which is exactly what backward(dy) returns.
 
-The tolerance scales with the model. The rounding part of a centred difference's error is
-absolute, about eps_machine * |f| / h, so it grows with the loss |f|, and |f| grows with the
-pixels, the batch and the depth; relative to a tensor's gradients (their largest |a| + |n|,
-`scale`) it is noise / scale. Each row's tolerance is therefore
-    max(TOLERANCE[dtype], NOISE_MARGIN * eps_machine * |f| / (h * scale))    (`tolerance`),
-at most MAX_TOLERANCE. For the 784-400-20 model (|f| about 2,200 on 4 images) that is the
-plain TOLERANCE on almost every row; the conv model's mu.W, whose sampled entries can all be
-small, gets a few times more. A wrong formula moves the largest entries by far more than the
-cap, and a tensor whose gradients are too small to tell from rounding fails at the cap
-rather than passing.
+Error, per tensor: rel_error(a, n) = max|a - n| / max(1e-8, max(|a| + |n|)), relative to the
+tensor's largest entries, because finite-difference noise is absolute: an entry of 1e-9 would
+show a huge per-entry ratio even when right. (The price: an error confined to entries far smaller
+than the tensor's largest goes unseen; every wrong formula we have tried moves the large ones too.)
 
-Error measure, per tensor:
-    rel_error(a, n) = max|a - n| / max(1e-8, max(|a| + |n|))
-relative to the tensor's largest entries. This is looser than CS231n's per-entry
-ratio on purpose: finite-difference noise is absolute (about 1e-10 here), so an
-entry of 1e-9 would show a huge per-entry ratio even when its gradient is right.
-The price: an error confined to entries far smaller than the tensor's largest
-ones goes unseen. Every wrong formula we have tried moves the large entries too.
+Tolerance, per tensor: TOLERANCE[dtype], or NOISE_MARGIN times the rounding noise relative to
+the tensor's gradients where that is larger (a large model's loss is in the thousands, and the
+noise eps |f| / h grows with it), or, for the IWAE bound, twice the rounding of its importance
+weights in the model's dtype (see `tolerance`), but never above MAX_TOLERANCE: a gradient lost
+in the noise fails rather than passes.
 
-ReLU has a kink at 0 where no finite difference is right. The layer check draws
-its inputs away from 0. The whole-model check cannot (a 784-400-20 model has
-thousands of ReLU inputs, a few always near 0), so for every perturbed entry it
-compares which ReLU inputs are positive at x + h and x - h with the unperturbed
-pattern, and leaves out the rare entry whose perturbation flips one: there the
-loss is not differentiable along that direction. The pattern is recorded during
-one forward pass of the model's own wiring, from the inputs that reach each ReLU,
-not from the ReLU layer under test. The table counts the entries left out
-("kinks"); a row with more than one of them and more than MAX_KINK_SHARE, or
-whose kept entries are all zero, fails, so skipping can never hide a bug.
+ReLU has a kink at 0, where no finite difference is right: a step that carries a ReLU input
+across 0 differences two linear pieces. A model with tens of thousands of ReLU inputs has some
+within H of 0 for almost every bias, so leaving such entries out does not scale (a conv model
+lost every entry of mu.b that way). Instead, each entry gets a difference that stays within
+one linear piece of every ReLU: which ReLU inputs are positive is recorded at x, and at every
+point a difference uses, from one forward pass of the model's own wiring (the inputs that reach
+each layer that declares `kink_at_zero`, never the ReLU's own output, so a broken ReLU cannot
+hide). For each step h in STEPS (1e-5, 1e-6, 1e-7), largest first:
+    x - h, x, x + h all on one piece        the centered difference             (noise eps |f| / h)
+    x, x + h, x + 2h on one piece           (-3 f(x) + 4 f(x + h) - f(x + 2h)) / (2 h)   (noise 4 eps |f| / h)
+    x - 2h, x - h, x on one piece           the same, mirrored
+Both one-sided forms are exact for quadratics, so their truncation error is O(h^2) like the
+centered one's. A kink near x lies on one side only, so the one-sided difference away from it
+almost always works at h = H already; smaller steps are for kinks on both sides, and the row's
+tolerance counts the noise of the smallest step it used. float64 leaves room down to about 1e-7:
+at 1e-8 the noise on a loss of 2,000 would be 4e-5 per entry, and the row's tolerance 1,000 times
+what it is at H. (The rule this replaces left out every entry whose step crossed a kink and failed
+a row that lost more than 10 % of them: `gradcheck --arch conv` failed on correct code at 7 of 10
+seeds. Now such an entry is checked on the side away from the kink.)
+Only an entry no step keeps on one piece is left out (the "left out" column). A row that
+checks fewer than MIN_CHECKED_SHARE of its entries fails and says so, as does a row whose
+checked entries are all exactly zero in both gradients (nothing was tested): leaving entries
+out never hides a bug.
 """
 from __future__ import annotations
 
@@ -46,57 +52,76 @@ from typing import NamedTuple
 
 import numpy as np
 
-from numpyvae.backend import CHECK_DTYPE, get_backend
-from numpyvae import layers, losses
-from numpyvae.losses import LIKELIHOODS
-from numpyvae.network import make_spec
+from numpyvae.backend import CHECK_DTYPE
 from numpyvae.vae import VAE
 
 H = 1e-5
+STEPS = (H, 1e-6, 1e-7)     # for an entry near a ReLU kink, largest first (see the module docstring)
 TOLERANCE = {np.dtype(np.float64): 1e-6,
              # float32 analytic gradients against float64 finite differences: measured
              # 3e-8..5e-7 on the full model; 1e-5 leaves 20x for other seeds and batches.
              np.dtype(np.float32): 1e-5}
-NOISE_MARGIN = 10.0     # a row's tolerance is at least this many times its finite-difference rounding noise
-MAX_TOLERANCE = 1e-3    # ... but never above this: a gradient lost in rounding noise fails, never passes
-KINK_MARGIN = 1e-2      # the ReLU layer check keeps |x| at least this far from 0
-MAX_KINK_SHARE = 0.1    # a row fails if more than one entry, and more than this share, straddle a kink
+NOISE_MARGIN = 10.0       # a row's tolerance is at least this many times its finite-difference rounding noise
+MAX_TOLERANCE = 1e-3      # ... but never above this: a gradient lost in rounding noise fails, never passes
+WEIGHTS_MARGIN = 2.0      # an IWAE row's tolerance is at least this many times its weights' rounding (tolerance)
+KINK_MARGIN = 1e-2        # a layer checked alone gets inputs at least this far from its kink at 0
+MIN_CHECKED_SHARE = 0.9   # a row must compare at least this share of the entries it sampled
 
 
 class Row(NamedTuple):
-    """One line of the gradient-check table."""
+    """One line of the gradient-check table: one tensor's gradient."""
     name: str
     shape: tuple
-    checked: int
+    checked: int              # entries compared
     max_rel_error: float
     tolerance: float
-    kinks: int = 0            # entries left out because their perturbation crossed a ReLU kink
-    all_zero: bool = False    # every kept entry was exactly zero in both gradients: nothing was tested
+    kinks: int = 0            # entries left out: no step kept them within one linear piece of every ReLU
+    all_zero: bool = False    # every checked entry was exactly zero in both gradients: nothing was tested
+    layer: str = ""           # the layer the tensor belongs to, "Conv2d enc.conv1"
+    problem: str = ""         # a failure found before any comparison (a gradient of the wrong shape)
+
+    @property
+    def reason(self):
+        """Why the row fails, in a few words; "" when it passes."""
+        sampled = self.checked + self.kinks
+        if self.problem:
+            return self.problem
+        if self.checked == 0 or self.checked < MIN_CHECKED_SHARE * sampled:
+            return (f"too few entries checked: {self.kinks} of {sampled} cross a ReLU kink at every step "
+                    f"down to {STEPS[-1]:.0e}")
+        if self.all_zero:
+            return "all zero: both gradients are exactly 0 at every entry checked, so nothing was tested"
+        if not self.max_rel_error < self.tolerance:     # NaN fails
+            return f"error {self.max_rel_error:.1e} above the tolerance {self.tolerance:.0e}"
+        return ""
 
     @property
     def passed(self):
-        return (self.checked > 0 and not self.all_zero
-                and self.kinks <= max(1, MAX_KINK_SHARE * (self.checked + self.kinks))
-                and bool(self.max_rel_error < self.tolerance))   # NaN fails
+        return not self.reason
 
 
-def tolerance(dtype, loss, scale):
-    """A row's tolerance: TOLERANCE[dtype], or NOISE_MARGIN times the rounding noise of the finite
-    differences relative to the gradients' scale where that is larger (see the module docstring)."""
-    noise = np.finfo(np.float64).eps * abs(loss) / H
-    return min(MAX_TOLERANCE, max(TOLERANCE[np.dtype(dtype)], NOISE_MARGIN * noise / max(scale, 1e-300)))
+def rel_error(analytic, numeric):
+    """max|a - n| / max(1e-8, max(|a| + |n|)): the error relative to the tensor's largest entries."""
+    analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
+    return float(np.max(np.abs(analytic - numeric), initial=0.0)) / gradient_scale(analytic, numeric)
 
 
 def gradient_scale(analytic, numeric):
-    """max(|a| + |n|): what rel_error divides by."""
+    """max(1e-8, max(|a| + |n|)): what rel_error divides by."""
     return max(1e-8, float(np.max(np.abs(np.asarray(analytic, np.float64)) + np.abs(np.asarray(numeric, np.float64)),
                                   initial=0.0)))
 
 
-def rel_error(analytic, numeric):
-    analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    scale = max(1e-8, float(np.max(np.abs(analytic) + np.abs(numeric), initial=0.0)))
-    return float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
+def tolerance(dtype, loss, scale, step=H, log_weight=0.0):
+    """A row's tolerance: TOLERANCE[dtype], or NOISE_MARGIN times the finite differences' rounding
+    noise, eps |loss| / step, relative to the gradients' scale where that is larger; at most MAX_TOLERANCE.
+    step: the smallest effective step the row used (h, or h / 4 for a one-sided difference).
+    log_weight: for the IWAE bound, the size of log w (about the loss per image): its importance weights
+    are a softmax of log w, which the model rounds to its dtype, moving every weight, and every gradient
+    with it, by about eps_dtype |log w| relative (measured in float32: at most 0.46 of that, 40 models)."""
+    noise = np.finfo(np.float64).eps * abs(loss) / step
+    weights = WEIGHTS_MARGIN * np.finfo(dtype).eps * abs(log_weight)
+    return min(MAX_TOLERANCE, max(TOLERANCE[np.dtype(dtype)], NOISE_MARGIN * noise / max(scale, 1e-300), weights))
 
 
 def numerical_gradient(f, x, indices=None, h=H):
@@ -123,156 +148,210 @@ def numerical_vjp(f, x, dy, h=H):
     return numerical_gradient(lambda: np.sum(f() * dy), x, h=h)
 
 
-def _off_kink(rng, shape):
-    # |x| uniform in [KINK_MARGIN, 2] with a random sign: a step of H never crosses 0
-    magnitude = rng.uniform(KINK_MARGIN, 2.0, size=shape)
-    return magnitude * rng.choice([-1.0, 1.0], size=shape)
+def describe(layer):
+    """"Conv2d enc.conv1": the layer's kind and name, for the table and for errors."""
+    return f"{type(layer).__name__} {layer.name}"
 
 
-def check_layers(seed=0, batch=4, fan_in=5, fan_out=3):
-    """Rows for Linear (dx, dW, db), ReLU, Sigmoid, Reparameterize, the likelihoods, the KL, the convs; float64 NumPy."""
+def check_layer(layer, input_shape, batch=2, seed=0):
+    """Rows for one layer object, alone: dx, and the gradient of each parameter it owns, in float64 NumPy.
+
+    layer: anything with the model's layer interface (layers.py): parameters() -> {name: shape},
+    forward(xp, params, x) -> (y, cache), backward(xp, params, grads, dy, cache) -> dx, filling grads.
+    input_shape: one example's input, without the batch axis. Parameters, x and dy are drawn at
+    random; a layer that declares `kink_at_zero` gets inputs at least KINK_MARGIN away from 0.
+    Each gradient is checked as a vector-Jacobian product: backward(dy) against d(sum(y * dy)).
+    A gradient of the wrong shape fails its row with a reason instead of a NumPy traceback.
+    """
     rng = np.random.default_rng(seed)
-    tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
+    params = {name: rng.standard_normal(shape) for name, shape in layer.parameters().items()}
+    grads = {name: np.zeros(shape) for name, shape in layer.parameters().items()}
+    x = rng.standard_normal((batch, *input_shape))
+    if getattr(layer, "kink_at_zero", False):
+        x = np.where(x < 0, -1.0, 1.0) * (KINK_MARGIN + np.abs(x))
+    y, cache = layer.forward(np, params, x)
+    dy = rng.standard_normal(np.shape(y))
+    dx = layer.backward(np, params, grads, dy.copy(), cache)
+    forward = lambda: layer.forward(np, params, x)[0]         # noqa: E731 (read by numerical_vjp)
     rows = []
-
-    def row(name, analytic, numeric):
-        rows.append(Row(name, tuple(np.shape(analytic)), int(np.size(analytic)), rel_error(analytic, numeric), tol))
-
-    # Linear: y = x W + b
-    x, W, b = rng.standard_normal((batch, fan_in)), rng.standard_normal((fan_in, fan_out)), rng.standard_normal(fan_out)
-    dW, db = np.empty_like(W), np.empty_like(b)
-    dy = rng.standard_normal((batch, fan_out))
-    forward = lambda: layers.linear_forward(np, x, W, b)[0]
-    dx = layers.linear_backward(np, dy, layers.linear_forward(np, x, W, b)[1], W, dW, db)
-    row("Linear dx", dx, numerical_vjp(forward, x, dy))
-    row("Linear dW", dW, numerical_vjp(forward, W, dy))
-    row("Linear db", db, numerical_vjp(forward, b, dy))
-
-    # ReLU and Sigmoid: elementwise, checked through their vector-Jacobian products
-    for name, (forward_fn, backward_fn), x in (
-            ("ReLU dx", (layers.relu_forward, layers.relu_backward), _off_kink(rng, (batch, fan_in))),
-            ("Sigmoid dx", (layers.sigmoid_forward, layers.sigmoid_backward), 3 * rng.standard_normal((batch, fan_in)))):
-        dy = rng.standard_normal(x.shape)
-        _, cache = forward_fn(np, x)
-        row(name, backward_fn(np, dy, cache), numerical_vjp(lambda: forward_fn(np, x)[0], x, dy))
-
-    # Reparameterize: z = mu + eps * exp(logvar / 2)
-    mu, logvar, eps = (rng.standard_normal((batch, fan_in)) for _ in range(3))
-    dz = rng.standard_normal(mu.shape)
-    forward = lambda: layers.reparameterize_forward(np, mu, logvar, eps)[0]
-    dmu, dlogvar = layers.reparameterize_backward(np, dz, layers.reparameterize_forward(np, mu, logvar, eps)[1])
-    row("Reparameterize dmu", dmu, numerical_vjp(forward, mu, dz))
-    row("Reparameterize dlogvar", dlogvar, numerical_vjp(forward, logvar, dz))
-
-    # every likelihood in the registry, and the KL: scalar outputs, plain gradients
-    logits = 4 * rng.standard_normal((batch, fan_in))
-    pixels = rng.uniform(0, 1, (batch, fan_in))
-    for likelihood in LIKELIHOODS.values():
-        f = lambda: likelihood.forward(np, logits, pixels)[0]
-        analytic = likelihood.backward(np, likelihood.forward(np, logits, pixels)[1])
-        row(f"{type(likelihood).__name__} dlogits", analytic, numerical_gradient(f, logits))
-    f = lambda: losses.gaussian_kl_forward(np, mu, logvar)[0]
-    dmu, dlogvar = losses.gaussian_kl_backward(np, losses.gaussian_kl_forward(np, mu, logvar)[1])
-    row("GaussianKL dmu", dmu, numerical_gradient(f, mu))
-    row("GaussianKL dlogvar", dlogvar, numerical_gradient(f, logvar))
-    return rows + check_conv_layers(seed)
-
-
-def check_conv_layers(seed=0):
-    """Rows for Conv2d and ConvTranspose2d (dx, dW, db), float64 NumPy, at stride 2 with padding
-    and odd sizes: every kernel offset, the padding and output_padding are exercised."""
-    rng = np.random.default_rng(seed)
-    tol = TOLERANCE[np.dtype(CHECK_DTYPE)]
-    rows = []
-    cases = (("Conv2d", layers.conv2d_forward, layers.conv2d_backward, (2, 3, 7, 6), (4, 3, 3, 3), {}),
-             ("ConvTranspose2d", layers.conv_transpose2d_forward, layers.conv_transpose2d_backward,
-              (2, 4, 4, 3), (4, 3, 3, 3), {"output_padding": 1}))
-    for name, forward_fn, backward_fn, x_shape, w_shape, extra in cases:
-        x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-        b = rng.standard_normal(w_shape[0] if forward_fn is layers.conv2d_forward else w_shape[1])
-        forward = lambda: forward_fn(np, x, W, b, stride=2, padding=1, **extra)[0]
-        y, cache = forward_fn(np, x, W, b, stride=2, padding=1, **extra)
-        dy = rng.standard_normal(y.shape)
-        dW, db = np.empty_like(W), np.empty_like(b)
-        dx = backward_fn(np, dy, cache, W, dW, db)
-        for label, analytic, wrt in (("dx", dx, x), ("dW", dW, W), ("db", db, b)):
-            rows.append(Row(f"{name} {label}", analytic.shape, analytic.size,
-                            rel_error(analytic, numerical_vjp(forward, wrt, dy)), tol))
+    for name, analytic, wrt in [(f"{layer.name} dx", dx, x)] + [(name, grads[name], params[name]) for name in params]:
+        if np.shape(analytic) != wrt.shape:
+            problem = (f"{describe(layer)}'s backward returns {name} of shape {tuple(np.shape(analytic))} "
+                       f"for {wrt.shape}")
+            rows.append(Row(name, wrt.shape, 0, float("nan"), 0.0, layer=describe(layer), problem=problem))
+            continue
+        numeric = numerical_vjp(forward, wrt, dy)
+        rows.append(Row(name, wrt.shape, wrt.size, rel_error(analytic, numeric), TOLERANCE[np.dtype(CHECK_DTYPE)],
+                        layer=describe(layer)))
     return rows
 
 
+class GradientShapeError(ValueError):
+    """A layer's backward returned a gradient of the wrong shape."""
+
+
+class KinkDisagreement(ValueError):
+    """A float32 model's forward and its float64 reference disagree on which side of 0 a ReLU input lies.
+
+    An input within float32's rounding of 0 (one in tens of thousands of a conv model's, at some
+    batches) can land on either side: the float32 gradient is then exactly right for another linear
+    piece than the float64 differences measure, and the rows would fail (by 1e-3 and more) on correct code."""
+
+
+def layer_inputs(model):
+    """(layer, one example's input shape) for every layer of the model, in forward order (vae.py's wiring)."""
+    network, spec, labels = model.network, model.spec, model.num_classes
+    pairs, shape = [], (spec.input_dim,)
+    for layer in network.features:
+        pairs.append((layer, shape))
+        shape = layer.output_shape(shape)
+    shape = (shape[0] + labels,)                                   # [f, onehot(y)]
+    for layer in network.encoder:
+        pairs.append((layer, shape))
+        shape = layer.output_shape(shape)
+    pairs += [(head, shape) for head in network.heads]
+    shape = (spec.latent_dim + labels,)                            # [z, onehot(y)]
+    for layer in network.decoder:
+        pairs.append((layer, shape))
+        shape = layer.output_shape(shape)
+    return pairs
+
+
+def backward_shape_problem(layer, input_shape, batch=2):
+    """A one-line message if the layer's backward returns dx of another shape than its input's, else ""."""
+    params = {name: np.ones(shape) for name, shape in layer.parameters().items()}
+    grads = {name: np.zeros(shape) for name, shape in layer.parameters().items()}
+    x = np.full((batch, *input_shape), 0.5)
+    y, cache = layer.forward(np, params, x)
+    dx = layer.backward(np, params, grads, np.ones(np.shape(y)), cache)
+    if np.shape(dx) != x.shape:
+        return f"{describe(layer)}'s backward returns dx of shape {tuple(np.shape(dx))} for an input of {x.shape}"
+    return ""
+
+
 def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, objective="elbo"):
-    """One row per parameter tensor: analytic gradient of the negative ELBO against finite differences.
+    """One row per parameter tensor: the model's analytic gradient of its loss against finite differences.
 
-    objective="iwae" checks the negative IWAE bound instead, with eps (K, B, Z).
-
-    model: a VAE in any dtype on any backend. Finite differences always run on a
-    float64 NumPy copy with the same weights, so a float32 model is checked against
-    the exact gradient, with float32's looser tolerance.
-    y: integer labels (B,), for a conditional model.
-    entries: how many entries of each tensor to check (default: all), chosen at random.
+    model: a VAE in any dtype on any backend. The finite differences always run on a float64
+    NumPy copy with the same weights, so a float32 model is checked against the exact gradient,
+    with float32's looser tolerance (KinkDisagreement if the two forwards put a ReLU input on opposite
+    sides of 0 on this batch: check another). x (B, D); eps (B, Z), or (K, B, Z) with objective="iwae"
+    (the negative IWAE bound); y: labels (B,) for a conditional model.
+    entries: how many entries of each tensor to check (default: all), chosen at random (sample_entries).
     """
     # the reference sees the same numbers the model sees (rounded to its dtype, then widened)
     x = np.asarray(x, model.dtype).astype(np.float64)
     eps = np.asarray(eps, model.dtype).astype(np.float64)
     reference = VAE(**model.config, backend="numpy", dtype=CHECK_DTYPE)
     reference.flat_params[...] = model.backend.to_host(model.flat_params)
-    model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
-                         eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y, objective=objective)
-
-    def loss_and_relu_pattern():
-        return relu_pattern(reference, x, eps, y, beta, objective)
-
-    base_loss, base_pattern = loss_and_relu_pattern()
+    try:
+        model.loss_and_grads(model.backend.to_device(x, dtype=model.dtype),
+                             eps=model.backend.to_device(eps, dtype=model.dtype), beta=beta, y=y, objective=objective)
+    except Exception as error:      # a wrong-shaped gradient fails in the layer before: name the one at fault
+        for layer, shape in layer_inputs(model):
+            problem = backward_shape_problem(layer, shape)
+            if problem:
+                raise GradientShapeError(problem) from error
+        raise
+    owner = {name: describe(layer) for layer in model.layers for name in layer.parameters()}
+    loss_and_pattern = lambda: relu_pattern(reference, x, eps, y, beta, objective)   # noqa: E731
+    base = loss_and_pattern()
+    if model.dtype != CHECK_DTYPE and not np.array_equal(relu_pattern(model, x, eps, y, beta, objective)[1], base[1]):
+        raise KinkDisagreement(f"the {model.dtype} forward puts a ReLU input on the other side of 0 from the float64 "
+                               f"one, so its gradient is another linear piece's: check it on another batch")
+    log_weight = base[0] / x.shape[0] if objective == "iwae" else 0.0      # the loss per image, about |log w|
     rng = np.random.default_rng(seed)
     rows = []
     for name, param in reference.params.items():
         analytic = model.backend.to_host(model.grads[name]).astype(np.float64).reshape(-1)
         flat = param.reshape(-1)
-        if entries is None or entries >= flat.size:
-            idx = np.arange(flat.size)
-        else:
-            idx = rng.choice(flat.size, size=entries, replace=False)
-        kept, numeric = [], []
+        idx = sample_entries(rng, analytic, entries)
+        kept, numeric, step = [], [], H
         for i in idx:
-            old = flat[i]
-            flat[i] = old + H
-            f_plus, pattern_plus = loss_and_relu_pattern()
-            flat[i] = old - H
-            f_minus, pattern_minus = loss_and_relu_pattern()
-            flat[i] = old
-            if (pattern_plus != base_pattern).any() or (pattern_minus != base_pattern).any():
-                continue   # this step crosses a ReLU kink: no derivative to compare with
-            kept.append(i)
-            numeric.append((f_plus - f_minus) / (2 * H))
-        error = rel_error(analytic[kept], numeric) if kept else float("nan")
-        all_zero = not np.any(analytic[kept]) and not np.any(numeric)
-        tol = tolerance(model.dtype, base_loss, gradient_scale(analytic[kept], numeric))
-        rows.append(Row(name, param.shape, len(kept), error, tol, kinks=len(idx) - len(kept),
-                        all_zero=bool(all_zero)))
+            estimate = one_piece_derivative(loss_and_pattern, flat, i, base)
+            if estimate is not None:
+                kept.append(i)
+                numeric.append(estimate[0])
+                step = min(step, estimate[1])
+        scale = gradient_scale(analytic[kept], numeric)
+        rows.append(Row(name, param.shape, len(kept), rel_error(analytic[kept], numeric) if kept else float("nan"),
+                        tolerance(model.dtype, base[0], scale, step, log_weight), kinks=len(idx) - len(kept),
+                        all_zero=bool(kept) and not np.any(analytic[kept]) and not np.any(numeric),
+                        layer=owner.get(name, "")))
     return rows
 
 
+def sample_entries(rng, analytic, entries):
+    """Flat indices to check: all (entries=None), or `entries` at random, up to half of them among the
+    entries whose analytic gradient is not zero. Trained weights leave whole rows of a tensor at zero
+    (a dead unit's); sampled uniformly, every entry checked could be one of those and test nothing.
+    The other half is uniform, so an analytic gradient that is wrongly zero is still sampled."""
+    if entries is None or entries >= analytic.size:
+        return np.arange(analytic.size)
+    nonzero = np.flatnonzero(analytic)
+    some = rng.choice(nonzero, size=min(entries // 2, nonzero.size), replace=False)
+    rest = np.setdiff1d(np.arange(analytic.size), some)
+    return np.concatenate([some, rng.choice(rest, size=entries - some.size, replace=False)])
+
+
+def one_piece_derivative(loss_and_pattern, flat, i, base):
+    """(d loss / d flat[i], effective step) from a difference whose points all lie on one linear piece of
+    every ReLU, trying STEPS largest first (see the module docstring); None if no step does."""
+    base_loss, base_pattern = base
+    old = flat[i]
+
+    def at(offset):
+        flat[i] = old + offset
+        loss, pattern = loss_and_pattern()
+        return loss, np.array_equal(pattern, base_pattern)
+    try:
+        for h in STEPS:
+            (plus, plus_same), (minus, minus_same) = at(h), at(-h)
+            if plus_same and minus_same:
+                return (plus - minus) / (2 * h), h
+            for side, near, same in ((1, plus, plus_same), (-1, minus, minus_same)):
+                if same:
+                    far, far_same = at(2 * side * h)
+                    if far_same:
+                        return side * (4 * near - 3 * base_loss - far) / (2 * h), h / 4
+        return None
+    finally:
+        flat[i] = old
+
+
 def relu_pattern(model, x, eps, y=None, beta=1.0, objective="elbo"):
-    """(loss, which ReLU inputs are positive) for every layer of the model that declares `kink_at_zero`.
+    """(loss, which inputs are positive) for every layer of the model that declares `kink_at_zero`.
 
     One forward pass of the model's own wiring, watching each layer's input as it goes by: read
     from the inputs that reach each ReLU, not from the ReLU's own output or cache, so a broken
     ReLU cannot hide its own mistakes behind the kink detector. With objective="iwae", eps is
     (K, B, Z) and all K * B samples go through the decoder, each with its image's label.
     """
+    loss, signs = relu_signs(model, x, eps, y, beta, objective)
+    return loss, np.concatenate([positive for _, positive in signs]) if signs else np.zeros(0, bool)
+
+
+def relu_signs(model, x, eps, y=None, beta=1.0, objective="elbo"):
+    """(loss, [(layer, its inputs > 0, flat)]) for each layer that declares `kink_at_zero`, in forward order."""
     signs = []
 
     def watch(layer, a):
         if getattr(layer, "kink_at_zero", False):
-            signs.append((a > 0).ravel())
+            signs.append((layer, model.backend.to_host(a > 0).ravel()))
     x = model._input(x)
     y_hot = model._one_hot(y, x.shape[0])
     if objective == "iwae":
         (total, _, _), _ = model._iwae_forward(x, model.backend.to_device(eps, dtype=model.dtype), y_hot, visit=watch)
     else:
         (total, _, _), _ = model._forward(x, model._input(eps), beta, y_hot, visit=watch)
-    return float(total), np.concatenate(signs) if signs else np.zeros(0, bool)
+    return float(total), signs
+
+
+def dead_layers(model, x, eps, y=None, objective="elbo"):
+    """Names of the kink layers none of whose inputs is positive on this batch: they pass nothing back,
+    so every gradient before them is exactly zero and its rows would test nothing."""
+    return [layer.name for layer, positive in relu_signs(model, x, eps, y, objective=objective)[1]
+            if not positive.any()]
 
 
 def check_batch(model, batch=4, seed=0, samples=None):
@@ -287,126 +366,22 @@ def check_batch(model, batch=4, seed=0, samples=None):
     return x, eps, rng.integers(0, model.num_classes, batch)
 
 
-class _Sections(list):
-    """A list of (title, rows) that tells `progress(title)` of each one as it is added."""
-
-    def __init__(self, progress):
-        super().__init__()
-        self.progress = progress
-
-    def append(self, section):
-        super().append(section)
-        if self.progress is not None:
-            self.progress(section[0])
-
-
-def small_settings(settings):
-    """A model of the same architecture, depth and likelihood small enough to check at every entry.
-
-    Dense: 6 inputs and widths 5, 4, ...; conv: 7x7 images (each stride-2 convolution rounds up,
-    so the transposed ones need output_padding 0 and 1 both) and 2, 3, ... channels; 3 latents, 4 classes.
-    """
-    spec = make_spec(**settings)
-    image = len(spec.input_shape) == 3 and spec.arch != "dense"
-    return {**spec.settings(),
-            "input_shape": (spec.input_shape[0], 7, 7) if image else (6,),
-            "hidden_dims": tuple((2 + i) if image else max(2, 5 - i) for i in range(len(spec.hidden_dims))),
-            "latent_dim": 3, "num_classes": min(spec.num_classes, 4)}
-
-
-def run_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, settings=None,
-               progress=None):
-    """All the checks the `numpyvae gradcheck` command prints: (section title, rows) pairs.
-
-    settings: a model's settings (VAE(**settings)): check that model and a small one like it.
-    None: the default 784-400-20 model and a small 6-5-3 one, plain and conditional, for every likelihood.
-    progress(title), if given, is called as each section is done.
-    """
-    backend = get_backend(backend)
-    sections = _Sections(progress)
-    sections.append(("layers and losses (float64, NumPy)", check_layers(seed)))
-    dtype = np.dtype(dtype)
-    where = f"({dtype.name}, {backend.name})"
-    if settings is not None:
-        if small:
-            model = VAE(**small_settings(settings), backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
-            sections.append((f"small {model.spec.describe()}, {model.likelihood}, every entry {where}", rows))
-        if full:
-            model = VAE(**settings, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
-            sections.append((f"{model.spec.describe()}, {model.likelihood}, {entries} sampled entries per tensor "
-                             f"{where}", rows))
-        for section in iwae_checks(full, small, dtype, backend, entries, seed, settings):
-            sections.append(section)
-        return sections
-    for likelihood in LIKELIHOODS:
-        if small:
-            model = VAE(6, 5, 3, likelihood, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
-            sections.append((f"small 6-5-3 VAE, {likelihood}, every entry {where}", rows))
-            model = VAE(6, 5, 3, likelihood, num_classes=4, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed), seed=seed)
-            sections.append((f"small 6-5-3 conditional VAE (4 classes), {likelihood}, every entry {where}", rows))
-        if full:
-            model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed), entries=entries, seed=seed)
-            sections.append((f"784-400-20 VAE, {likelihood}, {entries} sampled entries per tensor {where}", rows))
-    for section in iwae_checks(full, small, dtype, backend, entries, seed):
-        sections.append(section)
-    return sections
-
-
-IWAE_SAMPLES = 3    # K for the IWAE rows: more than one, so the weights are not all 1
-
-
-def iwae_checks(full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0, settings=None):
-    """(title, rows) for the IWAE objective: every likelihood, plain and conditional, K = IWAE_SAMPLES.
-
-    settings: a model's settings, as for run_checks: check that model (and a small one like it) instead.
-    """
-    sections, K = [], IWAE_SAMPLES
-    dtype, backend = np.dtype(dtype), get_backend(backend)
-    where = f"({dtype.name}, {backend.name})"
-    if settings is not None:
-        models = [("small ", small_settings(settings), None)] if small else []
-        models += [("", settings, entries)] if full else []
-        for size, model_settings, checked in models:
-            model = VAE(**model_settings, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed, samples=K), entries=checked, seed=seed,
-                               objective="iwae")
-            sampled = "every entry" if checked is None else f"{entries} sampled entries per tensor"
-            sections.append((f"{size}{model.spec.describe()}, IWAE bound K = {K}, {model.likelihood}, {sampled} "
-                             f"{where}", rows))
-        return sections
-    for likelihood in LIKELIHOODS:
-        if small:
-            for classes in (0, 4):
-                model = VAE(6, 5, 3, likelihood, num_classes=classes, backend=backend, dtype=dtype, seed=seed)
-                rows = check_model(model, *check_batch(model, seed=seed, samples=K), seed=seed, objective="iwae")
-                kind = f"conditional VAE ({classes} classes)" if classes else "VAE"
-                sections.append((f"small 6-5-3 {kind}, IWAE bound K = {K}, {likelihood}, every entry "
-                                 f"({dtype.name}, {backend.name})", rows))
-        if full:
-            model = VAE(likelihood=likelihood, backend=backend, dtype=dtype, seed=seed)
-            rows = check_model(model, *check_batch(model, seed=seed, samples=K), entries=entries, seed=seed,
-                               objective="iwae")
-            sections.append((f"784-400-20 VAE, IWAE bound K = {K}, {likelihood}, {entries} sampled entries per "
-                             f"tensor ({dtype.name}, {backend.name})", rows))
-    return sections
-
-
 def format_table(sections):
-    """The gradient-check table as text, one row per checked tensor."""
+    """The gradient-check table as text: a title per section, then one row per checked tensor."""
+    rows = [r for _, section_rows in sections for r in section_rows]
+    width = {"name": max([len("gradient")] + [len(r.name) for r in rows]) + 2,
+             "layer": max([len("layer")] + [len(r.layer) for r in rows]) + 2,
+             "shape": max([len("shape")] + [len(_shape(r)) for r in rows]) + 2}
     lines = []
-    # columns as wide as their longest entry (names like "ContinuousBernoulli dlogits" run long)
-    name_width = max([len("gradient")] + [len(r.name) for _, rows in sections for r in rows]) + 2
-    shapes = [["x".join(map(str, r.shape)) or "scalar" for r in rows] for _, rows in sections]
-    shape_width = max([len("shape")] + [len(shape) for column in shapes for shape in column]) + 2
-    for (title, rows), row_shapes in zip(sections, shapes):
-        lines += ["", title, f"  {'gradient':<{name_width}}{'shape':<{shape_width}}{'checked':>8}{'kinks':>6}  "
-                             f"{'max rel error':>13}  {'tolerance':>9}  result"]
-        for r, shape in zip(rows, row_shapes):
-            lines.append(f"  {r.name:<{name_width}}{shape:<{shape_width}}{r.checked:>8}{r.kinks:>6}  "
-                         f"{r.max_rel_error:>13.2e}  {r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
+    for title, section_rows in sections:
+        lines += ["", title, f"  {'gradient':<{width['name']}}{'layer':<{width['layer']}}{'shape':<{width['shape']}}"
+                             f"{'checked':>8}{'left out':>9}  {'max rel error':>13}  {'tolerance':>9}  result"]
+        for r in section_rows:
+            result = "pass" if r.passed else f"FAIL: {r.reason}"
+            lines.append(f"  {r.name:<{width['name']}}{r.layer:<{width['layer']}}{_shape(r):<{width['shape']}}"
+                         f"{r.checked:>8}{r.kinks:>9}  {r.max_rel_error:>13.2e}  {r.tolerance:>9.0e}  {result}")
     return "\n".join(lines)
+
+
+def _shape(row):
+    return "x".join(map(str, row.shape)) or "scalar"

@@ -6,7 +6,8 @@ Each likelihood knows:
 
     forward(xp, logits, x, ws)  -> (loss, cache)   loss = -sum log p(x | logits), over batch and pixels
     forward_rows(xp, logits, x, ws) -> (losses, cache)   the same loss summed over pixels only, one
-                                per row: logits (K, B, D) against x (B, D), for the IWAE bound (iwae.py)
+                                per row: logits (K, B, D) against x (B, D), for the IWAE bound (iwae.py);
+                                the base class derives it from log_prob and forward
     backward(xp, cache, ws)     -> dlogits          d loss / d logits
     log_prob(xp, x, logits)     -> log p(x | logits) summed over pixels, for any leading axes
     mean(xp, logits)            -> E[x | logits]: what the decoder's pictures show
@@ -55,7 +56,14 @@ class Likelihood:
         raise NotImplementedError
 
     def forward_rows(self, xp, logits, x, ws=None):
-        raise NotImplementedError
+        """(K, B) losses of logits (K, B, D) against x (B, D), and a cache for backward.
+
+        Derived from the per-row form every likelihood has: each row's loss is -log_prob, and
+        the cache is forward's, on all K * B rows at once (x repeated for each k), so backward
+        gives the (K, B, D) dlogits. The likelihoods here override it with one fused pass."""
+        rows = -self.log_prob(xp, x, logits)                                   # (K, B)
+        _, cache = self.forward(xp, logits, xp.broadcast_to(x, logits.shape))
+        return rows, cache
 
     def backward(self, xp, cache, ws=None):
         raise NotImplementedError

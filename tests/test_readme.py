@@ -6,6 +6,8 @@ import pytest
 from pathlib import Path
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
+# The worked extension examples moved from README into their docs page; their markers moved with them.
+EXTENDING = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
 
 
 def command_after(marker):
@@ -14,10 +16,33 @@ def command_after(marker):
     return block.split("```", 2)[1].strip()
 
 
-def test_python_example_runs(real_fashion_mnist_dir, monkeypatch, tmp_path):
+def python_blocks():
+    """(marker, code) for every ```python block of README and of docs/extending.md (the worked extension examples,
+    moved there from README), the marker being the <!-- comment --> right above it."""
+    return re.findall(r"(?:<!-- ([\w-]+) -->\n)?```python\n(.*?)```", README + "\n" + EXTENDING, re.S)
+
+
+def test_every_python_block_has_a_marker_and_the_tests_run_each_by_it():
+    markers = [marker for marker, _ in python_blocks()]
+    assert "" not in markers, "a README python block has no <!-- marker --> above it: the tests cannot find it"
+    tested = set(re.findall(r'example_after\("([\w-]+)"\)', Path(__file__).read_text()))
+    assert set(markers) <= tested, f"README blocks no test runs: {set(markers) - tested}"
+
+
+@pytest.fixture
+def registries():
+    """Restores the registries a README example adds to, in place (other modules hold the same dicts)."""
+    from numpyvae import losses, network
+    saved = [(registry, dict(registry)) for registry in (losses.LIKELIHOODS, network.ARCHITECTURES)]
+    yield
+    for registry, contents in saved:
+        registry.clear()
+        registry.update(contents)
+
+
+def test_python_example_runs(real_fashion_mnist_dir, monkeypatch, tmp_path, registries):
     monkeypatch.chdir(tmp_path)                    # no ./data here: the loader must find the system copy
-    example = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    exec(compile(example, "README.md example", "exec"), {})
+    exec(compile(example_after("use-from-python"), "README.md example", "exec"), {})
 
 
 def test_ci_runs_the_readme_test_command():
@@ -37,10 +62,6 @@ def test_main_command_is_a_real_subcommand():
     cli.build_parser().parse_args(args[1:])        # raises SystemExit on an unknown command or flag
 
 
-# The worked extension examples moved from README into their docs page; their markers moved with them.
-EXTENDING = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
-
-
 def example_after(marker):
     """The Python code in the fenced block right after <!-- marker -->, in README or docs/extending.md."""
     text = README if f"<!-- {marker} -->" in README else EXTENDING
@@ -48,47 +69,77 @@ def example_after(marker):
     return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_a_new_likelihood_is_one_class_and_one_line(monkeypatch):
-    """README's worked example: after the class and its registry line, the model trains with it and
-    every gradient check covers it; and the check would catch it if its gradient were wrong."""
+def test_a_new_likelihood_is_one_class_and_one_line(registries, tiny_config, tmp_path, capsys):
+    """README's worked example: after the class and its registry line, every gradcheck section passes with it,
+    the model trains with it under both objectives; and the check would catch it if its gradient were wrong."""
     import numpy as np
-    from numpyvae import gradcheck, losses
+    from numpyvae import cli, gradcheck, gradcheck_plan, layers, losses, train
     from numpyvae.vae import VAE
-    monkeypatch.setattr(losses, "LIKELIHOODS", dict(losses.LIKELIHOODS))   # the registration is undone after
-    monkeypatch.setattr(gradcheck, "LIKELIHOODS", losses.LIKELIHOODS)
     namespace = {}
     exec(compile(example_after("extend-likelihood"), "README.md likelihood example", "exec"), namespace)
     assert "sharp-gaussian" in losses.LIKELIHOODS
-    rows = {r.name: r for r in gradcheck.check_layers()}
-    assert rows["SharpGaussian dlogits"].passed
-    model = VAE(6, 5, 3, likelihood="sharp-gaussian", dtype=np.float64, seed=1)
-    assert all(r.passed for r in gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1)))
-    # its log_prob is minus its loss, as evaluation needs
+    assert "SharpGaussian" in {r.layer for r in gradcheck_plan.check_pieces()}
+    for flags in (["--quick"], ["--likelihood", "sharp-gaussian", "--hidden-dims", "16", "--latent-dim", "2",
+                                "--entries", "5"]):
+        status = cli.main(["gradcheck", *flags, "--threads", "1"])
+        out = capsys.readouterr().out
+        assert status == 0 and "sharp-gaussian" in out and "IWAE bound K = 3, sharp-gaussian" in out, out
+    for objective, samples in (("elbo", 1), ("iwae", 3)):
+        trained = train.train(tiny_config(epochs=1, likelihood="sharp-gaussian", objective=objective, samples=samples),
+                              tmp_path / objective, log=lambda line: None, progress=False)
+        assert np.isfinite(trained.model.flat_params).all()
+    # its log_prob is minus its loss, as evaluation and the IWAE bound need
     x = np.random.default_rng(0).uniform(0, 1, (4, 6))
     logits = np.random.default_rng(1).standard_normal((4, 6))
     term = losses.LIKELIHOODS["sharp-gaussian"]
     assert float(term.forward(np, logits, x)[0]) == pytest.approx(-term.log_prob(np, x, logits).sum(), rel=1e-12)
     broken = namespace["SharpGaussian"]
-    monkeypatch.setattr(broken, "backward", lambda self, xp, cache, ws=None: cache[1] * cache[0] / self.sigma ** 2)
-    assert not all(r.passed for r in gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1)))
+    original = broken.backward
+    broken.backward = lambda self, xp, cache, ws=None: cache[1] * cache[0] / self.sigma ** 2
+    model = VAE(6, 5, 3, likelihood="sharp-gaussian", dtype=np.float64, seed=1)
+    for objective, samples in (("elbo", None), ("iwae", 3)):
+        rows = gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1, samples=samples),
+                                     objective=objective)
+        assert not all(r.passed for r in rows)
+    broken.backward = original
+    broken.log_prob = lambda self, xp, x, logits: -((layers.sigmoid(xp, logits) - x) ** 2).sum(axis=-1)
+    rows = gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1, samples=3), objective="iwae")
+    assert not all(r.passed for r in rows)           # a log_prob that is not minus the loss fails the IWAE rows
 
 
-def test_a_new_layer_is_a_class_and_an_entry_in_the_list(monkeypatch):
+def test_a_new_layer_is_a_class_and_an_entry_in_the_list(registries, tiny_config, tmp_path, capsys):
+    """README's layer example: checked alone and in the model by the bare `gradcheck --arch leaky`, and by
+    check_layer; it trains under both objectives; and a wrong backward fails."""
     import numpy as np
-    from numpyvae import gradcheck, network, vae
-    monkeypatch.setattr(network, "ARCHITECTURES", dict(network.ARCHITECTURES))   # the registration is undone
+    from numpyvae import cli, gradcheck, train, vae
     namespace = {}
     exec(compile(example_after("extend-layer"), "README.md layer example", "exec"), namespace)
+    LeakyReLU = namespace["LeakyReLU"]
     model = vae.VAE(6, arch="leaky", hidden_dims=(5,), latent_dim=3, dtype=np.float64, seed=1)
     assert type(model.encoder[1]).__name__ == "LeakyReLU"
-    rows = gradcheck.check_model(model, *gradcheck.check_batch(model, seed=1))
-    assert all(r.passed for r in rows), gradcheck.format_table([("leaky", rows)])
+    rows = gradcheck.check_layer(LeakyReLU("leaky"), (5,))
+    assert [r.name for r in rows] == ["leaky dx"] and rows[0].passed
+    status = cli.main(["gradcheck", "--arch", "leaky", "--hidden-dims", "16,8", "--latent-dim", "2", "--entries", "5",
+                       "--threads", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "LeakyReLU enc.relu" in out.split("small ")[0]            # alone, in the layers section
+    assert "small leaky 6-5-4-3 VAE, bernoulli, every entry" in out     # built as what it is, not as a conv
+    for objective, samples in (("elbo", 1), ("iwae", 3)):
+        trained = train.train(tiny_config(epochs=1, arch="leaky", hidden_dim=None, hidden_dims=(32,),
+                                          objective=objective, samples=samples),
+                              tmp_path / objective, log=lambda line: None, progress=False)
+        assert np.isfinite(trained.model.flat_params).all()
     # the slope really reaches the gradient: a ReLU's gradients differ
-    leaky = model.flat_grads.copy()
+    x, eps = gradcheck.check_batch(model, seed=1)
+    model.loss_and_grads(x, eps=eps)
     relu = vae.VAE(6, 5, 3, dtype=np.float64, seed=1)
-    x, eps = gradcheck.check_batch(relu, seed=1)
     relu.loss_and_grads(x, eps=eps)
-    assert not np.allclose(relu.flat_grads, leaky)
+    assert not np.allclose(relu.flat_grads, model.flat_grads)
+    # a wrong backward (the slope forgotten) fails alone and in the model
+    LeakyReLU.backward = lambda self, xp, params, grads, dy, cache, ws=None, need_dx=True: dy * cache.mask
+    assert not gradcheck.check_layer(LeakyReLU("leaky"), (5,))[0].passed
+    assert not all(r.passed for r in gradcheck.check_model(model, x, eps))
 
 
 def test_loading_a_trained_run_as_readme_shows(tiny_config, tmp_path, monkeypatch, capsys):
