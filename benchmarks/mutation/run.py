@@ -93,9 +93,10 @@ SKIP = {
 
 # Test files that cannot see the mutated code in-process, or that need what a mutation run lacks: the
 # notebook, the wheel, the GPU rehearsal and the benchmarks' smoke tests run their code in subprocesses;
-# test_mutation_tool.py tests this tool, not numpyvae.
+# test_mutation_tool.py tests this tool, not numpyvae; test_docs.py builds the docs site (mkdocs, in a subprocess)
+# and opens it in a browser.
 EXCLUDED_TESTS = ["test_notebook.py", "test_packaging.py", "test_gpu_check.py", "test_gpu.py", "test_bench.py",
-                  "test_mutation_tool.py"]
+                  "test_mutation_tool.py", "test_docs.py"]
 PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-m", "not slow and not gpu", "--hypothesis-seed=0",
                "-o", "addopts=",
                # it checks README against the report this run is about to rewrite
@@ -129,9 +130,10 @@ def tracked_files():
 
 
 def make_copy(target, files=None):
-    """The tracked files of the repository, except results and the notebook, copied to `target`."""
+    """The tracked files of the repository, except results and the docs site, copied to `target`: of docs/ only
+    its Markdown pages, which tests read (test_readme runs the worked examples in docs/extending.md)."""
     for name in files if files is not None else tracked_files():
-        if name.startswith(("benchmarks/results/", "docs/", ".git")):
+        if name.startswith(("benchmarks/results/", ".git")) or (name.startswith("docs/") and not name.endswith(".md")):
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / name, target / name)
