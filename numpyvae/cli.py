@@ -75,10 +75,10 @@ def natural(text):
 
 
 def seed(text):
-    from numpyvae.rundir import MAX_SEED
+    from numpyvae.rundir import MAX_INT64
     value = natural(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    if value > MAX_INT64:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT64}, got {text}")
     return value
 
 
