@@ -11,8 +11,9 @@ on the host (NumPy, fakegpu), two tiny steps of a throwaway copy of the model, o
 decoded rows, run under tracemalloc (NumPy reports its arrays to it), and the difference of
 their peaks, over r, is what one row costs; a step of K * B rows costs K * B times that (2% from
 the real peak for the default dense and conv models, 16% over it for a small conditional one; a
-test holds it within -20% and +25%). It follows the code as it is, whatever the architecture. On a GPU, where tracemalloc sees nothing, the floor
-stands in: a step refused by it could not have run; one it lets through may still be too big.
+test holds it within -20% and +25%). It follows the code as it is, whatever the architecture.
+On a GPU, where tracemalloc sees nothing, the floor stands in: a step refused by it could not
+have run; one it lets through may still be too big.
 
 Shapes: K = samples per image, B = batch, D = pixels, Z = latent.
 """
