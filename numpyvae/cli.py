@@ -537,14 +537,14 @@ def cmd_gradcheck(args):
 def _check_images(config, count=4):
     """(x (count, D) pixels, labels) of the run's first test images, where the trained weights meet the data
     they were trained for; None (uniform noise pixels) when the data is not there."""
-    from numpyvae.datasets import DataError
+    from numpyvae.datasets import DataError, to_pixels
     try:
         images, labels = _test_set(config, None)
     except DataError:
         return None
     if images[0].size != math.prod(config.input_shape):      # not the images this model reads
         return None
-    return images[:count].reshape(count, -1) / 255.0, labels[:count].astype(int)
+    return to_pixels(images[:count], "float64"), labels[:count].astype(int)
 
 
 def cmd_reference_state(args):

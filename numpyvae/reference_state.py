@@ -64,7 +64,7 @@ def synthetic_batch(batch, input_shape, num_classes, seed):
 def first_test_images(batch, num_classes, data_dir=None):
     """(x, y) from the first `batch` images of the Fashion-MNIST test set; DataError when the files are missing."""
     images, labels = datasets.load_fashion_mnist("test", data_dir, download=False)   # looked up when called
-    x = images[:batch].reshape(batch, -1) / 255.0                        # (B, D) float64 in [0, 1]
+    x = datasets.to_pixels(images[:batch], np.float64)                   # (B, D) float64 in [0, 1]
     y = labels[:batch].astype(np.int64) if num_classes else None
     return x, y
 
