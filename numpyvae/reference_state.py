@@ -32,6 +32,7 @@ import numpy as np
 from numpyvae import __version__, datasets
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import DataError
+from numpyvae.messages import shown
 from numpyvae.rundir import ConfigError
 from numpyvae.vae import VAE
 
@@ -140,14 +141,14 @@ def check_out_path(path):
     if path.suffix.lower() != ".npz":
         raise ReferenceStateError(f"--out must name a .npz file, not {str(path)!r}")
     if path.is_dir():
-        raise ReferenceStateError(f"{path} is a directory; --out names the file to write")
+        raise ReferenceStateError(f"{shown(path)} is a directory; --out names the file to write")
     if path.exists() and not is_reference_state(path):
-        raise ReferenceStateError(f"{path} exists and is not a reference state; not replacing it "
+        raise ReferenceStateError(f"{shown(path)} exists and is not a reference state; not replacing it "
                                   "(remove it or choose another --out)")
     if not path.parent.is_dir():
-        raise ReferenceStateError(f"no directory {path.parent} to write {path.name} into")
+        raise ReferenceStateError(f"no directory {shown(path.parent)} to write {shown(path.name)} into")
     if not os.access(path.parent, os.W_OK):
-        raise ReferenceStateError(f"cannot write in {path.parent} (permission denied)")
+        raise ReferenceStateError(f"cannot write in {shown(path.parent)} (permission denied)")
 
 
 def write(path, config, data_dir=None, synthetic=False):
