@@ -295,7 +295,7 @@ def open_run(run_dir):
     saved = checkpoint.load(path)
     try:
         saved_config = TrainConfig.from_dict(saved.config, source=shown(path))
-        # before its first step a run may resume with another batch size (see train._resumable)
+        # before its first step a run may resume with another batch size and K (see train._resumable)
         check_same_run(config, saved_config, str(path),
                        may_differ=() if saved.adam["t"] else ("batch_size", "samples"))
     except ConfigError as error:
