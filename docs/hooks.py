@@ -49,8 +49,9 @@ def on_files(files, config):
             path = file.relative_to(REPO).as_posix()
             text = f"# {path}\n\n```python linenums=\"1\"\n{file.read_text()}\n```\n"
             files.append(File.generated(config, source_page(path), content=text))
-    for asset in sorted(EXPLORER_PAGE.iterdir()):
-        files.append(File.generated(config, f"explorer-site/{asset.name}", abs_src_path=str(asset)))
+    if (Path(config["docs_dir"]) / "explorer-site").is_dir():      # a site that embeds an explorer
+        for asset in sorted(EXPLORER_PAGE.iterdir()):
+            files.append(File.generated(config, f"explorer-site/{asset.name}", abs_src_path=str(asset)))
     return files
 
 
