@@ -450,14 +450,13 @@ def cmd_evaluate(args):
 def cmd_figures(args):
     from numpyvae import plots
     from numpyvae.atomicfile import remove_abandoned_temp_files
-    from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics
+    from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics, saved_rows
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    # the rows of the epochs the checkpoint holds: a save that failed after its row was written left one more
-    metrics = [row for row in read_metrics(args.run_dir) if row["epoch"] <= saved.epoch]
+    metrics = saved_rows(read_metrics(args.run_dir), saved)
     remove_abandoned_temp_files(out, ".png")          # a drawing killed outright left them
     for path in plots.make_all(model, images, labels, metrics, out, config.objective,
                                config.samples):

@@ -255,6 +255,12 @@ def read_metrics(run_dir):
     return rows
 
 
+def saved_rows(rows, saved):
+    """The rows of metrics.csv for the epochs the checkpoint `saved` holds: a save that failed after
+    its epoch's row was written (and could not take the row back) leaves one row more."""
+    return [row for row in rows if row["epoch"] <= saved.epoch]
+
+
 def write_metrics(run_dir, rows, iwae=False):
     """Rewrite run_dir/metrics.csv atomically with `rows` (and, iwae=True, the IWAE_COLUMNS after them)."""
     extra = IWAE_COLUMNS if iwae else ()

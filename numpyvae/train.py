@@ -47,7 +47,8 @@ from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
                              ConfigError, Diverged, Interrupted, NothingToDo, RunError,
                              TrainConfig, build_model, check_new_run_dir, check_position, check_recorded,
-                             check_same_run, exclusive, open_run, read_metrics, write_config, write_metrics)
+                             check_same_run, exclusive, open_run, read_metrics, saved_rows, write_config,
+                             write_metrics)
 from numpyvae.signals import signal_of, stopped_by
 from numpyvae.threads import Threads
 from numpyvae.vae import VAE
@@ -444,7 +445,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
         start_epoch, start_step = saved.epoch + 1, saved.step_in_epoch
-        metrics = [row for row in recorded if row["epoch"] <= saved.epoch]
+        metrics = saved_rows(recorded, saved)
     else:
         start_epoch, start_step, metrics = 1, 0, []
     write_config(run_dir, config)
