@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from numpyvae.vae import VAE
+
 PROBE_ROWS = 4      # r: the smaller probe step decodes r rows, the larger 2 r
 # Measured steps took 1.5 (IWAE) and 2.0 (ELBO) times the floor for the dense 784-400-20 model, 5.9 and
 # 11.8 times for the conv one (its encoder's patch matrices are not in the floor): a step whose floor
@@ -78,7 +80,6 @@ def measured_bytes_per_row(model, objective):
 
 def _probe_peak(model, objective, rows):
     """Peak traced bytes of one training step of a fresh copy of `model` decoding `rows` rows."""
-    from numpyvae.vae import VAE              # here: vae imports nothing of this module, nor should it
     spec = model.spec
     copy = VAE(**model.config, backend=model.backend, dtype=model.dtype, seed=0)
     samples, batch = (rows, 1) if objective == "iwae" else (1, rows)     # IWAE: K samples of one image
