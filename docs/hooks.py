@@ -51,7 +51,11 @@ def on_files(files, config):
             files.append(File.generated(config, source_page(path), content=text))
     if (Path(config["docs_dir"]) / "explorer-site").is_dir():      # a site that embeds an explorer
         for asset in sorted(EXPLORER_PAGE.iterdir()):
-            files.append(File.generated(config, f"explorer-site/{asset.name}", abs_src_path=str(asset)))
+            uri = f"explorer-site/{asset.name}"
+            copied = files.get_file_from_path(uri)      # left by a rerun of `numpyvae explore`: the package's wins
+            if copied is not None:
+                files.remove(copied)
+            files.append(File.generated(config, uri, abs_src_path=str(asset)))
     return files
 
 
