@@ -53,26 +53,7 @@ from benchkit.matmul import matmul_flops, network_shapes             # noqa: E40
 from benchkit.numpyvae_runner import network                         # noqa: E402
 from benchkit.plot import plot                                       # noqa: E402
 from benchkit.report import machine_info, markdown, summarize        # noqa: E402
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (argparse prints the whole usage first)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _at_least(minimum, kind=int):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not value >= minimum:        # NaN too
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-    return parse
+from numpyvae.cli import Parser, natural, positive_int               # noqa: E402  one-line errors, as numpyvae's
 
 
 def _more_than_zero(text):
@@ -126,13 +107,13 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=_more_than_zero, default=20,
                         help="--busy-load: stop an epoch after this long and extrapolate (default 20)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: numpy, cupy, torch")
-    parser.add_argument("--epochs", type=_at_least(1), help="epochs per run")
-    parser.add_argument("--repeats", type=_at_least(1), help="runs per backend, interleaved")
-    parser.add_argument("--images", type=_at_least(1), help="train on the first N images (default: all 60,000)")
-    parser.add_argument("--threads", type=_at_least(1), default=os.cpu_count(),
+    parser.add_argument("--epochs", type=positive_int, help="epochs per run")
+    parser.add_argument("--repeats", type=positive_int, help="runs per backend, interleaved")
+    parser.add_argument("--images", type=positive_int, help="train on the first N images (default: all 60,000)")
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count(),
                         help="BLAS / PyTorch threads (default: all cores)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the batch-size and hidden-size tables")
-    parser.add_argument("--seed", type=_at_least(0), default=0)
+    parser.add_argument("--seed", type=natural, default=0)
     parser.add_argument("--arch", choices=("dense", "conv"), default="dense",
                         help="the model (default dense); conv writes bench_backends_conv.* and needs --no-scaling")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # internal: one measurement, JSON in and out

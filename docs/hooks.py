@@ -1,4 +1,4 @@
-"""mkdocs hooks: numpyvae's source as pages of the site, and chapters' links to its lines.
+"""mkdocs hooks: numpyvae's source as pages of the site, chapters' links to its lines, and the explorer's page.
 
 A chapter writes {src numpyvae/losses.py "def gaussian_kl_backward"} and the page gets a link to the
 line of numpyvae/losses.py that starts with that text (leading spaces aside), in a page of the site
@@ -16,6 +16,9 @@ from mkdocs.structure.files import File
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["numpyvae/*.py", "benchmarks/torch_reference.py"]
 LINK = re.compile(r'\{src ([\w/.]+)(?: "([^"]+)")?\}')
+# The default run's explorer (docs/explorer-site) commits only what `numpyvae explore` derives from the run
+# (model.json, the weights and the map); its page is the package's own, copied in at every build.
+EXPLORER_PAGE = REPO / "numpyvae" / "explorer"
 
 
 def source_page(path):
@@ -46,6 +49,13 @@ def on_files(files, config):
             path = file.relative_to(REPO).as_posix()
             text = f"# {path}\n\n```python linenums=\"1\"\n{file.read_text()}\n```\n"
             files.append(File.generated(config, source_page(path), content=text))
+    if (Path(config["docs_dir"]) / "explorer-site").is_dir():      # a site that embeds an explorer
+        for asset in sorted(EXPLORER_PAGE.iterdir()):
+            uri = f"explorer-site/{asset.name}"
+            copied = files.get_file_from_path(uri)      # left by a rerun of `numpyvae explore`: the package's wins
+            if copied is not None:
+                files.remove(copied)
+            files.append(File.generated(config, uri, abs_src_path=str(asset)))
     return files
 
 

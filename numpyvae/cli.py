@@ -75,10 +75,10 @@ def natural(text):
 
 
 def seed(text):
-    from numpyvae.rundir import MAX_SEED
+    from numpyvae.rundir import MAX_INT64
     value = natural(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {text}")
+    if value > MAX_INT64:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT64}, got {text}")
     return value
 
 
@@ -450,14 +450,13 @@ def cmd_evaluate(args):
 def cmd_figures(args):
     from numpyvae import plots
     from numpyvae.atomicfile import remove_abandoned_temp_files
-    from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics
+    from numpyvae.rundir import FIGURES_DIR, check_input_fits, load_run, read_metrics, saved_rows
 
     config, model, saved = load_run(args.run_dir, backend=args.backend)
     images, labels = _test_set(config, args.data_dir)
     check_input_fits(config, images.shape[1:])
     out = Path(args.out) if args.out else Path(args.run_dir) / FIGURES_DIR
-    # the rows of the epochs the checkpoint holds: a save that failed after its row was written left one more
-    metrics = [row for row in read_metrics(args.run_dir) if row["epoch"] <= saved.epoch]
+    metrics = saved_rows(read_metrics(args.run_dir), saved)
     remove_abandoned_temp_files(out, ".png")          # a drawing killed outright left them
     for path in plots.make_all(model, images, labels, metrics, out, config.objective,
                                config.samples):
@@ -537,14 +536,14 @@ def cmd_gradcheck(args):
 def _check_images(config, count=4):
     """(x (count, D) pixels, labels) of the run's first test images, where the trained weights meet the data
     they were trained for; None (uniform noise pixels) when the data is not there."""
-    from numpyvae.datasets import DataError
+    from numpyvae.datasets import DataError, to_pixels
     try:
         images, labels = _test_set(config, None)
     except DataError:
         return None
     if images[0].size != math.prod(config.input_shape):      # not the images this model reads
         return None
-    return images[:count].reshape(count, -1) / 255.0, labels[:count].astype(int)
+    return to_pixels(images[:count], "float64"), labels[:count].astype(int)
 
 
 def cmd_reference_state(args):

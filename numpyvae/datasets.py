@@ -83,6 +83,12 @@ def load_fashion_mnist(split="train", data_dir=None, download=True, *,
     return _load_verified(split, *(find_file(data_dir, name) for name in FILES[split]), checksums)
 
 
+def to_pixels(images, dtype=np.float32):
+    """0-255 images (N, ...) -> (N, D) pixels in [0, 1] of `dtype`, on the host: what a model reads."""
+    images, dtype = np.asarray(images), np.dtype(dtype)
+    return images.reshape(len(images), -1).astype(dtype) / dtype.type(255)
+
+
 def _load_verified(split, images_path, labels_path, checksums):
     """Read one split's two files, check their checksums and that they make sense together."""
     images = read_idx(images_path, sha256=checksums[FILES[split][0]])  # (N, 28, 28)

@@ -123,8 +123,7 @@ def encode_means(model, images, labels=None):
     """uint8 images (N, ...) (and labels, for a conditional model) -> (mu, logvar) on the host, float64, (N, Z)."""
     mus, logvars = [], []
     for start in range(0, len(images), CHUNK):
-        block = np.asarray(images[start:start + CHUNK])
-        x = block.reshape(len(block), -1).astype(model.dtype) / model.dtype.type(255)        # (chunk, D)
+        x = datasets.to_pixels(images[start:start + CHUNK], model.dtype)                    # (chunk, D)
         y = None if not model.conditional else np.asarray(labels[start:start + CHUNK], dtype=np.int64)
         mu, logvar = model.encode(model.backend.to_device(x, dtype=model.dtype), y)
         mus.append(model.backend.to_host(mu))

@@ -169,10 +169,10 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
     """
     backend, dtype = get_backend(backend), np.dtype(dtype)
     device = f"({dtype.name}, {backend.name})"
-    every_arch = [make_spec(arch=arch).settings() for arch in ARCHITECTURES]
+    # the layers of the model asked for, or of every registered architecture
+    layer_owners = [settings] if settings is not None else [make_spec(arch=arch).settings() for arch in ARCHITECTURES]
     sections = [Section("layers and losses (float64, NumPy)", lambda: check_layers(
-        [VAE(**small_settings(s), dtype=CHECK_DTYPE, seed=seed) for s in every_arch if settings is None]
-        + ([VAE(**small_settings(settings), dtype=CHECK_DTYPE, seed=seed)] if settings is not None else []), seed))]
+        [VAE(**small_settings(s), dtype=CHECK_DTYPE, seed=seed) for s in layer_owners], seed))]
     for objective in objectives:
         where = Where(backend, dtype, objective, samples, beta)
         bound = f"IWAE bound K = {samples}, " if objective == "iwae" else ""

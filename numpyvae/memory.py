@@ -11,9 +11,9 @@ on the host (NumPy, fakegpu), two tiny steps of a throwaway copy of the model, o
 decoded rows, run under tracemalloc (NumPy reports its arrays to it), and the difference of
 their peaks, over r, is what one row costs; a step of K * B rows costs K * B times that (2% from
 the real peak for the default dense and conv models, 16% over it for a small conditional one; a
-test holds it within -20% and +25%). It follows
-the code as it is, whatever the architecture. On a GPU, where tracemalloc sees nothing, the floor
-stands in: a step refused by it could not have run; one it lets through may still be too big.
+test holds it within -20% and +25%). It follows the code as it is, whatever the architecture.
+On a GPU, where tracemalloc sees nothing, the floor stands in: a step refused by it could not
+have run; one it lets through may still be too big.
 
 Shapes: K = samples per image, B = batch, D = pixels, Z = latent.
 """
@@ -25,6 +25,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+from numpyvae.vae import VAE
 
 PROBE_ROWS = 4      # r: the smaller probe step decodes r rows, the larger 2 r
 # Measured steps took 1.5 (IWAE) and 2.0 (ELBO) times the floor for the dense 784-400-20 model, 5.9 and
@@ -49,15 +51,25 @@ def decoder_numbers_per_row(spec, network):
     return total + 2 * spec.input_dim
 
 
+def decoded_rows(batch, samples, objective):
+    """Rows a training step decodes: K * B for the IWAE bound, B for the ELBO."""
+    return batch * (samples if objective == "iwae" else 1)
+
+
+def floor_bytes(model, rows):
+    """The shapes' floor (decoder_numbers_per_row) of a step decoding `rows` rows, in bytes."""
+    return rows * decoder_numbers_per_row(model.spec, model.network) * model.dtype.itemsize
+
+
 def step_bytes(model, batch, samples=1, objective="elbo"):
     """The bytes a training step of `batch` images (and `samples` samples each, for IWAE) needs.
 
     Measured per decoded row on the host (see the module docstring); on a GPU, the shapes' floor.
     """
-    rows = batch * (samples if objective == "iwae" else 1)
+    rows = decoded_rows(batch, samples, objective)
     if model.backend.name in ("numpy", "fakegpu"):
         return rows * measured_bytes_per_row(model, objective)
-    return rows * decoder_numbers_per_row(model.spec, model.network) * model.dtype.itemsize
+    return floor_bytes(model, rows)
 
 
 def measured_bytes_per_row(model, objective):
@@ -68,11 +80,8 @@ def measured_bytes_per_row(model, objective):
 
 def _probe_peak(model, objective, rows):
     """Peak traced bytes of one training step of a fresh copy of `model` decoding `rows` rows."""
-    from numpyvae.vae import VAE              # here: vae imports nothing of this module, nor should it
     spec = model.spec
-    copy = VAE(input_shape=spec.input_shape, arch=spec.arch, hidden_dims=spec.hidden_dims,
-               latent_dim=spec.latent_dim, likelihood=spec.likelihood, num_classes=spec.num_classes,
-               backend=model.backend, dtype=model.dtype, seed=0)
+    copy = VAE(**model.config, backend=model.backend, dtype=model.dtype, seed=0)
     samples, batch = (rows, 1) if objective == "iwae" else (1, rows)     # IWAE: K samples of one image
     rng = np.random.default_rng(0)
     x = rng.random((batch, spec.input_dim), dtype=np.float32).astype(model.dtype)
@@ -126,9 +135,7 @@ def host_free_bytes():
 def check_step_fits(model, batch, samples, objective, advice):
     """Raise WontFit (one line) if a training step of `batch` images (x `samples` for IWAE) cannot fit."""
     free = free_bytes(model.backend)
-    rows = batch * (samples if objective == "iwae" else 1)
-    floor = rows * decoder_numbers_per_row(model.spec, model.network) * model.dtype.itemsize
-    if free is None or floor * FLOOR_MARGIN <= free:
+    if free is None or floor_bytes(model, decoded_rows(batch, samples, objective)) * FLOOR_MARGIN <= free:
         return
     needed = step_bytes(model, batch, samples, objective)
     if needed > free:

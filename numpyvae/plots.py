@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpyvae.datasets import CLASS_NAMES
+from numpyvae.datasets import CLASS_NAMES, to_pixels
 from numpyvae.losses import gaussian_kl_per_latent
 from numpyvae.pngfile import save_figure
 
@@ -79,12 +79,6 @@ def _save(figure, path):
     return save_figure(figure, path, DPI)      # marked as numpyvae's; never over a file it did not draw
 
 
-def _pixels(images):
-    """uint8 images (N, side, side) -> float pixels (N, D) in [0, 1] on the host."""
-    images = np.asarray(images)
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-
-
 def _to_images(model, pixels):
     """(N, D) backend or host pixels -> (N, side, side) host array."""
     pixels = model.backend.to_host(pixels)
@@ -112,7 +106,7 @@ def _encode(model, images, labels=None):
     mus, logvars = [], []
     labels = _conditioned(model, labels, len(images))
     for start in range(0, len(images), CHUNK):
-        x = model.backend.to_device(_pixels(images[start:start + CHUNK]), dtype=model.dtype)  # (chunk, D)
+        x = model.backend.to_device(to_pixels(images[start:start + CHUNK]), dtype=model.dtype)  # (chunk, D)
         mu, logvar = model.encode(x, None if labels is None else labels[start:start + CHUNK])
         mus.append(model.backend.to_host(mu))
         logvars.append(model.backend.to_host(logvar))
@@ -166,7 +160,7 @@ def reconstructions(model, images, path, columns=8, pairs=3, labels=None, about=
     n = min(len(images), columns * pairs) // columns * columns              # whole rows only
     images = np.asarray(images)[:n]
     labels = None if labels is None else np.asarray(labels)[:n]
-    shown = _pixels(images).reshape(-1, columns, *_side(model))                # (pairs, C, side, side)
+    shown = to_pixels(images).reshape(-1, columns, *_side(model))                # (pairs, C, side, side)
     rebuilt = _decode(model, _encode_means(model, images, labels), labels)
     grid = np.stack([shown, rebuilt.reshape(shown.shape)], axis=1).reshape(-1, columns, *_side(model))
     figure = _figure("reconstructions", model.latent_dim)
@@ -225,7 +219,7 @@ def latent_offset(model, images, labels, path, count=6, offsets=OFFSETS, about=N
     z = mu[:, None, :] + np.asarray(offsets)[None, :, None]                      # (count, T, Z)
     decoded = _decode(model, z.reshape(-1, model.latent_dim), np.repeat(classes, len(offsets)))
     decoded = decoded.reshape(len(chosen), len(offsets), *_side(model))
-    originals = _pixels(np.asarray(images)[chosen]).reshape(len(chosen), 1, *_side(model))
+    originals = to_pixels(np.asarray(images)[chosen]).reshape(len(chosen), 1, *_side(model))
     grid = np.concatenate([originals, decoded], axis=1)
     figure = _figure("latent_offset", model.latent_dim)
     ax = figure.subplots()
@@ -277,8 +271,8 @@ def interpolation(model, images, labels, path, pairs=5, steps=INTERPOLATION_STEP
     # a conditional VAE decodes each row as image A's class: the line then moves only the style
     decoded = _decode(model, z.reshape(-1, model.latent_dim), np.repeat(class_a, steps))
     decoded = decoded.reshape(pairs, steps, *_side(model))
-    first = _pixels(images[starts[:pairs]]).reshape(pairs, 1, *_side(model))
-    last = _pixels(images[ends[:pairs]]).reshape(pairs, 1, *_side(model))
+    first = to_pixels(images[starts[:pairs]]).reshape(pairs, 1, *_side(model))
+    last = to_pixels(images[ends[:pairs]]).reshape(pairs, 1, *_side(model))
     grid = np.concatenate([first, decoded, last], axis=1)
     figure = _figure("interpolation", model.latent_dim)
     ax = figure.subplots()

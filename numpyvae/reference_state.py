@@ -32,6 +32,7 @@ import numpy as np
 from numpyvae import __version__, datasets
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import DataError
+from numpyvae.messages import shown
 from numpyvae.rundir import ConfigError
 from numpyvae.vae import VAE
 
@@ -64,7 +65,7 @@ def synthetic_batch(batch, input_shape, num_classes, seed):
 def first_test_images(batch, num_classes, data_dir=None):
     """(x, y) from the first `batch` images of the Fashion-MNIST test set; DataError when the files are missing."""
     images, labels = datasets.load_fashion_mnist("test", data_dir, download=False)   # looked up when called
-    x = images[:batch].reshape(batch, -1) / 255.0                        # (B, D) float64 in [0, 1]
+    x = datasets.to_pixels(images[:batch], np.float64)                   # (B, D) float64 in [0, 1]
     y = labels[:batch].astype(np.int64) if num_classes else None
     return x, y
 
@@ -140,14 +141,14 @@ def check_out_path(path):
     if path.suffix.lower() != ".npz":
         raise ReferenceStateError(f"--out must name a .npz file, not {str(path)!r}")
     if path.is_dir():
-        raise ReferenceStateError(f"{path} is a directory; --out names the file to write")
+        raise ReferenceStateError(f"{shown(path)} is a directory; --out names the file to write")
     if path.exists() and not is_reference_state(path):
-        raise ReferenceStateError(f"{path} exists and is not a reference state; not replacing it "
+        raise ReferenceStateError(f"{shown(path)} exists and is not a reference state; not replacing it "
                                   "(remove it or choose another --out)")
     if not path.parent.is_dir():
-        raise ReferenceStateError(f"no directory {path.parent} to write {path.name} into")
+        raise ReferenceStateError(f"no directory {shown(path.parent)} to write {shown(path.name)} into")
     if not os.access(path.parent, os.W_OK):
-        raise ReferenceStateError(f"cannot write in {path.parent} (permission denied)")
+        raise ReferenceStateError(f"cannot write in {shown(path.parent)} (permission denied)")
 
 
 def write(path, config, data_dir=None, synthetic=False):

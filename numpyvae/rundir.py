@@ -38,8 +38,8 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "test_loss", "test_recon", "test_kl", "seconds")
 IWAE_COLUMNS = ("train_iwae", "test_iwae")   # an IWAE run's extra columns: -log (1/K) sum_k w_k, per image
 DTYPES = ("float32", "float64")
-MAX_SEED = 2 ** 63 - 1          # the checkpoint stores the seed as an int64
-MAX_INT64 = 2 ** 63 - 1         # ...and epochs and steps: an integer setting larger than this cannot be stored
+MAX_INT64 = 2 ** 63 - 1         # the checkpoint stores the seed, epochs and steps as int64: no setting may pass it
+MAX_FLOAT_INT = int(np.finfo(np.float64).max)     # the largest integer a float holds
 MAX_EPOCH_SECONDS = 100 * 86400  # a checkpoint claiming an epoch trained for more than 100 days is not believed
 
 
@@ -98,8 +98,7 @@ class TrainConfig:
         need(self.epochs >= 0, f"epochs must be 0 or more, not {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, not {self.batch_size}")
         need(self.seed >= 0, f"seed must be 0 or more, not {self.seed}")
-        need(self.seed <= MAX_SEED, f"seed must be at most 2**63-1, not {self.seed}")
-        for name in ("epochs", "batch_size", "samples"):
+        for name in ("epochs", "batch_size", "seed", "samples"):
             need(getattr(self, name) <= MAX_INT64, f"{name} must be at most 2**63-1, not {_short(getattr(self, name))}")
         for name in ("lr", "beta", "warmup_epochs"):
             value = getattr(self, name)
@@ -107,7 +106,7 @@ class TrainConfig:
                  f"{name} must be a number, not {value!r}")
             # an integer of 310+ digits is a valid JSON number that no float can hold (OverflowError)
             need(not isinstance(value, int) or abs(value) <= MAX_FLOAT_INT,
-                 f"{name} must be a finite number, not an integer of {len(str(abs(value)))} digits")
+                 f"{name} must be a finite number, not {_short(value)}")
         for name in ("backend", "dtype"):
             need(isinstance(getattr(self, name), str), f"{name} must be a name, not {getattr(self, name)!r}")
         need(self.data_dir is None or isinstance(self.data_dir, str),
@@ -152,9 +151,6 @@ class TrainConfig:
             return cls(**values).validate()
         except ConfigError as error:      # the message names the file the setting came from
             raise ConfigError(f"{source}: {error}") from None
-
-
-MAX_FLOAT_INT = int(np.finfo(np.float64).max)     # the largest integer a float holds
 
 
 def _short(value):
@@ -259,6 +255,12 @@ def read_metrics(run_dir):
     return rows
 
 
+def saved_rows(rows, saved):
+    """The rows of metrics.csv for the epochs the checkpoint `saved` holds: a save that failed after
+    its epoch's row was written (and could not take the row back) leaves one row more."""
+    return [row for row in rows if row["epoch"] <= saved.epoch]
+
+
 def write_metrics(run_dir, rows, iwae=False):
     """Rewrite run_dir/metrics.csv atomically with `rows` (and, iwae=True, the IWAE_COLUMNS after them)."""
     extra = IWAE_COLUMNS if iwae else ()
@@ -298,8 +300,8 @@ def open_run(run_dir):
     path = Path(run_dir) / checkpoint.FILENAME
     saved = checkpoint.load(path)
     try:
-        saved_config = TrainConfig.from_dict(saved.config, source=str(path))
-        # before its first step a run may resume with another batch size (see train._resumable)
+        saved_config = TrainConfig.from_dict(saved.config, source=shown(path))
+        # before its first step a run may resume with another batch size and K (see train._resumable)
         check_same_run(config, saved_config, str(path),
                        may_differ=() if saved.adam["t"] else ("batch_size", "samples"))
     except ConfigError as error:

@@ -47,7 +47,8 @@ from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
                              ConfigError, Diverged, Interrupted, NothingToDo, RunError,
                              TrainConfig, build_model, check_new_run_dir, check_position, check_recorded,
-                             check_same_run, exclusive, open_run, read_metrics, write_config, write_metrics)
+                             check_same_run, exclusive, open_run, read_metrics, saved_rows, write_config,
+                             write_metrics)
 from numpyvae.signals import signal_of, stopped_by
 from numpyvae.threads import Threads
 from numpyvae.vae import VAE
@@ -425,7 +426,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     # holds the run's lock can know that no save is under way, so this is the place to clear them
     remove_stale_temp_files(run_dir, (checkpoint.FILENAME, CONFIG_FILE, METRICS_FILE))
     if resume:
-        saved, config = _resumable(run_dir, config)
+        saved, config, recorded = _resumable(run_dir, config)
 
     backend = get_backend(config.backend)
     train_images, train_labels = datasets.load_fashion_mnist("train", config.data_dir, download)
@@ -444,7 +445,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
         start_epoch, start_step = saved.epoch + 1, saved.step_in_epoch
-        metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= saved.epoch]
+        metrics = saved_rows(recorded, saved)
     else:
         start_epoch, start_step, metrics = 1, 0, []
     write_config(run_dir, config)
@@ -477,12 +478,13 @@ def describe_threads(threads):
 
 
 def _resumable(run_dir, wanted):
-    """(checkpoint, config) to resume run_dir with: the run's config with `wanted`'s allowed changes."""
+    """(checkpoint, config, metrics.csv's rows) to resume run_dir with: the run's config with `wanted`'s
+    allowed changes, once the checkpoint and the rows are shown to tell one story (check_recorded)."""
     if not (run_dir / checkpoint.FILENAME).exists():
-        raise RunError(f"cannot resume: {run_dir} has no {checkpoint.FILENAME} (start it without --resume)")
+        raise RunError(f"cannot resume: {shown(run_dir)} has no {checkpoint.FILENAME} (start it without --resume)")
     run_config, saved = open_run(run_dir)
     # a run that has taken no step yet (it ran out of memory on its first batch, say) may take
-    # another batch size: nothing done so far depends on it
+    # another batch size and K: nothing done so far depends on them
     changes = RESUMABLE_CHANGES + (() if saved.adam["t"] else ("batch_size", "samples"))
     check_same_run(run_config, replace(wanted, input_shape=run_config.input_shape),
                    "cannot resume with different settings (start a new --run-dir to change them)", may_differ=changes)
@@ -491,5 +493,6 @@ def _resumable(run_dir, wanted):
         raise NothingToDo(f"{shown(run_dir)} has already trained {saved.epoch} epochs (--epochs {config.epochs}); "
                           f"nothing to do")
     # now, not after an epoch of training: the rows it would write must fit those already there
-    check_recorded(config, saved, read_metrics(run_dir), run_dir / checkpoint.FILENAME, run_dir / METRICS_FILE)
-    return saved, config
+    recorded = read_metrics(run_dir)
+    check_recorded(config, saved, recorded, run_dir / checkpoint.FILENAME, run_dir / METRICS_FILE)
+    return saved, config, recorded

@@ -52,7 +52,7 @@ class Run(NamedTuple):
             return rows.astype(self.model.dtype)
         if not (0 <= low and high <= 255):
             raise ValueError(f"integer images must hold 0-255, but these hold values from {low} to {high}")
-        return rows.astype(self.model.dtype) / self.model.dtype.type(255)
+        return datasets.to_pixels(rows, self.model.dtype)
 
 
 def load_run(path, backend="numpy"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -79,10 +80,39 @@ def real_fashion_mnist_dir():
     """
     if all(find_file(DEBIAN_DIR, name) for name in ALL_FILES):
         return DEBIAN_DIR
-    reason = f"the real Fashion-MNIST is not in {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)"
+    need(False, f"the real Fashion-MNIST is not in {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)")
+
+
+# ---------------------------------------------------------------------------
+# What the tests need beyond Python: skip where it is missing, saying why; fail under CI.
+# ---------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"      # Debian's (apt-get install chromium): Playwright downloads no browser
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"]
+
+
+def need(available, reason):
+    """Skip where `available` is false, saying why; under CI (CI=true), whose .ci/run installs everything
+    the tests need, fail instead, so that nothing missing there hides a test."""
+    if available:
+        return
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright (tests/test_docs.py, tests/test_explore.py)."""
+    need(importlib.util.find_spec("playwright") is not None,
+         "playwright is not installed (pip install playwright; the test and docs extras have it)")
+    need(os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield chromium
+        chromium.close()
 
 
 # ---------------------------------------------------------------------------

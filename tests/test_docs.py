@@ -16,18 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 README = (REPO / "README.md").read_text()
-
-
-def need(available, reason):
-    """Skip where `available` is false, saying why; under CI (CI=true) fail instead."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
 
 
 def need_mkdocs():
@@ -159,19 +151,6 @@ def served(site):
     server.shutdown()
     thread.join()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(importlib.util.find_spec("playwright") is not None, "playwright not installed: pip install playwright")
-    need(os.path.exists(CHROMIUM), f"no {CHROMIUM}: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
-        yield chromium
-        chromium.close()
 
 
 # Math left as source text: what a reader would see if KaTeX had not typeset it.

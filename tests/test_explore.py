@@ -18,20 +18,11 @@ import pytest
 
 from numpyvae import explore, losses
 from numpyvae.vae import VAE
+from conftest import BROWSER_ARGS, CHROMIUM, need
 from test_cli import TINY, assert_one_line_error, run_main
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_TEST = REPO / "tests" / "js" / "explorer.test.mjs"
-CHROMIUM = "/usr/bin/chromium"
-
-
-def need(ok, reason):
-    """Skip with the reason, or under CI fail with it: CI installs everything these tests need."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
 
 
 # -- small models of every kind ------------------------------------------------------------------------
@@ -272,25 +263,6 @@ def test_serve_answers_on_localhost_and_stops_cleanly_on_ctrl_c(run_dir, tmp_pat
 
 
 # -- the page in a real browser ------------------------------------------------------------------------
-
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, driven by Playwright."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    need(sync_playwright is not None, "playwright is not installed (pip install playwright; the test extra has it)")
-    need(Path(CHROMIUM).is_file(), f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser
-        browser.close()
-
 
 class Site:
     """An exported site served on 127.0.0.1, the model behind it and the test images of its map."""

@@ -148,6 +148,17 @@ def _place_preactivation(model, x, example, unit, value):
     model.params["enc.b"][unit] += value - (x[example] @ model.params["enc.W"][:, unit] + model.params["enc.b"][unit])
 
 
+def _kinks_on_both_sides(distance):
+    """A small model and batch whose examples 0 and 1 put the encoder's unit 2 `distance` above and below 0:
+    a step of enc.b[2] larger than `distance` either way carries one of them across the kink."""
+    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
+    x, eps = check_batch(model, seed=1)
+    w = model.params["enc.W"][:, 2]
+    x[1] = x[0] - 2 * distance * w / (w @ w)
+    _place_preactivation(model, x, 0, 2, distance)
+    return model, x, eps
+
+
 @pytest.mark.parametrize("side", [1, -1], ids=["above", "below"])
 def test_an_entry_beside_a_kink_is_differenced_on_the_side_that_stays_on_one_piece(side):
     model = VAE(6, 5, 3, dtype=np.float64, seed=1)
@@ -167,12 +178,7 @@ def test_an_entry_beside_a_kink_is_differenced_on_the_side_that_stays_on_one_pie
 
 
 def test_an_entry_with_kinks_on_both_sides_is_differenced_at_a_smaller_step():
-    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
-    x, eps = check_batch(model, seed=1)
-    # two examples whose unit 2 sits 3e-7 either side of 0: steps of 1e-5 and 1e-6 flip one on each side
-    w = model.params["enc.W"][:, 2]
-    x[1] = x[0] - 6e-7 * w / (w @ w)
-    _place_preactivation(model, x, 0, 2, 3e-7)
+    model, x, eps = _kinks_on_both_sides(3e-7)          # steps of 1e-5 and 1e-6 flip one on each side
     reference = VAE(**model.config, dtype=np.float64)
     reference.flat_params[...] = model.flat_params
     base = relu_pattern(reference, x, eps)
@@ -218,12 +224,7 @@ def test_a_small_model_with_a_dead_layer_is_drawn_again_but_a_broken_forward_is_
 
 
 def test_an_entry_with_kinks_on_both_sides_at_every_step_is_left_out_and_its_row_fails_saying_why():
-    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
-    x, eps = check_batch(model, seed=1)
-    # two examples whose unit 2 sits 1e-9 either side of 0: any step of enc.b[2] down to 1e-7 flips one
-    w = model.params["enc.W"][:, 2]
-    x[1] = x[0] - 2e-9 * w / (w @ w)
-    _place_preactivation(model, x, 0, 2, 1e-9)
+    model, x, eps = _kinks_on_both_sides(1e-9)          # any step of enc.b[2] down to 1e-7 flips one
     rows = {r.name: r for r in check_model(model, x, eps)}
     assert rows["enc.b"].kinks == 1 and rows["enc.b"].checked == 4
     assert not rows["enc.b"].passed
