@@ -70,8 +70,8 @@ def generate(model, n, seed=0, class_index=None, max_elements=MAX_ELEMENTS):
     max_elements: a conv decoder's patch matrices for 100,000 images at once would need ~16 GB.
     """
     labels = labels_for(model, n, class_index)
-    xp, backend = model.xp, model.backend
-    z = backend.standard_normal(backend.rng(seed), xp.empty((n, model.latent_dim), dtype=model.dtype))  # (N, Z)
+    backend = model.backend
+    z = model.prior_noise(n, backend.rng(seed))                                       # (N, Z)
     side = math.isqrt(model.input_dim)
     images = np.empty((n, side, side), dtype=np.float32)                              # (N, side, side) host
     chunk = max(1, max_elements // widest_row(model.spec, model.network))

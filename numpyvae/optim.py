@@ -46,12 +46,20 @@ def check_hyperparameters(lr, betas, eps):
     for value in (lr, eps, *betas):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"Adam's lr, betas and eps must be real numbers, not {value!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning rate must be a finite positive number, not {lr!r}")
+    if not (_finite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a finite positive number, not {lr!r:.40}")
     if not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"betas must be in [0, 1), not {betas!r}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite positive number, not {eps!r}")
+        raise ValueError(f"betas must be in [0, 1), not {betas!r:.80}")
+    if not (_finite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite positive number, not {eps!r:.40}")
+
+
+def _finite(value):
+    """math.isfinite, but False for an integer no float holds (10**400), where math.isfinite raises OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class Adam:

@@ -304,7 +304,11 @@ class VAE:
 
     def sample(self, n, rng=None, y=None):
         """n new images from the prior: decode z ~ N(0, I) (with labels y (n,) if conditional). (n, D)."""
-        return self.decode(self._noise(n, None, rng), y)
+        return self.decode(self.prior_noise(n, rng), y)
+
+    def prior_noise(self, n, rng=None):
+        """z ~ N(0, I), (n, Z) on the backend, from `rng` (default: the model's): the codes sample decodes."""
+        return self._noise(n, None, rng)
 
     # -- helpers ------------------------------------------------------------------
     def _pixels(self, x, scan=True):
@@ -411,9 +415,13 @@ class VAE:
 
 def _check_beta(beta):
     """ValueError unless beta, the KL weight, is a finite number >= 0."""
+    try:
+        finite = math.isfinite(beta)
+    except (TypeError, OverflowError):       # not a number, or an integer no float holds (10**400)
+        finite = False
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r}")
+            or not (finite and beta >= 0):
+        raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r:.40}")
 
 
 def init_params(layers, seed):

@@ -143,6 +143,18 @@ def test_a_float_setting_of_400_digits_is_a_value_error(name):
         TrainConfig(**{name: HUGE}).validate()
 
 
+@pytest.mark.parametrize("call", ["Adam lr", "Adam eps", "loss_and_grads beta", "loss beta"])
+def test_the_python_api_refuses_400_digits_with_a_value_error(call):
+    """10**400 is an int no float holds: math.isfinite raised OverflowError, not the documented ValueError."""
+    model = VAE(6, 5, 3, dtype=np.float64)
+    x = np.full((2, 6), 0.5)
+    attempt = {"Adam lr": lambda: Adam(model, lr=HUGE), "Adam eps": lambda: Adam(model, eps=HUGE),
+               "loss_and_grads beta": lambda: model.loss_and_grads(x, beta=HUGE),
+               "loss beta": lambda: model.loss(x, beta=HUGE)}[call]
+    with pytest.raises(ValueError, match="must be a finite"):
+        attempt()
+
+
 def test_a_huge_float_setting_in_config_json_or_the_checkpoint_is_one_line_naming_the_file(small_data, capsys,
                                                                                           tmp_path):
     run_dir = tmp_path / "run"
