@@ -353,18 +353,26 @@ def _model_options(parser, backend_names):
 
 # -- commands -------------------------------------------------------------------------------
 
+def _refuse_iwae_without_samples(given):
+    """ConfigError for `--objective iwae` with no `--samples`: the default K = 1 would silently be the
+    ELBO (with a sampled KL), not a tighter bound. `given` holds the flags given, by destination."""
+    from numpyvae.rundir import ConfigError
+
+    if given.get("objective") == "iwae" and "samples" not in given:
+        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
+                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
+
+
 def cmd_train(args):
     from numpyvae import plots
     from numpyvae.atomicfile import remove_abandoned_temp_files
-    from numpyvae.rundir import FIGURES_DIR, ConfigError, TrainConfig, read_config
+    from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
     names = [f.name for f in fields(TrainConfig)] + ["hidden_dim"]     # the older name, still a flag
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    if not args.resume and given.get("objective") == "iwae" and "samples" not in given:
-        # the default K = 1 would silently train the ELBO (with a sampled KL), not a tighter bound
-        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
-                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
+    if not args.resume:
+        _refuse_iwae_without_samples(given)
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
@@ -553,6 +561,7 @@ def cmd_reference_state(args):
     from numpyvae.vae import check_settings
 
     given = {name: getattr(args, name) for name in NETWORK_FLAGS + STEP_FLAGS if hasattr(args, name)}
+    _refuse_iwae_without_samples(given)
     config = TrainConfig(**given).validate()
     reference_state.check_out_path(args.out)       # before any work
     info = reference_state.write(args.out, config, data_dir=args.data_dir, synthetic=args.synthetic)

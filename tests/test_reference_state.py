@@ -190,6 +190,7 @@ def test_it_takes_trains_model_flags_from_the_same_code():
     ("taken.npz", [], "is not a reference state"),
     ("ref.npz", ["--batch-size", "10001"], "at most 10,000 images"),
     ("ref.npz", ["--samples", "3"], "is for the IWAE objective"),
+    ("ref.npz", ["--objective", "iwae"], "--objective iwae needs --samples K"),    # as train: not K = 1, silently
     ("ref.npz", ["--batch-size", "0"], "must be at least 1"),
 ])
 def test_bad_flags_and_paths_are_refused_in_one_line_and_nothing_is_written(tmp_path, monkeypatch, capsys,
