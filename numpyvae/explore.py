@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from numpyvae import datasets, losses
-from numpyvae.atomicfile import atomic_write, temp_name_pattern
+from numpyvae.atomicfile import atomic_write, remove_abandoned_temp_files, temp_name_pattern
 from numpyvae.datafiles import CLASS_NAMES
 from numpyvae.layers import Conv2d, ConvTranspose2d, Flatten, Linear, ReLU, Reshape
 from numpyvae.messages import shown
@@ -257,6 +257,8 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
     for entry in out.iterdir():             # the files an older model.json read
         if BINARY_NAME.fullmatch(entry.name) and entry.name not in files:
             entry.unlink()
+    for suffix in ASSETS + (MANIFEST, ".bin"):  # what writes killed outright (kill -9) left, once surely abandoned
+        remove_abandoned_temp_files(out, suffix)
     return out / MANIFEST
 
 

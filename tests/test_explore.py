@@ -175,6 +175,22 @@ def test_an_unfinished_write_of_the_explorer_is_its_own(tmp_path):
         explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
 
 
+def test_a_rewrite_removes_the_temporary_files_a_killed_write_abandoned(tmp_path):
+    """kill -9 cannot remove atomic_write's temporary file (a weights file is MBs): the next rewrite does,
+    once it is old enough that no writer can still be alive; a fresh one may be another writer's, and stays."""
+    site = tmp_path / "site"
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+    abandoned = [site / ".model.json.0123456789ab.tmp", site / ".weights-0123456789ab.bin.0123456789ab.tmp",
+                 site / ".index.html.0123456789ab.tmp"]
+    for path in abandoned:
+        path.write_bytes(b"\0")
+        os.utime(path, (1, 1))                      # untouched since 1970
+    fresh = site / ".map-0123456789ab.bin.0123456789ab.tmp"
+    fresh.write_bytes(b"\0")
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"], seed=1))
+    assert not any(path.exists() for path in abandoned) and fresh.exists()
+
+
 def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
     for shape in [(12,), (3, 8, 8), (1, 8, 200)]:
         model = VAE(input_shape=shape, hidden_dims=(4,), latent_dim=2)
