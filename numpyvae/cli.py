@@ -600,9 +600,10 @@ def cmd_explore(args):
     manifest, missing = explore.explore(args.run_dir, args.out, data_dir=args.data_dir)
     if missing:
         print(f"numpyvae explore: warning: the page has no map and no KL order: {one_line(missing)}", file=sys.stderr)
-    print(f"explore: the page is in {shown(args.out)}; a browser needs it served (--serve)")
     if not args.serve:
+        print(f"explore: the page is in {shown(args.out)}; a browser needs it served (--serve)")
         return 0
+    print(f"explore: the page is in {shown(args.out)}")
     try:
         explore.serve(args.out, lambda url: print(f"serving at {url} (Ctrl-C to stop)", flush=True))
     except KeyboardInterrupt as stop:     # Ctrl-C is how a server is meant to stop; SIGTERM still reports itself

@@ -285,6 +285,7 @@ def test_serve_answers_on_localhost_and_stops_cleanly_on_ctrl_c(run_dir, tmp_pat
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "stopped serving" in out and "Traceback" not in err
+    assert "needs it served (--serve)" not in lines[0], lines      # it is being served: no hint to serve it
 
 
 # -- the page in a real browser ------------------------------------------------------------------------
