@@ -8,7 +8,7 @@
     numpyvae reference-state --out ref.npz [--batch-size 4 --arch conv ...]   one step, for other implementations
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
-    numpyvae explore RUN_DIR --out site [--serve]                     a web page where the run's model runs
+    numpyvae explore RUN_DIR --out DIR [--serve]                      a web page where the run's model runs
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
 2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after

@@ -1,8 +1,8 @@
 """`numpyvae explore`: a trained run as a static web page whose model runs in the browser.
 
-    numpyvae explore runs/default --out site [--serve]
+    numpyvae explore runs/default --out runs/default/explorer [--serve]
 
-writes into `site` everything the page needs, and nothing from the network:
+writes into the --out folder everything the page needs, and nothing from the network:
 
     index.html, explorer.js, forward.js, style.css   the page, copied as they are from numpyvae/explorer/
     model.json        what the page runs: the network as a layer description (read from the model's own

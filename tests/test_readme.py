@@ -179,3 +179,14 @@ def test_the_mutation_score_is_the_committed_runs():
     score = report.split("\n\n")[1]
     assert score.startswith("The suite kills **") and "not yet explained" not in score
     assert score in " ".join(README.split("\n"))
+
+
+def test_the_explorer_and_the_docs_site_go_to_different_folders():
+    """Run one after the other as README shows them, the same folder would be a collision: the docs build
+    empties its --site-dir (the explorer's page gone), and explore refuses a folder holding the docs."""
+    site_dir = Path(command_after("docs-command").split("--site-dir", 1)[1].split()[0])
+    text = " ".join((README + (Path(__file__).parent.parent / "docs" / "explorer.md").read_text()).split())
+    outs = [Path(out.strip("`")) for out in re.findall(r"numpyvae explore \S+ --out (\S+)", text)]
+    assert len(outs) >= 3, outs
+    for out in outs:
+        assert site_dir not in (out, *out.parents), out
