@@ -247,7 +247,10 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
         files[entry["file"]] = mu
     else:
         manifest.update(map={"count": 0, "missing": missing or "no test images were given"}, kl=None)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:          # a file where a folder of the path should be, a folder it may not write in
+        raise ExploreError(f"cannot make the folder --out {shown(out)}: {error.strerror or error}") from None
     for name in ASSETS:
         _write(out / name, (ASSETS_DIR / name).read_bytes())
     for name, data in files.items():

@@ -191,6 +191,14 @@ def test_a_rewrite_removes_the_temporary_files_a_killed_write_abandoned(tmp_path
     assert not any(path.exists() for path in abandoned) and fresh.exists()
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_plain_line(run_dir, capsys, tmp_path):
+    (tmp_path / "picture.png").write_bytes(b"mine")
+    status, _, err = run_main(capsys, "explore", run_dir, "--out", tmp_path / "picture.png" / "site")
+    assert status == 1
+    assert_one_line_error(err, "cannot make the folder --out", "picture.png/site", "Not a directory")
+    assert "[Errno" not in err and (tmp_path / "picture.png").read_bytes() == b"mine"
+
+
 def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
     for shape in [(12,), (3, 8, 8), (1, 8, 200)]:
         model = VAE(input_shape=shape, hidden_dims=(4,), latent_dim=2)
