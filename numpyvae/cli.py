@@ -674,4 +674,23 @@ def _run(name, args):
 
 
 def _one_line(error):
+    """An error as one line. An OSError reads as its file and the system's reason, without Python's "[Errno N]",
+    and a hidden temporary file of atomic_write's is named as the file it was to become."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is None:          # numpyvae's own wording, which names its file already
+            return one_line(error.strerror)
+        path = error.filename2 if error.filename2 is not None else error.filename
+        return one_line(f"{shown(_written_file(path))}: {error.strerror}")
     return one_line(str(error) or type(error).__name__)
+
+
+def _written_file(path):
+    """The file a path stands for: atomic_write's `.NAME.RANDOM.tmp` stands for NAME, in the same folder."""
+    import os
+    import re
+
+    from numpyvae.atomicfile import TOKEN_BYTES
+
+    folder, name = os.path.split(os.fsdecode(path))
+    temporary = re.fullmatch(rf"\.(.+)\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp", name)
+    return os.path.join(folder, temporary.group(1)) if temporary else os.fsdecode(path)

@@ -450,3 +450,25 @@ def test_gradcheck_names_the_flag_a_run_directory_fixes(capsys, tmp_path):
     for flag, shown in ((["--conditional"], "--conditional"), (["--latent-dim", "3"], "--latent-dim")):
         status, _, err = run_main(capsys, "gradcheck", tmp_path, *flag)
         assert status == 1 and f"(the run fixes {shown})" in err
+
+
+@pytest.mark.parametrize("error, expected", [
+    (NotADirectoryError(20, "Not a directory", "gen.png/run"), "gen.png/run: Not a directory"),
+    (PermissionError(13, "cannot write /sys/x.npz: Permission denied"), "cannot write /sys/x.npz: Permission denied"),
+    # atomic_write's hidden temporary file is named as the file it was to become
+    (NotADirectoryError(20, "Not a directory", "gen.png/.x.png.6686e557db7a.tmp"), "gen.png/x.png: Not a directory"),
+    (OSError(18, "Invalid cross-device link", "a/.b.npz.0123456789ab.tmp", "a/b.npz"), "a/b.npz: Invalid cross-device"),
+    (OSError("no errno at all"), "no errno at all"),
+])
+def test_an_os_error_reads_as_its_file_and_reason_without_errno(error, expected):
+    text = cli._one_line(error)
+    assert text.startswith(expected) and "[Errno" not in text and ".tmp" not in text, text
+
+
+def test_a_file_in_the_path_of_an_output_is_one_line_naming_the_output(small_data, capsys, tmp_path):
+    (tmp_path / "gen.png").write_bytes(b"mine")
+    status, _, err = run_main(capsys, "show-data", "--data-dir", small_data.data_dir, "-n", 4,
+                              "--out", tmp_path / "gen.png" / "x.png")
+    assert status == 1
+    assert_one_line_error(err, f"{tmp_path / 'gen.png' / 'x.png'}: Not a directory")
+    assert "[Errno" not in err and (tmp_path / "gen.png").read_bytes() == b"mine"
