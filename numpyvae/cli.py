@@ -679,8 +679,10 @@ def _one_line(error):
     if isinstance(error, OSError) and error.strerror:
         if error.filename is None:          # numpyvae's own wording, which names its file already
             return one_line(error.strerror)
-        path = error.filename2 if error.filename2 is not None else error.filename
-        return one_line(f"{shown(_written_file(path))}: {error.strerror}")
+        path = _written_file(error.filename2 if error.filename2 is not None else error.filename)
+        if isinstance(error, FileExistsError) and Path(path).exists() and not Path(path).is_dir():
+            return one_line(f"{shown(path)} exists and is not a folder")      # mkdir's "File exists"
+        return one_line(f"{shown(path)}: {error.strerror}")
     return one_line(str(error) or type(error).__name__)
 
 

@@ -472,3 +472,9 @@ def test_a_file_in_the_path_of_an_output_is_one_line_naming_the_output(small_dat
     assert status == 1
     assert_one_line_error(err, f"{tmp_path / 'gen.png' / 'x.png'}: Not a directory")
     assert "[Errno" not in err and (tmp_path / "gen.png").read_bytes() == b"mine"
+
+
+def test_a_file_where_a_folder_should_be_made_is_named_as_such(tmp_path):
+    (tmp_path / "gen.png").write_bytes(b"mine")
+    error = FileExistsError(17, "File exists", str(tmp_path / "gen.png"))     # Path.mkdir(exist_ok=True)'s
+    assert cli._one_line(error) == f"{tmp_path / 'gen.png'} exists and is not a folder"
