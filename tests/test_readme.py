@@ -190,3 +190,11 @@ def test_the_explorer_and_the_docs_site_go_to_different_folders():
     assert len(outs) >= 3, outs
     for out in outs:
         assert site_dir not in (out, *out.parents), out
+
+
+def test_readme_names_every_package_ci_installs():
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    packages = {name for line in re.findall(r"apt-get install -y -qq ([^>\n]+)", ci) for name in line.split()}
+    assert packages >= {"dataset-fashion-mnist", "chromium"}, packages
+    said = README.split("`.ci/run` runs exactly that second line", 1)[1].split("\n\n", 1)[0]
+    assert all(f"`{name}`" in said for name in packages), (packages, said)
