@@ -198,3 +198,13 @@ def test_readme_names_every_package_ci_installs():
     assert packages >= {"dataset-fashion-mnist", "chromium"}, packages
     said = README.split("`.ci/run` runs exactly that second line", 1)[1].split("\n\n", 1)[0]
     assert all(f"`{name}`" in said for name in packages), (packages, said)
+
+
+def test_readme_says_how_to_open_the_notebook_with_an_extra_that_exists():
+    import configparser
+    said = README.split("docs/tutorial.ipynb", 1)[1].split("\n\n", 1)[0]
+    extra = re.search(r"pip install -e '\.\[(\w+)\]'", said)
+    assert extra and "jupyter lab docs/tutorial.ipynb" in said, said
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parent.parent / "setup.cfg")
+    assert "jupyterlab" in setup["options.extras_require"][extra.group(1)]
