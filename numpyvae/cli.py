@@ -668,8 +668,10 @@ def _run(name, args):
             print(f"{name}: error: {_one_line(error)}", file=sys.stderr)
             return 1
         except MemoryError:     # the last resort: settings are checked first, but memory is shared
-            print(f"{name}: error: out of memory (try a smaller model, --batch-size or number of samples; "
-                  f"a run that has taken no step yet may resume with a smaller --batch-size)", file=sys.stderr)
+            resume = "; a run that has taken no step yet may resume with a smaller --batch-size"
+            resume = resume if args.run is cmd_train else ""          # the other commands have no run to resume
+            print(f"{name}: error: out of memory (try a smaller model, --batch-size or number of samples{resume})",
+                  file=sys.stderr)
             return 1
 
 

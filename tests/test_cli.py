@@ -478,3 +478,15 @@ def test_a_file_where_a_folder_should_be_made_is_named_as_such(tmp_path):
     (tmp_path / "gen.png").write_bytes(b"mine")
     error = FileExistsError(17, "File exists", str(tmp_path / "gen.png"))     # Path.mkdir(exist_ok=True)'s
     assert cli._one_line(error) == f"{tmp_path / 'gen.png'} exists and is not a folder"
+
+
+def test_out_of_memory_advises_resuming_only_where_there_is_a_run_to_resume(tmp_path, monkeypatch, capsys):
+    from numpyvae import reference_state
+
+    def too_big(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(reference_state, "compute", too_big)
+    status, _, err = run_main(capsys, "reference-state", "--out", tmp_path / "ref.npz", "--synthetic")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae reference-state: error: out of memory")
+    assert "resume" not in err and not list(tmp_path.iterdir())

@@ -244,3 +244,14 @@ def test_the_batch_is_the_test_sets_first_images_or_without_files_the_synthetic_
     assert "using a synthetic batch instead" in capsys.readouterr().err
     with np.load(out) as file:
         np.testing.assert_array_equal(file["x"], reference_state.synthetic_batch(3, (1, 28, 28), 0, 0)[0])
+
+
+def test_a_step_too_big_for_memory_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """A K or batch too big for memory would be ended by the kernel, with no message, as train's step would."""
+    from numpyvae import memory
+    monkeypatch.setattr(memory, "host_free_bytes", lambda: 1000)     # bytes
+    code = cli.main(["reference-state", "--out", str(tmp_path / "ref.npz"), "--synthetic", "--objective", "iwae",
+                     "--samples", "50"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "x 50 samples needs about" in err, err
+    assert "--samples" in err and "resume" not in err and not list(tmp_path.iterdir())
