@@ -53,6 +53,17 @@ class Parser(argparse.ArgumentParser):
         return args
 
 
+class Refused(argparse.Action):
+    """A flag a command refuses, with the reason (`why`), as argparse refuses a bad value: one line, exit 2."""
+
+    def __init__(self, option_strings, dest, why, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, self.why)
+
+
 def _number(kind, minimum, inclusive, text):
     try:
         value = kind(text)
@@ -246,6 +257,10 @@ def build_parser():
     gradcheck.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     network = gradcheck.add_argument_group("model (as for train)", argument_default=argparse.SUPPRESS)
     _network_options(network)
+    for flag in ("--objective", "--samples"):      # train's, but here they would choose nothing: say why
+        gradcheck.add_argument(flag, nargs="?", action=Refused, help=argparse.SUPPRESS,
+                               why="gradcheck checks every objective, the ELBO and the IWAE bound (with a "
+                                   "RUN_DIR, the run's own objective and K)")
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     reference = commands.add_parser(

@@ -171,8 +171,12 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     (["gradcheck", "--hidden-dims", "5", "--hidden-dim", "7"], "not allowed with argument --hidden-dims"),
     (["show-data", "--split", "validation"], "argument --split: invalid choice"),
     # a flag the command does not take is reported as the command's, pointing at the command's --help
-    (["gradcheck", "--objective", "iwae"],
-     "numpyvae gradcheck: error: unrecognized arguments: --objective (see numpyvae gradcheck --help)"),
+    (["gradcheck", "--epochs=3"],
+     "numpyvae gradcheck: error: unrecognized arguments: --epochs=3 (see numpyvae gradcheck --help)"),
+    # train's --objective and --samples: gradcheck checks every objective, so they would choose nothing; said so,
+    # not "unrecognized arguments: --objective" with "iwae" silently taken for a RUN_DIR
+    (["gradcheck", "--objective", "iwae"], "argument --objective: gradcheck checks every objective"),
+    (["gradcheck", "--arch", "conv", "--samples", "5"], "argument --samples: gradcheck checks every objective"),
     (["train", "--epochs", "1", "extra"], "numpyvae train: error: unrecognized arguments: extra"),
 ])
 def test_bad_command_lines(capsys, tmp_path, monkeypatch, args, fragment):
