@@ -259,7 +259,7 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
     _write(out / MANIFEST, (json.dumps(manifest, separators=(",", ":")) + "\n").encode())
     for entry in out.iterdir():             # the files an older model.json read
         if BINARY_NAME.fullmatch(entry.name) and entry.name not in files:
-            entry.unlink()
+            entry.unlink(missing_ok=True)   # another explore of this folder may have removed it first
     for suffix in ASSETS + (MANIFEST, ".bin"):  # what writes killed outright (kill -9) left, once surely abandoned
         remove_abandoned_temp_files(out, suffix)
     return out / MANIFEST

@@ -199,6 +199,26 @@ def test_an_out_folder_that_cannot_be_made_is_one_plain_line(run_dir, capsys, tm
     assert "[Errno" not in err and (tmp_path / "picture.png").read_bytes() == b"mine"
 
 
+def test_an_old_weights_file_another_explore_removed_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Two explores of one --out folder both clear out the binary files their model.json does not name: the
+    one that comes second finds a file listed and already gone, and must still finish."""
+    site = tmp_path / "site"
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+    stale = site / "weights-000000000000.bin"
+    stale.write_bytes(b"\0")
+    real_iterdir, calls = Path.iterdir, []
+
+    def listed_then_removed(self):
+        entries = list(real_iterdir(self))
+        calls.append(self)
+        if len(calls) == 2 and stale.exists():      # the clean-up's listing: the other explore unlinks it now
+            stale.unlink()
+        return iter(entries)
+    monkeypatch.setattr(Path, "iterdir", listed_then_removed)
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"], seed=1))
+    assert len(calls) == 2 and not stale.exists()
+
+
 def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
     for shape in [(12,), (3, 8, 8), (1, 8, 200)]:
         model = VAE(input_shape=shape, hidden_dims=(4,), latent_dim=2)
