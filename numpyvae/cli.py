@@ -8,7 +8,7 @@
     numpyvae reference-state --out ref.npz [--batch-size 4 --arch conv ...]   one step, for other implementations
     numpyvae download [--data-dir data]                               fetch Fashion-MNIST
     numpyvae show-data [--split train] [--out fashion-mnist.png]      a grid of the data with class names
-    numpyvae explore RUN_DIR --out site [--serve]                     a web page where the run's model runs
+    numpyvae explore RUN_DIR --out DIR [--serve]                      a web page where the run's model runs
 
 Bad input gets one line on stderr and a non-zero exit status, never a traceback:
 2 for a bad command line, 1 for anything else that went wrong, 130 after Ctrl-C and 143 after
@@ -51,6 +51,17 @@ class Parser(argparse.ArgumentParser):
             prog = f"{self.prog} {args.command}" if getattr(args, "command", None) else self.prog
             self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
         return args
+
+
+class Refused(argparse.Action):
+    """A flag a command refuses, with the reason (`why`), as argparse refuses a bad value: one line, exit 2."""
+
+    def __init__(self, option_strings, dest, why, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, self.why)
 
 
 def _number(kind, minimum, inclusive, text):
@@ -246,6 +257,10 @@ def build_parser():
     gradcheck.add_argument("--threads", type=threads, default="auto", help=THREADS_HELP)
     network = gradcheck.add_argument_group("model (as for train)", argument_default=argparse.SUPPRESS)
     _network_options(network)
+    for flag in ("--objective", "--samples"):      # train's, but here they would choose nothing: say why
+        gradcheck.add_argument(flag, nargs="?", action=Refused, help=argparse.SUPPRESS,
+                               why="gradcheck checks every objective, the ELBO and the IWAE bound (with a "
+                                   "RUN_DIR, the run's own objective and K)")
     gradcheck.set_defaults(run=cmd_gradcheck)
 
     reference = commands.add_parser(
@@ -353,18 +368,26 @@ def _model_options(parser, backend_names):
 
 # -- commands -------------------------------------------------------------------------------
 
+def _refuse_iwae_without_samples(given):
+    """ConfigError for `--objective iwae` with no `--samples`: the default K = 1 would silently be the
+    ELBO (with a sampled KL), not a tighter bound. `given` holds the flags given, by destination."""
+    from numpyvae.rundir import ConfigError
+
+    if given.get("objective") == "iwae" and "samples" not in given:
+        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
+                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
+
+
 def cmd_train(args):
     from numpyvae import plots
     from numpyvae.atomicfile import remove_abandoned_temp_files
-    from numpyvae.rundir import FIGURES_DIR, ConfigError, TrainConfig, read_config
+    from numpyvae.rundir import FIGURES_DIR, TrainConfig, read_config
     from numpyvae.train import Interrupted, NothingToDo, train
 
     names = [f.name for f in fields(TrainConfig)] + ["hidden_dim"]     # the older name, still a flag
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    if not args.resume and given.get("objective") == "iwae" and "samples" not in given:
-        # the default K = 1 would silently train the ELBO (with a sampled KL), not a tighter bound
-        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
-                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
+    if not args.resume:
+        _refuse_iwae_without_samples(given)
     run_dir = Path(args.run_dir)
     config = replace(read_config(run_dir), **given) if args.resume else TrainConfig(**given)
     try:
@@ -552,6 +575,7 @@ def cmd_reference_state(args):
     from numpyvae.vae import check_settings
 
     given = {name: getattr(args, name) for name in NETWORK_FLAGS + STEP_FLAGS if hasattr(args, name)}
+    _refuse_iwae_without_samples(given)
     config = TrainConfig(**given).validate()
     reference_state.check_out_path(args.out)       # before any work
     info = reference_state.write(args.out, config, data_dir=args.data_dir, synthetic=args.synthetic)
@@ -590,9 +614,10 @@ def cmd_explore(args):
     manifest, missing = explore.explore(args.run_dir, args.out, data_dir=args.data_dir)
     if missing:
         print(f"numpyvae explore: warning: the page has no map and no KL order: {one_line(missing)}", file=sys.stderr)
-    print(f"explore: the page is in {shown(args.out)}; a browser needs it served (--serve)")
     if not args.serve:
+        print(f"explore: the page is in {shown(args.out)}; a browser needs it served (--serve)")
         return 0
+    print(f"explore: the page is in {shown(args.out)}")
     try:
         explore.serve(args.out, lambda url: print(f"serving at {url} (Ctrl-C to stop)", flush=True))
     except KeyboardInterrupt as stop:     # Ctrl-C is how a server is meant to stop; SIGTERM still reports itself
@@ -657,10 +682,33 @@ def _run(name, args):
             print(f"{name}: error: {_one_line(error)}", file=sys.stderr)
             return 1
         except MemoryError:     # the last resort: settings are checked first, but memory is shared
-            print(f"{name}: error: out of memory (try a smaller model, --batch-size or number of samples; "
-                  f"a run that has taken no step yet may resume with a smaller --batch-size)", file=sys.stderr)
+            resume = "; a run that has taken no step yet may resume with a smaller --batch-size"
+            resume = resume if args.run is cmd_train else ""          # the other commands have no run to resume
+            print(f"{name}: error: out of memory (try a smaller model, --batch-size or number of samples{resume})",
+                  file=sys.stderr)
             return 1
 
 
 def _one_line(error):
+    """An error as one line. An OSError reads as its file and the system's reason, without Python's "[Errno N]",
+    and a hidden temporary file of atomic_write's is named as the file it was to become."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is None:          # numpyvae's own wording, which names its file already
+            return one_line(error.strerror)
+        path = _written_file(error.filename2 if error.filename2 is not None else error.filename)
+        if isinstance(error, FileExistsError) and Path(path).exists() and not Path(path).is_dir():
+            return one_line(f"{shown(path)} exists and is not a folder")      # mkdir's "File exists"
+        return one_line(f"{shown(path)}: {error.strerror}")
     return one_line(str(error) or type(error).__name__)
+
+
+def _written_file(path):
+    """The file a path stands for: atomic_write's `.NAME.RANDOM.tmp` stands for NAME, in the same folder."""
+    import os
+    import re
+
+    from numpyvae.atomicfile import TOKEN_BYTES
+
+    folder, name = os.path.split(os.fsdecode(path))
+    temporary = re.fullmatch(rf"\.(.+)\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp", name)
+    return os.path.join(folder, temporary.group(1)) if temporary else os.fsdecode(path)

@@ -1,8 +1,8 @@
 """`numpyvae explore`: a trained run as a static web page whose model runs in the browser.
 
-    numpyvae explore runs/default --out site [--serve]
+    numpyvae explore runs/default --out runs/default/explorer [--serve]
 
-writes into `site` everything the page needs, and nothing from the network:
+writes into the --out folder everything the page needs, and nothing from the network:
 
     index.html, explorer.js, forward.js, style.css   the page, copied as they are from numpyvae/explorer/
     model.json        what the page runs: the network as a layer description (read from the model's own
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from numpyvae import datasets, losses
-from numpyvae.atomicfile import atomic_write, temp_name_pattern
+from numpyvae.atomicfile import atomic_write, remove_abandoned_temp_files, temp_name_pattern
 from numpyvae.datafiles import CLASS_NAMES
 from numpyvae.layers import Conv2d, ConvTranspose2d, Flatten, Linear, ReLU, Reshape
 from numpyvae.messages import shown
@@ -246,7 +246,10 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
         files[entry["file"]] = mu
     else:
         manifest.update(map={"count": 0, "missing": missing or "no test images were given"}, kl=None)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:          # a file where a folder of the path should be, a folder it may not write in
+        raise ExploreError(f"cannot make the folder --out {shown(out)}: {error.strerror or error}") from None
     for name in ASSETS:
         _write(out / name, (ASSETS_DIR / name).read_bytes())
     for name, data in files.items():
@@ -255,7 +258,9 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
     _write(out / MANIFEST, (json.dumps(manifest, separators=(",", ":")) + "\n").encode())
     for entry in out.iterdir():             # the files an older model.json read
         if BINARY_NAME.fullmatch(entry.name) and entry.name not in files:
-            entry.unlink()
+            entry.unlink(missing_ok=True)   # another explore of this folder may have removed it first
+    for suffix in ASSETS + (MANIFEST, ".bin"):  # what writes killed outright (kill -9) left, once surely abandoned
+        remove_abandoned_temp_files(out, suffix)
     return out / MANIFEST
 
 

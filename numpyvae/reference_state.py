@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpyvae import __version__, datasets
+from numpyvae import __version__, datasets, memory
 from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import DataError
 from numpyvae.messages import shown
@@ -99,6 +99,8 @@ def compute(config, x, y=None):
     """
     model = VAE(**config.model_settings(), dtype=np.float64, seed=config.seed)
     B, Z, K = x.shape[0], model.latent_dim, config.samples
+    # as train does: a step that cannot fit would be ended by the kernel with no message
+    memory.check_step_fits(model, B, K, config.objective, "choose a smaller --batch-size or --samples")
     rng = np.random.default_rng((config.seed, EPS_STREAM))
     eps = rng.standard_normal((K, B, Z) if config.objective == "iwae" else (B, Z))
     loss, recon, kl = model.loss_and_grads(x, eps=eps, beta=config.beta, y=y, objective=config.objective,

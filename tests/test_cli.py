@@ -171,8 +171,12 @@ def test_ctrl_c_saves_exits_cleanly_and_resumes_exactly(small_data, tmp_path):
     (["gradcheck", "--hidden-dims", "5", "--hidden-dim", "7"], "not allowed with argument --hidden-dims"),
     (["show-data", "--split", "validation"], "argument --split: invalid choice"),
     # a flag the command does not take is reported as the command's, pointing at the command's --help
-    (["gradcheck", "--objective", "iwae"],
-     "numpyvae gradcheck: error: unrecognized arguments: --objective (see numpyvae gradcheck --help)"),
+    (["gradcheck", "--epochs=3"],
+     "numpyvae gradcheck: error: unrecognized arguments: --epochs=3 (see numpyvae gradcheck --help)"),
+    # train's --objective and --samples: gradcheck checks every objective, so they would choose nothing; said so,
+    # not "unrecognized arguments: --objective" with "iwae" silently taken for a RUN_DIR
+    (["gradcheck", "--objective", "iwae"], "argument --objective: gradcheck checks every objective"),
+    (["gradcheck", "--arch", "conv", "--samples", "5"], "argument --samples: gradcheck checks every objective"),
     (["train", "--epochs", "1", "extra"], "numpyvae train: error: unrecognized arguments: extra"),
 ])
 def test_bad_command_lines(capsys, tmp_path, monkeypatch, args, fragment):
@@ -450,3 +454,43 @@ def test_gradcheck_names_the_flag_a_run_directory_fixes(capsys, tmp_path):
     for flag, shown in ((["--conditional"], "--conditional"), (["--latent-dim", "3"], "--latent-dim")):
         status, _, err = run_main(capsys, "gradcheck", tmp_path, *flag)
         assert status == 1 and f"(the run fixes {shown})" in err
+
+
+@pytest.mark.parametrize("error, expected", [
+    (NotADirectoryError(20, "Not a directory", "gen.png/run"), "gen.png/run: Not a directory"),
+    (PermissionError(13, "cannot write /sys/x.npz: Permission denied"), "cannot write /sys/x.npz: Permission denied"),
+    # atomic_write's hidden temporary file is named as the file it was to become
+    (NotADirectoryError(20, "Not a directory", "gen.png/.x.png.6686e557db7a.tmp"), "gen.png/x.png: Not a directory"),
+    (OSError(18, "Invalid cross-device link", "a/.b.npz.0123456789ab.tmp", "a/b.npz"), "a/b.npz: Invalid cross-device"),
+    (OSError("no errno at all"), "no errno at all"),
+])
+def test_an_os_error_reads_as_its_file_and_reason_without_errno(error, expected):
+    text = cli._one_line(error)
+    assert text.startswith(expected) and "[Errno" not in text and ".tmp" not in text, text
+
+
+def test_a_file_in_the_path_of_an_output_is_one_line_naming_the_output(small_data, capsys, tmp_path):
+    (tmp_path / "gen.png").write_bytes(b"mine")
+    status, _, err = run_main(capsys, "show-data", "--data-dir", small_data.data_dir, "-n", 4,
+                              "--out", tmp_path / "gen.png" / "x.png")
+    assert status == 1
+    assert_one_line_error(err, f"{tmp_path / 'gen.png' / 'x.png'}: Not a directory")
+    assert "[Errno" not in err and (tmp_path / "gen.png").read_bytes() == b"mine"
+
+
+def test_a_file_where_a_folder_should_be_made_is_named_as_such(tmp_path):
+    (tmp_path / "gen.png").write_bytes(b"mine")
+    error = FileExistsError(17, "File exists", str(tmp_path / "gen.png"))     # Path.mkdir(exist_ok=True)'s
+    assert cli._one_line(error) == f"{tmp_path / 'gen.png'} exists and is not a folder"
+
+
+def test_out_of_memory_advises_resuming_only_where_there_is_a_run_to_resume(tmp_path, monkeypatch, capsys):
+    from numpyvae import reference_state
+
+    def too_big(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(reference_state, "compute", too_big)
+    status, _, err = run_main(capsys, "reference-state", "--out", tmp_path / "ref.npz", "--synthetic")
+    assert status == 1
+    assert_one_line_error(err, "numpyvae reference-state: error: out of memory")
+    assert "resume" not in err and not list(tmp_path.iterdir())

@@ -166,6 +166,50 @@ def test_an_unfinished_write_of_the_explorer_is_its_own(tmp_path):
         explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
 
 
+def test_a_rewrite_removes_the_temporary_files_a_killed_write_abandoned(tmp_path):
+    """kill -9 cannot remove atomic_write's temporary file (a weights file is MBs): the next rewrite does,
+    once it is old enough that no writer can still be alive; a fresh one may be another writer's, and stays."""
+    site = tmp_path / "site"
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+    abandoned = [site / ".model.json.0123456789ab.tmp", site / ".weights-0123456789ab.bin.0123456789ab.tmp",
+                 site / ".index.html.0123456789ab.tmp"]
+    for path in abandoned:
+        path.write_bytes(b"\0")
+        os.utime(path, (1, 1))                      # untouched since 1970
+    fresh = site / ".map-0123456789ab.bin.0123456789ab.tmp"
+    fresh.write_bytes(b"\0")
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"], seed=1))
+    assert not any(path.exists() for path in abandoned) and fresh.exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_plain_line(run_dir, capsys, tmp_path):
+    (tmp_path / "picture.png").write_bytes(b"mine")
+    status, _, err = run_main(capsys, "explore", run_dir, "--out", tmp_path / "picture.png" / "site")
+    assert status == 1
+    assert_one_line_error(err, "cannot make the folder --out", "picture.png/site", "Not a directory")
+    assert "[Errno" not in err and (tmp_path / "picture.png").read_bytes() == b"mine"
+
+
+def test_an_old_weights_file_another_explore_removed_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Two explores of one --out folder both clear out the binary files their model.json does not name: the
+    one that comes second finds a file listed and already gone, and must still finish."""
+    site = tmp_path / "site"
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"]))
+    stale = site / "weights-000000000000.bin"
+    stale.write_bytes(b"\0")
+    real_iterdir, calls = Path.iterdir, []
+
+    def listed_then_removed(self):
+        entries = list(real_iterdir(self))
+        calls.append(self)
+        if len(calls) == 2 and stale.exists():      # the clean-up's listing: the other explore unlinks it now
+            stale.unlink()
+        return iter(entries)
+    monkeypatch.setattr(Path, "iterdir", listed_then_removed)
+    explore.write_site(site, small_model(MODELS["dense-plain-bernoulli"], seed=1))
+    assert len(calls) == 2 and not stale.exists()
+
+
 def test_a_model_whose_images_the_page_cannot_draw_is_refused(tmp_path):
     for shape in [(12,), (3, 8, 8), (1, 8, 200)]:
         model = VAE(input_shape=shape, hidden_dims=(4,), latent_dim=2)
@@ -260,6 +304,7 @@ def test_serve_answers_on_localhost_and_stops_cleanly_on_ctrl_c(run_dir, tmp_pat
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "stopped serving" in out and "Traceback" not in err
+    assert "needs it served (--serve)" not in lines[0], lines      # it is being served: no hint to serve it
 
 
 # -- the page in a real browser ------------------------------------------------------------------------

@@ -179,3 +179,32 @@ def test_the_mutation_score_is_the_committed_runs():
     score = report.split("\n\n")[1]
     assert score.startswith("The suite kills **") and "not yet explained" not in score
     assert score in " ".join(README.split("\n"))
+
+
+def test_the_explorer_and_the_docs_site_go_to_different_folders():
+    """Run one after the other as README shows them, the same folder would be a collision: the docs build
+    empties its --site-dir (the explorer's page gone), and explore refuses a folder holding the docs."""
+    site_dir = Path(command_after("docs-command").split("--site-dir", 1)[1].split()[0])
+    text = " ".join((README + (Path(__file__).parent.parent / "docs" / "explorer.md").read_text()).split())
+    outs = [Path(out.strip("`")) for out in re.findall(r"numpyvae explore \S+ --out (\S+)", text)]
+    assert len(outs) >= 3, outs
+    for out in outs:
+        assert site_dir not in (out, *out.parents), out
+
+
+def test_readme_names_every_package_ci_installs():
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    packages = {name for line in re.findall(r"apt-get install -y -qq ([^>\n]+)", ci) for name in line.split()}
+    assert packages >= {"dataset-fashion-mnist", "chromium"}, packages
+    said = README.split("`.ci/run` runs exactly that second line", 1)[1].split("\n\n", 1)[0]
+    assert all(f"`{name}`" in said for name in packages), (packages, said)
+
+
+def test_readme_says_how_to_open_the_notebook_with_an_extra_that_exists():
+    import configparser
+    said = README.split("docs/tutorial.ipynb", 1)[1].split("\n\n", 1)[0]
+    extra = re.search(r"pip install -e '\.\[(\w+)\]'", said)
+    assert extra and "jupyter lab docs/tutorial.ipynb" in said, said
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parent.parent / "setup.cfg")
+    assert "jupyterlab" in setup["options.extras_require"][extra.group(1)]

@@ -190,6 +190,7 @@ def test_it_takes_trains_model_flags_from_the_same_code():
     ("taken.npz", [], "is not a reference state"),
     ("ref.npz", ["--batch-size", "10001"], "at most 10,000 images"),
     ("ref.npz", ["--samples", "3"], "is for the IWAE objective"),
+    ("ref.npz", ["--objective", "iwae"], "--objective iwae needs --samples K"),    # as train: not K = 1, silently
     ("ref.npz", ["--batch-size", "0"], "must be at least 1"),
 ])
 def test_bad_flags_and_paths_are_refused_in_one_line_and_nothing_is_written(tmp_path, monkeypatch, capsys,
@@ -243,3 +244,14 @@ def test_the_batch_is_the_test_sets_first_images_or_without_files_the_synthetic_
     assert "using a synthetic batch instead" in capsys.readouterr().err
     with np.load(out) as file:
         np.testing.assert_array_equal(file["x"], reference_state.synthetic_batch(3, (1, 28, 28), 0, 0)[0])
+
+
+def test_a_step_too_big_for_memory_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """A K or batch too big for memory would be ended by the kernel, with no message, as train's step would."""
+    from numpyvae import memory
+    monkeypatch.setattr(memory, "host_free_bytes", lambda: 1000)     # bytes
+    code = cli.main(["reference-state", "--out", str(tmp_path / "ref.npz"), "--synthetic", "--objective", "iwae",
+                     "--samples", "50"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "x 50 samples needs about" in err, err
+    assert "--samples" in err and "resume" not in err and not list(tmp_path.iterdir())
