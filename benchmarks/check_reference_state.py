@@ -193,7 +193,10 @@ def step(config, net, p, x, eps, y):
 def load(path):
     """(config, {key: array}) from the .npz file; BadFile for anything that is not a reference state."""
     try:
-        with np.load(path) as file:
+        if not zipfile.is_zipfile(path):        # np.load would read a .npy, or call anything else pickled data
+            open(path, "rb").close()            # a missing or unreadable file: its own OSError below
+            raise BadFile(f"{path} is not an .npz file (an .npz is a zip archive of .npy files)")
+        with np.load(path, allow_pickle=False) as file:
             arrays = {key: file[key] for key in file.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise BadFile(f"cannot read {path} as an .npz file ({error})") from None

@@ -103,6 +103,13 @@ def test_the_checker_refuses_a_file_it_cannot_check_in_one_line(states, tmp_path
     shapes = perturbed(states["dense"], tmp_path, "params/enc.W", lambda w: w[:-1])
     assert checker.main([str(shapes)]) == 2
     assert "not those of the dense network" in capsys.readouterr().err
+    np.save(tmp_path / "one.npy", np.zeros(3))          # a .npy (np.load returns an array, no archive)
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    for path, reason in ((tmp_path / "one.npy", "is not an .npz file"), (tmp_path / "picture.png", "is not an .npz file"),
+                         (tmp_path / "missing.npz", "cannot read")):
+        assert checker.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and reason in err, err
 
 
 def test_the_checker_is_another_implementation():
