@@ -1,7 +1,8 @@
 """The layout machinery under the convolutions (conv.py): im2col and its adjoint col2im, padding, and
 the transposes between NCHW and the channels-outermost layouts the matrix products work in.
 
-What is here: the window geometry (check_conv_settings, conv_output_size); the transposes channels_first,
+What is here: the window geometry (check_conv_settings, conv_output_size: here rather than in conv.py,
+because im2col sizes its patches with them and imports flow conv.py -> im2col.py); the transposes channels_first,
 batch_last, from_channels_first, from_batch_last; pad; im2col (the patch matrix, a strided view copied
 once); col2im (its adjoint, a scatter-add); patches_batch_last (which layout pays). No gradients are
 taken here: these are copies and sums, and their use in the forward/backward pairs is in conv.py.
