@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # numpyvae from t
 
 from benchkit.quiet import OthersMeter                           # noqa: E402
 from benchkit.report import machine_info                         # noqa: E402
-from numpyvae import layers                                      # noqa: E402
-from numpyvae.layers import Conv2d, ConvTranspose2d, Workspace   # noqa: E402
+from numpyvae import conv                                        # noqa: E402
+from numpyvae.conv import Conv2d, ConvTranspose2d                # noqa: E402
+from numpyvae.layers import Workspace                            # noqa: E402
 
 BATCH = 128
 # label, numpyvae entry, its PyTorch twin's (class name, arguments), input (C, H, W), input gradient wanted
@@ -147,13 +148,13 @@ class PieceTimers:
         self._saved = {}
         for piece, names in PIECES.items():
             for name in names:
-                self._saved[name] = getattr(layers, name)
-                setattr(layers, name, self._wrap(piece, self._saved[name]))
+                self._saved[name] = getattr(conv, name)      # the names conv.py calls them by
+                setattr(conv, name, self._wrap(piece, self._saved[name]))
         return self
 
     def __exit__(self, *exc):
         for name, function in self._saved.items():
-            setattr(layers, name, function)
+            setattr(conv, name, function)
         return False
 
 

@@ -36,7 +36,8 @@ import numpy as np
 from numpyvae import datasets, losses
 from numpyvae.atomicfile import atomic_write, remove_abandoned_temp_files, temp_name_pattern
 from numpyvae.datafiles import CLASS_NAMES
-from numpyvae.layers import Conv2d, ConvTranspose2d, Flatten, Linear, ReLU, Reshape
+from numpyvae.conv import Conv2d, ConvTranspose2d
+from numpyvae.layers import Flatten, Linear, ReLU, Reshape
 from numpyvae.messages import shown
 from numpyvae.rundir import RunError, load_run
 

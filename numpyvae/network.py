@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from numpyvae import losses
+from numpyvae.conv import Conv2d, ConvTranspose2d
 from numpyvae.layers import Flatten, Linear, ReLU, Reshape, output_shape
 
 MNIST_SHAPE = (1, 28, 28)       # one Fashion-MNIST image: channels, height, width
@@ -220,8 +221,6 @@ def conv_network(spec):
     228,905 parameters at Z = 20. Each transposed convolution gets back exactly the size its
     convolution started from: output_padding adds the row a stride-2 convolution rounded away.
     """
-    from numpyvae.layers import Conv2d, ConvTranspose2d
-
     K, Z = spec.num_classes, spec.latent_dim
     features, shape, sizes = [Reshape("enc.image", spec.input_shape)], tuple(spec.input_shape), []
     for i, channels in enumerate(spec.hidden_dims, 1):

@@ -41,6 +41,7 @@ from numpyvae import checkpoint, datasets, evaluate, memory
 from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
+from numpyvae.layers import Workspace
 from numpyvae.messages import shell_quote, shown
 from numpyvae.network import make_spec
 from numpyvae.optim import Adam
@@ -149,18 +150,13 @@ class Trainer:
         terminal = sys.stderr.isatty()
         self.progress = terminal if progress is None else progress
         self.plain_progress = progress is None and not terminal   # lines, not a bar that redraws itself
-        self._buffers = {}                       # (name, shape) -> reused device array
+        self.buffers = Workspace(self.xp, model.dtype)   # the step's noise and coins, reused: a workspace of
+                                                         # its own, so they cannot collide with the model's
         self.iwae = config.objective == "iwae"    # the K-sample bound, and its sum, are tracked too
 
     @property
     def checkpoint_path(self):
         return self.run_dir / checkpoint.FILENAME
-
-    def _buffer(self, name, shape):
-        buffer = self._buffers.get((name, shape))
-        if buffer is None:
-            buffer = self._buffers[name, shape] = self.xp.empty(shape, dtype=self.model.dtype)
-        return buffer
 
     def save(self, epoch, step_in_epoch=0, running=None, seconds=0.0):
         if running is None:       # at an epoch boundary: nothing summed yet (an IWAE run also sums its bound)
@@ -211,11 +207,12 @@ class Trainer:
         try:
             batches = self.train_data.labeled_batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, (x, y) in enumerate(batches):     # y: (B,) labels, or None for a plain VAE
-                eps = self._buffer("eps", (config.samples,) * self.iwae + (x.shape[0], model.latent_dim))  # ([K,] B, Z)
+                eps_shape = (config.samples,) * self.iwae + (x.shape[0], model.latent_dim)         # ([K,] B, Z)
+                eps = self.buffers.get("train.eps", eps_shape)
                 self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
-                    uniform = self.backend.uniform(coin_rng, self._buffer("uniform", x.shape))
-                    x = xp.less(uniform, x, out=self._buffer("coins", x.shape))   # 1 with probability x
+                    uniform = self.backend.uniform(coin_rng, self.buffers.get("train.uniform", x.shape))
+                    x = xp.less(uniform, x, out=self.buffers.get("train.coins", x.shape))   # 1 with probability x
                 if step < start_step:
                     continue                 # replaying a resumed epoch's streams up to where it stopped
                 step_finished = False

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyvae import fakegpu, gradcheck, layers
+from numpyvae import conv, fakegpu, gradcheck, im2col, layers
 from numpyvae.gradcheck import numerical_vjp, rel_error
-from numpyvae.layers import Conv2d, ConvTranspose2d, ReLU, Workspace
+from numpyvae.conv import Conv2d, ConvTranspose2d
+from numpyvae.layers import ReLU, Workspace
 from numpyvae.vae import init_params
 
 # (batch, in channels, out channels, kernel, stride, padding, output_padding, height, width):
@@ -33,11 +34,11 @@ def run_layer(kind, x, W, b, stride, padding, output_padding, dy, xp=np):
     """(y, dx, dW, db) from numpyvae's forward and backward."""
     dW, db = xp.empty(W.shape, dtype=W.dtype), xp.empty(b.shape, dtype=b.dtype)
     if kind == "conv":
-        y, cache = layers.conv2d_forward(xp, x, W, b, stride, padding)
-        dx = layers.conv2d_backward(xp, dy, cache, W, dW, db)
+        y, cache = conv.conv2d_forward(xp, x, W, b, stride, padding)
+        dx = conv.conv2d_backward(xp, dy, cache, W, dW, db)
     else:
-        y, cache = layers.conv_transpose2d_forward(xp, x, W, b, stride, padding, output_padding)
-        dx = layers.conv_transpose2d_backward(xp, dy, cache, W, dW, db)
+        y, cache = conv.conv_transpose2d_forward(xp, x, W, b, stride, padding, output_padding)
+        dx = conv.conv_transpose2d_backward(xp, dy, cache, W, dW, db)
     return y, dx, dW, db
 
 
@@ -63,11 +64,11 @@ def random_problem(kind, case, seed=0):
     w_shape = (c_out, c_in, k, k) if kind == "conv" else (c_in, c_out, k, k)
     weights, bias = rng.standard_normal(w_shape), rng.standard_normal(c_out)
     if kind == "conv":
-        out = (c_out, layers.conv_output_size(H, k, stride, padding),
-               layers.conv_output_size(W, k, stride, padding))
+        out = (c_out, im2col.conv_output_size(H, k, stride, padding),
+               im2col.conv_output_size(W, k, stride, padding))
     else:
-        out = (c_out, layers.conv_transpose_output_size(H, k, stride, padding, output_padding),
-               layers.conv_transpose_output_size(W, k, stride, padding, output_padding))
+        out = (c_out, conv.conv_transpose_output_size(H, k, stride, padding, output_padding),
+               conv.conv_transpose_output_size(W, k, stride, padding, output_padding))
     dy = rng.standard_normal((batch,) + out)
     return x, weights, bias, stride, padding, output_padding, dy
 
@@ -77,7 +78,7 @@ def patch_layout(request, monkeypatch):
     """Run a test with im2col's layout as patches_batch_last chooses it, and forced either way."""
     forced = {"channels-first patches": False, "batch-last patches": True}.get(request.param)
     if forced is not None:
-        monkeypatch.setattr(layers, "patches_batch_last", lambda rows, out_channels: forced)
+        monkeypatch.setattr(conv, "patches_batch_last", lambda rows, out_channels: forced)
     return request.param
 
 
@@ -159,7 +160,7 @@ def wrong_stride_col2im(xp, cols, image_size, stride, padding, out=None):
     return ORIGINAL_COL2IM(xp, cols, image_size, 1, padding, out)
 
 
-ORIGINAL_INPUT_GRAD, ORIGINAL_COL2IM = layers.conv2d_input_grad, layers.col2im
+ORIGINAL_INPUT_GRAD, ORIGINAL_COL2IM = conv.conv2d_input_grad, im2col.col2im
 MUTATION_CASE = (2, 3, 4, 3, 2, 1, 1, 9, 7)
 
 
@@ -168,7 +169,7 @@ def test_a_broken_input_gradient_is_caught(monkeypatch, mutant):
     broken = {"conv2d_input_grad": flipped_kernel_input_grad, "col2im": wrong_stride_col2im}[mutant]
     tolerance = gradcheck.TOLERANCE[np.dtype(np.float64)]
     assert finite_difference_errors("conv", MUTATION_CASE)["dx"] < tolerance      # correct before
-    monkeypatch.setattr(layers, mutant, broken)
+    monkeypatch.setattr(conv, mutant, broken)   # conv.py looks both up by name
     # the conv's dx and the transposed conv's forward (which is the same routine) both go wrong:
     assert finite_difference_errors("conv", MUTATION_CASE)["dx"] > 1e-2
     rows = {r.name: r for r in conv_layer_rows()}
@@ -179,8 +180,8 @@ def test_a_broken_input_gradient_is_caught(monkeypatch, mutant):
 
 
 def test_a_flipped_kernel_in_the_forward_is_caught(monkeypatch):
-    original = layers.conv2d_product
-    monkeypatch.setattr(layers, "conv2d_product",
+    original = conv.conv2d_product
+    monkeypatch.setattr(conv, "conv2d_product",
                         lambda xp, cols, W, out=None: original(xp, cols, W[:, :, ::-1, ::-1], out))
     for kind in ("conv", "transpose"):        # the transposed conv's dx is the conv's forward
         problem = random_problem(kind, MUTATION_CASE)
@@ -220,7 +221,7 @@ def test_entries_shapes_and_fan_in_match_pytorch():
 def test_init_bound_matches_pytorch(layer_type):
     """init_params draws W and b uniform in +-1/sqrt(fan_in), the bound PyTorch's layers use."""
     torch = pytest.importorskip("torch")
-    ours = getattr(layers, layer_type)("l", 40, 6, 3)
+    ours = getattr(conv, layer_type)("l", 40, 6, 3)
     theirs = getattr(torch.nn, layer_type)(40, 6, 3)
     bound = 1 / math.sqrt(ours.fan_in)
     flat = init_params([ours], seed=0)
@@ -241,11 +242,11 @@ def test_bad_settings_are_refused():
         with pytest.raises(ValueError, match="must be a whole number"):
             ConvTranspose2d("t", *settings)
     with pytest.raises(ValueError, match="stride must be"):
-        layers.conv2d_forward(np, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), stride=0)
+        conv.conv2d_forward(np, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), stride=0)
     with pytest.raises(ValueError, match="does not fit"):
-        layers.conv2d_forward(np, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), np.zeros(1))
+        conv.conv2d_forward(np, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), np.zeros(1))
     with pytest.raises(ValueError, match="expects input"):
-        layers.conv2d_forward(np, np.zeros((1, 2, 8, 8)), np.zeros((1, 3, 3, 3)), np.zeros(1))
+        conv.conv2d_forward(np, np.zeros((1, 2, 8, 8)), np.zeros((1, 3, 3, 3)), np.zeros(1))
 
 
 # -- devices and buffers -----------------------------------------------------------------------------
@@ -344,11 +345,11 @@ def test_functional_defaults_are_pytorchs():
     rng = np.random.default_rng(11)
     x, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal(4)
     W, Wt = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((3, 4, 3, 3))
-    y, _ = layers.conv2d_forward(np, x, W, b)
+    y, _ = conv.conv2d_forward(np, x, W, b)
     expected = F.conv2d(*map(torch.tensor, (x, W, b))).numpy()
     assert y.shape == expected.shape == (2, 4, 5, 4)
     assert rel_error(y, expected) < 1e-10
-    y, _ = layers.conv_transpose2d_forward(np, x, Wt, b)
+    y, _ = conv.conv_transpose2d_forward(np, x, Wt, b)
     expected = F.conv_transpose2d(*map(torch.tensor, (x, Wt, b))).numpy()
     assert y.shape == expected.shape == (2, 4, 9, 8)
     assert rel_error(y, expected) < 1e-10
@@ -358,7 +359,7 @@ def test_functional_defaults_are_pytorchs():
 def test_entry_defaults_are_pytorchs(layer_type, output_shape):
     """Conv2d("c", 2, 3, 3) and ConvTranspose2d("c", 2, 3, 3) shape and compute as torch.nn's with defaults do."""
     torch = pytest.importorskip("torch")
-    ours, theirs = getattr(layers, layer_type)("c", 2, 3, 3), getattr(torch.nn, layer_type)(2, 3, 3).double()
+    ours, theirs = getattr(conv, layer_type)("c", 2, 3, 3), getattr(torch.nn, layer_type)(2, 3, 3).double()
     x = np.random.default_rng(12).standard_normal((2, 2, 8, 8))
     expected = theirs(torch.tensor(x)).detach().numpy()
     assert ours.output_shape((2, 8, 8)) == expected.shape[1:] == output_shape
@@ -392,7 +393,7 @@ def test_pad_by_default_is_np_pad_in_a_fresh_nchw_array():
     """pad(np, x, p) is np.pad's zero border, a new C-contiguous (B, C, H + 2p, W + 2p) array."""
     x = np.random.default_rng(14).standard_normal((2, 3, 5, 4))
     expected = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
-    padded = layers.pad(np, x, 2)
+    padded = im2col.pad(np, x, 2)
     assert padded.shape == (2, 3, 9, 8) and padded.flags.c_contiguous
     np.testing.assert_array_equal(padded, expected)
 
@@ -400,7 +401,7 @@ def test_pad_by_default_is_np_pad_in_a_fresh_nchw_array():
 def test_pad_batch_last_is_np_pad_stored_batch_last():
     """pad(np, x, p, batch_last=True) holds the same padded images, in a fresh (C, H + 2p, W + 2p, B) array."""
     x = np.random.default_rng(15).standard_normal((2, 3, 5, 4))
-    padded = layers.pad(np, x, 2, batch_last=True)                  # p = 2, so that 2 p and 2 differ
+    padded = im2col.pad(np, x, 2, batch_last=True)                  # p = 2, so that 2 p and 2 differ
     assert padded.shape == (2, 3, 9, 8)
     assert padded.transpose(1, 2, 3, 0).flags.c_contiguous            # the storage is (C, H + 2p, W + 2p, B)
     np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
@@ -410,7 +411,7 @@ def test_padding_wider_than_the_image_zeroes_the_whole_border():
     """A 1 x 1 image padded by 2 (PyTorch allows it): every border pixel of a reused, dirty buffer becomes 0."""
     x = np.full((1, 1, 1, 1), 7.0)
     dirty = np.full((1, 1, 5, 5), np.nan)                 # a workspace buffer holds the last step's numbers
-    np.testing.assert_array_equal(layers.pad(np, x, 2, out=dirty), np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
+    np.testing.assert_array_equal(im2col.pad(np, x, 2, out=dirty), np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
 
 
 def test_relu_backward_leaves_dy_alone():
@@ -429,7 +430,7 @@ def test_the_padded_copy_is_the_whole_padded_image(batch_last):
     column short would still fill, and the windows would read past its end (as_strided checks nothing)."""
     x = np.random.default_rng(16).standard_normal((2, 1, 5, 4))
     ws = Workspace(np, np.float64)
-    cols = layers._patches(np, x, 3, 1, 2, batch_last, ws, "c")
+    cols = conv._patches(np, x, 3, 1, 2, batch_last, ws, "c")
     B, C, H, W = x.shape
     padded = ws.get("c.padded", (C, H + 4, W + 4, B) if batch_last else (B, C, H + 4, W + 4), x.dtype)
     image = padded.transpose(3, 0, 1, 2) if batch_last else padded
@@ -452,10 +453,10 @@ def test_im2col_by_default_lays_patches_out_channels_first():
     """im2col(np, x, k, s, p) gives (C, k, k, B, Ho, Wo) patches; batch_last=True the same as (C, k, k, Ho, Wo, B)."""
     x = np.random.default_rng(16).standard_normal((2, 3, 7, 6))
     expected = patches_by_indexing(x, 3, 2, 1)                        # (3, 3, 3, 2, 4, 3)
-    cols = layers.im2col(np, x, 3, 2, 1)
+    cols = im2col.im2col(np, x, 3, 2, 1)
     assert cols.shape == expected.shape
     np.testing.assert_array_equal(cols, expected)
-    np.testing.assert_array_equal(layers.im2col(np, x, 3, 2, 1, batch_last=True), expected.transpose(0, 1, 2, 4, 5, 3))
+    np.testing.assert_array_equal(im2col.im2col(np, x, 3, 2, 1, batch_last=True), expected.transpose(0, 1, 2, 4, 5, 3))
 
 
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (2, 2)])
@@ -464,9 +465,9 @@ def test_col2im_is_the_adjoint_of_im2col(stride, padding):
     rng = np.random.default_rng(17)
     B, C, H, W, k = 2, 3, 7, 6, 3
     x = rng.standard_normal((B, C, H, W))
-    cols = layers.im2col(np, x, k, stride, padding, batch_last=True)   # (C, k, k, Ho, Wo, B)
+    cols = im2col.im2col(np, x, k, stride, padding, batch_last=True)   # (C, k, k, Ho, Wo, B)
     c = rng.standard_normal(cols.shape)
-    sums = layers.col2im(np, c, (H, W), stride, padding)              # (C, H, W, B)
+    sums = im2col.col2im(np, c, (H, W), stride, padding)              # (C, H, W, B)
     assert sums.shape == (C, H, W, B)
     assert np.sum(x.transpose(1, 2, 3, 0) * sums) == pytest.approx(np.sum(cols * c), rel=1e-12)
 
@@ -476,9 +477,9 @@ def test_conv2d_product_alone_is_the_sum_over_each_patch(batch_last):
     """conv2d_product with no buffer: y[o, ...] = sum over c, u, v of W[o, c, u, v] cols[c, u, v, ...] (einsum)."""
     rng = np.random.default_rng(18)
     W = rng.standard_normal((4, 3, 3, 3))
-    cols = layers.im2col(np, rng.standard_normal((2, 3, 7, 6)), 3, 2, 1, batch_last=batch_last)
+    cols = im2col.im2col(np, rng.standard_normal((2, 3, 7, 6)), 3, 2, 1, batch_last=batch_last)
     expected = np.einsum("ocuv,cuv...->o...", W, cols)                 # (4, 2, 4, 3), batch-last (4, 4, 3, 2)
-    y = layers.conv2d_product(np, cols, W)
+    y = conv.conv2d_product(np, cols, W)
     assert y.shape == expected.shape
     assert rel_error(y, expected) < 1e-12
 
@@ -488,7 +489,7 @@ def test_conv2d_patch_grad_alone_is_wm_transposed_times_dy():
     rng = np.random.default_rng(19)
     W, dy_bl = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((4, 5, 3, 2))
     expected = np.einsum("ocuv,oijb->cuvijb", W, dy_bl)                # (3, 3, 3, 5, 3, 2)
-    dcols = layers.conv2d_patch_grad(np, dy_bl, W)
+    dcols = conv.conv2d_patch_grad(np, dy_bl, W)
     assert dcols.shape == expected.shape
     assert rel_error(dcols, expected) < 1e-12
 
@@ -496,12 +497,12 @@ def test_conv2d_patch_grad_alone_is_wm_transposed_times_dy():
 def test_output_size_helpers_refuse_bad_settings():
     """conv_output_size and conv_transpose_output_size refuse a stride of 0, padding < 0, output_padding >= stride."""
     with pytest.raises(ValueError, match="stride must be"):
-        layers.conv_output_size(8, 3, 0, 1)
+        im2col.conv_output_size(8, 3, 0, 1)
     with pytest.raises(ValueError, match="padding must be"):
-        layers.conv_output_size(8, 3, 1, -1)
+        im2col.conv_output_size(8, 3, 1, -1)
     with pytest.raises(ValueError, match="stride must be"):
-        layers.conv_transpose_output_size(8, 3, 0, 1, 0)
+        conv.conv_transpose_output_size(8, 3, 0, 1, 0)
     with pytest.raises(ValueError, match="output_padding must be less than the stride"):
-        layers.conv_transpose_output_size(8, 3, 2, 1, 2)
+        conv.conv_transpose_output_size(8, 3, 2, 1, 2)
     with pytest.raises(ValueError, match="padding must be"):
-        layers.conv_transpose_output_size(8, 3, 1, -1, 0)
+        conv.conv_transpose_output_size(8, 3, 1, -1, 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyvae import VAE, Adam, cli, gradcheck, layers, losses
+from numpyvae import VAE, Adam, cli, conv, gradcheck, im2col, losses
 from numpyvae.gradcheck import check_batch, check_model, rel_error
 from numpyvae.rundir import load_run
 
@@ -89,7 +89,7 @@ def wrong_stride_col2im(xp, cols, image_size, stride, padding, out=None):
     return ORIGINAL_COL2IM(xp, cols, image_size, 1, padding, out)
 
 
-ORIGINAL_PATCH_GRAD, ORIGINAL_COL2IM = layers.conv2d_patch_grad, layers.col2im
+ORIGINAL_PATCH_GRAD, ORIGINAL_COL2IM = conv.conv2d_patch_grad, im2col.col2im
 
 
 @pytest.mark.parametrize("mutant, name", [(flipped_kernel_patch_grad, "conv2d_patch_grad"),
@@ -98,7 +98,7 @@ def test_a_wrong_conv_gradient_is_caught_in_the_whole_model(monkeypatch, mutant,
     model = VAE(**SMALL_CONV, dtype=np.float64, seed=1)
     x, eps = check_batch(model, seed=1)
     assert all(r.passed for r in check_model(model, x, eps))                 # right before
-    monkeypatch.setattr(layers, name, mutant)
+    monkeypatch.setattr(conv, name, mutant)
     rows = {r.name: r for r in check_model(model, x, eps)}
     # the first convolution's weights only see the mistake through the second's input gradient
     assert not rows["enc.conv1.W"].passed, gradcheck.format_table([("", list(rows.values()))])
@@ -168,7 +168,7 @@ def test_gradcheck_takes_trains_model_flags_or_a_run_and_fails_with_exit_1(small
     assert "dec.deconv2.W" in out and "enc.conv1.W" in out
     status, _, err = run_main(capsys, "gradcheck", tmp_path / "run", "--arch", "conv")
     assert status == 1 and "give a run directory or model flags, not both" in err
-    monkeypatch.setattr(layers, "col2im", wrong_stride_col2im)
+    monkeypatch.setattr(conv, "col2im", wrong_stride_col2im)
     status, out, _ = run_main(capsys, "gradcheck", "--arch", "conv", "--quick")
     assert status == 1 and "FAIL" in out
 

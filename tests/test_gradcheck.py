@@ -3,7 +3,7 @@ when a gradient is wrong, whatever the layer, the tensor or the model."""
 import numpy as np
 import pytest
 
-from numpyvae import cli, gradcheck, gradcheck_plan, iwae, layers, losses, network
+from numpyvae import cli, conv, gradcheck, gradcheck_plan, im2col, iwae, layers, losses, network
 from numpyvae.gradcheck import (GradientShapeError, check_batch, check_layer, check_model, numerical_gradient,
                                 one_piece_derivative, rel_error, relu_pattern, tolerance)
 from numpyvae.vae import VAE
@@ -116,7 +116,7 @@ def test_check_layer_checks_a_new_layer_and_names_what_is_wrong():
 
 def test_a_wrong_conv_padding_offset_fails_the_conv_rows(monkeypatch):
     """col2im that forgets the padding's offset: invisible at padding 0, so the rows must use the model's padding."""
-    original = layers.col2im
+    original = im2col.col2im
 
     def forgets_offset(xp, cols, image_size, stride, padding, out=None):
         (C, k, _, Ho, Wo, B), (H, W) = cols.shape, image_size
@@ -125,7 +125,7 @@ def test_a_wrong_conv_padding_offset_fails_the_conv_rows(monkeypatch):
         return out[:, :H, :W]                        # the padded sums' corner, where out[:, p:p + H, p:p + W] belongs
     model = VAE(**SMALL_CONV, dtype=np.float64)
     assert_all_pass(gradcheck_plan.check_layers([model]))
-    monkeypatch.setattr(layers, "col2im", forgets_offset)
+    monkeypatch.setattr(conv, "col2im", forgets_offset)    # conv.py looks col2im up by name
     rows = {r.name: r for r in gradcheck_plan.check_layers([model])}
     assert not rows["enc.conv2 dx"].passed          # the convolution's input gradient goes through col2im
     assert not rows["dec.deconv1 dx"].passed or not rows["dec.deconv1.W"].passed   # and the transposed forward

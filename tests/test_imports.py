@@ -65,3 +65,23 @@ def test_imports_flow_one_way_with_no_import_hidden_in_a_function():
     assert "numpyvae.datasets" not in imported("download", top_level_only=False)
     numpyvae_imports = {name for name in imported("datasets", top_level_only=False) if name.startswith("numpyvae")}
     assert numpyvae_imports <= imported("datasets", top_level_only=True)
+
+
+def test_the_layer_modules_import_one_way():
+    """conv.py uses layers.py (the workspace) and im2col.py (the layout copies); neither uses conv.py back, and
+    im2col.py, plain copies and sums, uses no other numpyvae module: the split of layers.py stays acyclic."""
+    import ast
+    from pathlib import Path
+
+    def numpyvae_imports(module):
+        tree = ast.parse((Path(numpyvae.__file__).parent / f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names if alias.name.startswith("numpyvae")}
+            elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("numpyvae")):
+                names.add(node.module if not node.level else f"numpyvae.{node.module or ''}".rstrip("."))
+        return names
+    assert numpyvae_imports("conv") == {"numpyvae.layers", "numpyvae.im2col"}
+    assert numpyvae_imports("im2col") == set()
+    assert not numpyvae_imports("layers") & {"numpyvae.conv", "numpyvae.im2col"}

@@ -26,8 +26,8 @@ import hashlib
 from typing import NamedTuple
 
 # Buffer names are the string argument at this position of these calls: buffer(ws, NAME, shape),
-# ws.get(NAME, shape), _scratch(xp, ws, NAME, shape, dtype).
-BUFFER_CALLS = {"buffer": 1, "get": 0, "_scratch": 2}
+# ws.get(NAME, shape).
+BUFFER_CALLS = {"buffer": 1, "get": 0}
 
 # Arguments that are never arrays, so never an output to alias: the array namespace.
 NOT_ARRAYS = {"xp", "np", "cupy", "self"}
