@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from numpyvae import cli, conv, gradcheck, gradcheck_plan, im2col, iwae, layers, losses, network
-from numpyvae.gradcheck import (GradientShapeError, check_batch, check_layer, check_model, numerical_gradient,
+from numpyvae.gradcheck import (GradientShapeError, Row, check_batch, check_layer, check_model, numerical_gradient,
                                 one_piece_derivative, rel_error, relu_pattern, tolerance)
 from numpyvae.vae import VAE
 
@@ -559,3 +559,105 @@ def test_trained_weights_and_images_are_the_ones_checked(monkeypatch):
     monkeypatch.setattr(gradcheck_plan, "check_model", spy)
     gradcheck_plan.plan(settings, small=False, objectives=("elbo",), trained=(weights, "trained", (x, y)))[1].run()
     assert np.array_equal(seen["params"], weights) and seen["x"] is x and seen["y"] is y
+
+
+# --- the checker's documented numbers and thresholds, exactly at their edges -----------------
+
+def test_the_steps_are_1e_5_1e_6_1e_7_and_an_entry_1_5e_6_from_kinks_either_side_is_differenced_at_1e_6():
+    assert gradcheck.STEPS == (1e-5, 1e-6, 1e-7)           # the module docstring: "STEPS (1e-5, 1e-6, 1e-7)"
+    model, x, eps = _kinks_on_both_sides(1.5e-6)        # 1e-5 crosses a kink either way; 1e-6 crosses none
+    reference = VAE(**model.config, dtype=np.float64)
+    reference.flat_params[...] = model.flat_params
+    base = relu_pattern(reference, x, eps)
+    estimate, step = one_piece_derivative(lambda: relu_pattern(reference, x, eps), reference.params["enc.b"], 2, base)
+    assert step == 1e-6
+    model.loss_and_grads(x, eps=eps)
+    assert abs(estimate - model.grads["enc.b"][2]) < 1e-6 * abs(model.grads["enc.b"][2])
+
+
+def test_a_kinked_layer_alone_gets_its_random_inputs_moved_exactly_1e_2_away_from_0():
+    """check_layer's docstring: inputs at least KINK_MARGIN (1e-2, gradcheck.py) from 0: x -> sign(x) (1e-2 + |x|)."""
+    seen = []
+
+    class Kinked:
+        name, kink_at_zero = "kinked", True
+
+        def parameters(self):
+            return {}
+
+        def forward(self, xp, params, x):
+            seen.append(x.copy())
+            return 2 * x, None
+
+        def backward(self, xp, params, grads, dy, cache):
+            return 2 * dy
+
+    assert gradcheck.KINK_MARGIN == 1e-2
+    assert_all_pass(check_layer(Kinked(), (5000,), seed=0))
+    drawn = np.random.default_rng(0).standard_normal((2, 5000))        # what check_layer draws first, seed 0
+    assert np.array_equal(seen[0], np.where(drawn < 0, -1.0, 1.0) * (1e-2 + np.abs(drawn)))
+    assert 1e-2 < np.min(np.abs(seen[0])) < 1.02e-2                      # some input lands right at the margin
+
+
+def test_a_row_that_checks_exactly_90_percent_of_its_sample_passes_and_one_fewer_fails():
+    """MIN_CHECKED_SHARE (0.9): a row must compare *at least* this share of the entries it sampled."""
+    assert Row("w", (10,), 9, 0.0, 1e-6, kinks=1).passed
+    assert Row("w", (10,), 90, 0.0, 1e-6, kinks=10).passed
+    assert "too few entries checked: 11 of 100" in Row("w", (100,), 89, 0.0, 1e-6, kinks=11).reason
+
+
+def test_a_row_passes_only_with_an_error_strictly_below_its_tolerance():
+    assert Row("w", (3,), 3, 0.999e-6, 1e-6).passed
+    assert Row("w", (3,), 3, 1e-6, 1e-6).reason == "error 1.0e-06 above the tolerance 1e-06"
+    assert not Row("w", (3,), 3, float("nan"), 1e-6).passed
+
+
+def test_the_gradient_scale_is_the_largest_abs_a_plus_abs_n_but_at_least_1e_8():
+    assert gradcheck.gradient_scale([1e-3, 0.0], [-2e-3, 5e-4]) == pytest.approx(3e-3)    # small gradients, no floor of 1
+    assert gradcheck.gradient_scale([0.0], [0.0]) == 1e-8
+    assert gradcheck.gradient_scale([1e-9], [0.0]) == 1e-8
+    assert rel_error([2e-9], [0.0]) == pytest.approx(0.2)                 # 2e-9 / 1e-8
+
+
+def test_the_tolerance_of_all_zero_gradients_divides_the_noise_by_1e_300_not_by_0():
+    loss = 4.5e-295                                     # noise 10 eps |loss| / h / 1e-300 ~ 1e-4: between floor and cap
+    assert tolerance(np.float64, loss, 0.0) == pytest.approx(10 * np.finfo(np.float64).eps * loss / 1e-5 / 1e-300)
+
+
+def test_asking_for_as_many_entries_as_a_tensor_has_checks_them_all_in_order_and_draws_nothing():
+    """So the entries drawn for the tensors after it are the same whether or not it was small."""
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    analytic = np.array([0.0, 1.0, 0.0, 2.0, 3.0])
+    assert list(gradcheck.sample_entries(rng, analytic, 5)) == [0, 1, 2, 3, 4]
+    assert rng.bit_generator.state == before
+
+
+def test_only_the_kink_layers_are_watched_and_inputs_exactly_at_0_are_not_positive():
+    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
+    x, eps = check_batch(model, seed=1)
+    assert [layer.name for layer, _ in gradcheck.relu_signs(model, x, eps)[1]] == ["enc.relu", "dec.relu"]
+    assert gradcheck.dead_layers(model, x, eps) == []
+    model.params["enc.W"][...] = 0.0
+    model.params["enc.b"][...] = 0.0                    # every input of enc.relu is exactly 0: it passes nothing back
+    assert gradcheck.dead_layers(model, x, eps) == ["enc.relu"]
+
+
+def test_the_table_columns_are_as_wide_as_their_widest_entry_or_header_plus_2_and_a_scalar_says_so():
+    """What a reader sees: gradient, layer and shape left-aligned, each column 2 wider than its widest
+    text (header included); then checked (8), left out (9), max rel error (13) and tolerance (9) right-aligned."""
+    short = gradcheck.format_table([("float64", [Row("b", (3,), 3, 0.0, 1e-6, layer="L")])])
+    assert short.split("\n") == [
+        "",
+        "float64",
+        "  gradient  layer  shape   checked left out  max rel error  tolerance  result",
+        "  b         L      3             3        0       0.00e+00      1e-06  pass"]
+    long = gradcheck.format_table([("float32", [Row("decoder.weights", (64, 32, 3, 3), 18432, 1.5e-7, 1e-5, 2,
+                                                    layer="ConvTranspose2d dec.deconv1"),
+                                                Row("s", (), 1, 0.0, 1e-5, layer="Scale s")])])
+    assert long.split("\n") == [
+        "",
+        "float32",
+        "  gradient         layer                        shape       checked left out  max rel error  tolerance  result",
+        "  decoder.weights  ConvTranspose2d dec.deconv1  64x32x3x3     18432        2       1.50e-07      1e-05  pass",
+        "  s                Scale s                      scalar            1        0       0.00e+00      1e-05  pass"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyvae import VAE, Adam
+from numpyvae import VAE, Adam, network
 from numpyvae.network import ARCHITECTURES, ModelSpec, build_network, legacy_input_shape, make_spec
 from numpyvae.vae import num_parameters
 
@@ -110,3 +110,36 @@ def test_every_architecture_chains_its_shapes():
     for arch in ARCHITECTURES:
         network = build_network(ModelSpec(arch=arch, latent_dim=3, num_classes=2))
         assert all(hasattr(layer, "output_shape") for layer in network.layers)
+
+
+def test_a_spec_read_from_json_lists_equals_the_one_written_with_tuples_and_cannot_be_changed():
+    """config.json gives lists; a spec holds tuples (network.py: 'so specs (and configs) compare equal')."""
+    import dataclasses
+    from_json = ModelSpec(input_shape=[1, 28, 28], arch="conv", hidden_dims=[4, 8], latent_dim=3)
+    written = ModelSpec(input_shape=(1, 28, 28), arch="conv", hidden_dims=(4, 8), latent_dim=3)
+    assert from_json == written and hash(from_json) == hash(written)
+    assert type(from_json.input_shape) is tuple and type(from_json.hidden_dims) is tuple
+    with pytest.raises(dataclasses.FrozenInstanceError):      # a spec is a value: change it by making another
+        written.latent_dim = 5
+
+
+def _decoder_only(spec, *decoder):
+    from numpyvae.network import Network
+    return Network([], [], [], list(decoder))
+
+
+def test_widest_row_counts_a_convolutions_patch_matrix_from_its_smaller_image_and_larger_channels():
+    """widest_row's docstring: k * k numbers per pixel of the smaller image and channel of the larger one.
+    Worked by hand from the layers' patch matrices (conv.py): a Conv2d unfolds its input into
+    (C_in k k, H_out W_out) per image; a transposed one expands (C_out k k, H_in W_in) per image."""
+    from numpyvae.conv import Conv2d, ConvTranspose2d
+    from numpyvae.layers import Linear, Reshape
+    spec = ModelSpec(input_shape=(4,), latent_dim=2)
+    # a stride-2 convolution 2x8x8 -> 3x4x4: 3 * 3 * (4 * 4 pixels out) * (2 channels in) = 288
+    down = _decoder_only(spec, Linear("dec", 2, 2 * 8 * 8), Reshape("dec.image", (2, 8, 8)),
+                         Conv2d("dec.conv", 2, 3, 3, 2, 1))
+    assert network.widest_row(spec, down) == 3 * 3 * 16 * 2
+    # a stride-1 transposed convolution 2x4x4 -> 5x4x4 (images of equal size): 3 * 3 * 16 * (5 channels out) = 720
+    same = _decoder_only(spec, Linear("dec", 2, 2 * 4 * 4), Reshape("dec.image", (2, 4, 4)),
+                         ConvTranspose2d("dec.deconv", 2, 5, 3, 1, 1))
+    assert network.widest_row(spec, same) == 3 * 3 * 16 * 5
