@@ -181,6 +181,23 @@ def test_the_mutation_score_is_the_committed_runs():
     assert score in " ".join(README.split("\n"))
 
 
+def test_the_checkers_mutation_numbers_are_its_committed_runs():
+    """README's numbers for gradcheck.py and network.py are those of the committed first run and of the rerun of the
+    mutants it left, and that rerun leaves nothing unexplained."""
+    import json
+    results = Path(__file__).parent.parent / "benchmarks" / "results"
+    first = json.loads((results / "mutation-checker" / "mutation.json").read_text())
+    rerun = json.loads((results / "mutation-checker-survivors" / "mutation.json").read_text())
+    killed = sum(m["status"] == "killed" for m in first)
+    left = {m["key"] for m in first if m["status"] != "killed"}
+    assert {m["key"] for m in rerun} == left                       # the rerun is of exactly the mutants left
+    rekilled = sum(m["status"] == "killed" for m in rerun)
+    text = " ".join(README.split())
+    assert f"killed {killed} of {len(first)}, and of the {len(left)} left" in text
+    assert f"{rekilled} killed by new tests and {len(rerun) - rekilled} reviewed as equivalent" in text
+    assert "not yet explained" not in (results / "mutation-checker-survivors" / "mutation.md").read_text()
+
+
 def test_the_explorer_and_the_docs_site_go_to_different_folders():
     """Run one after the other as README shows them, the same folder would be a collision: the docs build
     empties its --site-dir (the explorer's page gone), and explore refuses a folder holding the docs."""
