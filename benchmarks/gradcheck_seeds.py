@@ -4,8 +4,8 @@
     python benchmarks/gradcheck_seeds.py --seeds 0-4 --only conv,bare
 
 Each command runs as `numpyvae gradcheck --threads 1 --seed S ...` in its own process; "readme
-examples" first registers README's likelihood and layer (blocks <!-- extend-likelihood --> and
-<!-- extend-layer -->) and then runs the bare command and two models built from them. Prints one line
+examples" first registers the worked likelihood and layer of docs/extending.md (blocks
+<!-- extend-likelihood --> and <!-- extend-layer -->, moved there from README) and then runs the bare command and two models built from them. Prints one line
 per run as it ends, then a Markdown table (benchmarks/results/gradcheck_seeds.md holds the last one),
 and exits 1 if any run failed.
 """
@@ -43,7 +43,7 @@ COMMANDS = {   # name: the flags after `numpyvae gradcheck` (README shows the fi
 README_EXAMPLES = """
 import sys
 from pathlib import Path
-readme = Path("README.md").read_text()
+readme = Path("docs/extending.md").read_text()      # README's worked examples live there now
 for marker in ("extend-likelihood", "extend-layer"):
     block = readme.split(f"<!-- {marker} -->", 1)[1].split("```python\\n", 1)[1].split("```", 1)[0]
     exec(compile(block, marker, "exec"), {})
