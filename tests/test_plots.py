@@ -78,13 +78,7 @@ def test_declared_sizes():
 
 def test_every_figure_has_a_title_and_labelled_axes(images_and_labels, tmp_path, monkeypatch):
     images, labels = images_and_labels
-    drawn = {}
-    real_save = plots._save
-
-    def keep(figure, path):
-        drawn[path.stem] = figure
-        return real_save(figure, path)
-    monkeypatch.setattr(plots, "_save", keep)
+    drawn = drawn_figures(monkeypatch)
     plots.make_all(VAE(784, 16, 2, seed=1), images, labels, METRICS, tmp_path)
     assert sorted(drawn) == sorted(FIGURES + ["manifold"])
     for name, figure in drawn.items():
