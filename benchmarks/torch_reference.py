@@ -74,6 +74,25 @@ def torch_layer(layer, params):
     return module, [(f"{layer.name}.W", module.weight, transposed), (f"{layer.name}.b", module.bias, False)]
 
 
+def standard_normal_log_prob(vae, z):
+    """log N(z; 0, I) of each row of z (N, Z)."""
+    return torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+
+
+def vamp_log_prob(vae, z):
+    """The VampPrior straight from its definition: log (1/K) sum_k N(z; m_k, exp(lv_k)), with m_k, lv_k the
+    encoder's output on the pseudo-inputs sigmoid(a_k). z (N, Z) -> (N,)."""
+    a = vae.pseudo_logits
+    m, logvar = vae.encode(torch.sigmoid(a.reshape(a.shape[0], -1)))                # (K, Z) each
+    components = torch.distributions.Normal(m, torch.exp(0.5 * logvar))
+    log_n = components.log_prob(z[:, None, :]).sum(-1)                             # (N, K)
+    return torch.logsumexp(log_n, dim=1) - np.log(a.shape[0])
+
+
+# log p(z) of each prior in priors.PRIORS, by name
+LOG_PRIOR = {"normal": standard_normal_log_prob, "vamp": vamp_log_prob}
+
+
 class TorchVAE(torch.nn.Module):
     """The VAE `model` is, in PyTorch autograd, starting from model's current weights (float64 by default)."""
 
@@ -83,6 +102,10 @@ class TorchVAE(torch.nn.Module):
         self.recon = RECONSTRUCTION.get(model.likelihood)
         if self.recon is None:
             raise NotImplementedError(f"no PyTorch reference for the {model.likelihood!r} likelihood: add one")
+        self.prior = model.spec.prior
+        self.log_prior = LOG_PRIOR.get(self.prior)
+        if self.log_prior is None:
+            raise NotImplementedError(f"no PyTorch reference for the {self.prior!r} prior: add one to LOG_PRIOR")
         params = {name: model.backend.to_host(value) for name, value in model.params.items()}
         self.named = []           # (numpyvae name, torch parameter, transposed?) in numpyvae's order
 
@@ -96,6 +119,10 @@ class TorchVAE(torch.nn.Module):
         self.features, self.encoder = sequential(model.features), sequential(model.encoder)
         self.mu, self.logvar = (sequential([head]) for head in model.heads)
         self.decoder = sequential(model.decoder)
+        for name, shape in model.prior.parameters().items():     # a VampPrior's pseudo-inputs' logits
+            value = torch.from_numpy(np.asarray(params[name], np.float64).reshape(shape))
+            self.pseudo_logits = torch.nn.Parameter(value)
+            self.named.append((name, self.pseudo_logits, False))
         self.to(dtype)
 
     def with_labels(self, a, y):
@@ -103,23 +130,35 @@ class TorchVAE(torch.nn.Module):
             return a
         return torch.cat([a, F.one_hot(y, self.num_classes).to(a.dtype)], dim=1)
 
-    def forward(self, x, eps=None, y=None, generator=None):
-        """(total, recon, kl) summed over the batch; eps drawn from `generator` when not given."""
+    def encode(self, x, y=None):
         h = self.encoder(self.with_labels(self.features(x), y))                # (B, H)
-        mu, logvar = self.mu(h), self.logvar(h)                                # (B, Z) each
+        return self.mu(h), self.logvar(h)                                      # (B, Z) each
+
+    def loss(self, x, eps, y=None, objective="elbo", beta=1.0):
+        """The loss of objectives.OBJECTIVES[objective], from its definition: forward or iwae."""
+        if objective == "iwae":
+            return self.iwae(x, eps, y)
+        return self(x, eps, y, beta=beta)[0]
+
+    def forward(self, x, eps=None, y=None, generator=None, beta=1.0):
+        """(total, recon, kl) summed over the batch; eps drawn from `generator` when not given."""
+        mu, logvar = self.encode(x, y)                                         # (B, Z) each
         if eps is None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + eps * torch.exp(0.5 * logvar)                                 # (B, Z)
+        std = torch.exp(0.5 * logvar)
+        z = mu + eps * std                                                     # (B, Z)
         logits = self.decoder(self.with_labels(z, y))                          # (B, D)
         recon = self.recon(logits, x).sum()
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())           # Kingma & Welling, App. B
-        return recon + kl, recon, kl
+        if self.prior == "normal":
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())       # Kingma & Welling, App. B
+        else:                       # no closed form: log q(z|x) - log p(z) at the sample
+            kl = torch.distributions.Normal(mu, std).log_prob(z).sum() - self.log_prior(self, z).sum()
+        return recon + beta * kl, recon, kl
 
     def iwae(self, x, eps, y=None):
         """The negative IWAE bound (Burda et al. 2015) summed over the batch, eps (K, B, Z), straight
         from its definition: -sum_b log (1/K) sum_k p(x_b | z_kb) p(z_kb) / q(z_kb | x_b)."""
-        h = self.encoder(self.with_labels(self.features(x), y))                # (B, H)
-        mu, logvar = self.mu(h), self.logvar(h)                                # (B, Z) each
+        mu, logvar = self.encode(x, y)                                         # (B, Z) each
         K, B, Z = eps.shape
         std = torch.exp(0.5 * logvar)
         z = mu + eps * std                                                     # (K, B, Z)
@@ -127,7 +166,8 @@ class TorchVAE(torch.nn.Module):
         x_rows = x.reshape(1, B, -1).expand(K, B, -1).reshape(K * B, -1)       # row k * B + b is image b
         log_px = -self.recon(logits, x_rows).sum(-1).reshape(K, B)
         normal = torch.distributions.Normal
-        log_w = log_px + normal(0.0, 1.0).log_prob(z).sum(-1) - normal(mu, std).log_prob(z).sum(-1)   # (K, B)
+        log_pz = self.log_prior(self, z.reshape(K * B, Z)).reshape(K, B)
+        log_w = log_px + log_pz - normal(mu, std).log_prob(z).sum(-1)         # (K, B)
         return -(torch.logsumexp(log_w, 0) - np.log(K)).sum()
 
     def _numpyvae_layout(self, tensor_of):

@@ -219,7 +219,7 @@ def build_parser():
     figures.set_defaults(run=cmd_figures)
 
     generate = commands.add_parser("generate", help="new clothes from a run's prior, as a PNG grid or a .npy array",
-                                   description="Decode z ~ N(0, I) with a run's last checkpoint. For a conditional "
+                                   description="Decode z ~ p(z), the prior (N(0, I), or a VampPrior's mixture), with a run's last checkpoint. For a conditional "
                                                "run, --class picks the class; without it the classes take turns.")
     generate.add_argument("run_dir", metavar="RUN_DIR")
     generate.add_argument("-n", type=positive_int, default=16, help="how many images (default 16; at most 400 "
@@ -324,6 +324,7 @@ def _network_options(parser):
     from numpyvae.datafiles import CLASS_NAMES
     from numpyvae.losses import LIKELIHOODS
     from numpyvae.network import ARCHITECTURES
+    from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, PRIORS
 
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES),
                         help="the network: dense (the seed's, the default) or conv (TensorFlow's CVAE shape)")
@@ -338,21 +339,27 @@ def _network_options(parser):
     parser.add_argument("--conditional", dest="num_classes", action="store_const", const=len(CLASS_NAMES),
                         help="a conditional VAE: encoder and decoder also read each image's class, so "
                              "`numpyvae generate --class` can ask for one (default off)")
+    parser.add_argument("--prior", choices=tuple(PRIORS), help="p(z) (default normal): "
+                        + "; ".join(f"{name}: {prior.description}" for name, prior in PRIORS.items()))
+    parser.add_argument("--pseudo-inputs", type=positive_int, metavar="K",
+                        help=f"the VampPrior's learned pseudo-inputs (default {DEFAULT_PSEUDO_INPUTS}; --prior vamp only)")
 
 
-NETWORK_FLAGS = ("arch", "hidden_dims", "hidden_dim", "latent_dim", "likelihood", "num_classes")
+NETWORK_FLAGS = ("arch", "hidden_dims", "hidden_dim", "latent_dim", "likelihood", "num_classes", "prior",
+                 "pseudo_inputs")
 
 
 def _step_options(parser):
     """The flags that say what one training step computes besides the network, shared by train and
     reference-state: the batch, the objective and its K, the KL weight, the seed."""
-    from numpyvae.vae import OBJECTIVES
+    from numpyvae.objectives import OBJECTIVES
 
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default 128)")
     parser.add_argument("--beta", type=nonnegative_float, help="KL weight (default 1)")
-    parser.add_argument("--objective", choices=OBJECTIVES,
-                        help="what to train on (default elbo): elbo, the evidence lower bound; iwae, the tighter "
-                             "importance-weighted bound of Burda et al. with --samples K samples per image")
+    parser.add_argument("--objective", choices=tuple(OBJECTIVES),
+                        help="what to train on (default elbo): " + "; ".join(
+                            f"{name}, {goal.description}" + (" (--samples K)" if goal.takes_samples else "")
+                            for name, goal in OBJECTIVES.items()))
     parser.add_argument("--samples", type=positive_int,
                         help="K, samples per image for --objective iwae (default 1; the ELBO takes 1)")
     parser.add_argument("--seed", type=seed, help="seed for weights, shuffling and noise, 0 to 2**63-1 (default 0)")
@@ -371,11 +378,13 @@ def _model_options(parser, backend_names):
 def _refuse_iwae_without_samples(given):
     """ConfigError for `--objective iwae` with no `--samples`: the default K = 1 would silently be the
     ELBO (with a sampled KL), not a tighter bound. `given` holds the flags given, by destination."""
+    from numpyvae.objectives import OBJECTIVES
     from numpyvae.rundir import ConfigError
 
-    if given.get("objective") == "iwae" and "samples" not in given:
-        raise ConfigError("--objective iwae needs --samples K, the samples per image (K = 1 is the ELBO with "
-                          "a sampled KL; Burda et al. trained with K = 5 and 50)")
+    goal = OBJECTIVES.get(given.get("objective"))
+    if goal is not None and goal.takes_samples and "samples" not in given:
+        raise ConfigError(f"--objective {goal.name} needs --samples K, the samples per image (K = 1 is the ELBO "
+                          f"with a sampled KL; Burda et al. trained with K = 5 and 50)")
 
 
 def cmd_train(args):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from numpyvae.im2col import (batch_last, channels_first, check_conv_settings, col2im, conv_output_size,
                              from_batch_last, from_channels_first, im2col, patches_batch_last)
-from numpyvae.layers import buffer
+from numpyvae.layers import buffer, gradients_into
 
 # Shapes: B = batch, C = input channels, O = output channels, k = kernel size, s = stride,
 # p = padding, H x W = input image, Ho x Wo = output image. Images are NCHW, (B, C, H, W),
@@ -269,8 +269,9 @@ class Conv2d:
                               self.stride, self.padding, ws=ws, name=self.name)
 
     def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
-        return conv2d_backward(xp, dy, cache, params[f"{self.name}.W"], grads[f"{self.name}.W"],
-                               grads[f"{self.name}.b"], need_dx=need_dx, ws=ws, name=self.name)
+        with gradients_into(xp, grads, (f"{self.name}.W", f"{self.name}.b"), ws) as (dW, db):
+            return conv2d_backward(xp, dy, cache, params[f"{self.name}.W"], dW, db, need_dx=need_dx, ws=ws,
+                                   name=self.name)
 
 
 class ConvTranspose2d:
@@ -305,5 +306,6 @@ class ConvTranspose2d:
                                         self.padding, self.output_padding, ws=ws, name=self.name)
 
     def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
-        return conv_transpose2d_backward(xp, dy, cache, params[f"{self.name}.W"], grads[f"{self.name}.W"],
-                                         grads[f"{self.name}.b"], need_dx=need_dx, ws=ws, name=self.name)
+        with gradients_into(xp, grads, (f"{self.name}.W", f"{self.name}.b"), ws) as (dW, db):
+            return conv_transpose2d_backward(xp, dy, cache, params[f"{self.name}.W"], dW, db, need_dx=need_dx,
+                                             ws=ws, name=self.name)

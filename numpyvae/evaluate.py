@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from numpyvae import iwae
 from numpyvae.batches import DeviceDataset
 from numpyvae.layers import reparameterize_forward
 from numpyvae.network import widest_row
@@ -97,19 +98,17 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED,
 
 
 def log_weights(model, x, mu, logvar, eps, y=None):
-    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + eps * exp(logvar / 2).
+    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + eps * exp(logvar / 2): iwae.log_weights,
+    the function training's bound uses, on fresh arrays.
 
     x (C, D); mu, logvar (C, Z); eps (S, C, Z); labels y (C,) for a conditional model -> (S, C).
-    (For a conditional model every term is conditioned on y, and the bound is on -log p(x | y).) With log N(z; 0, I) and
-    log N(z; mu, sigma^2) written out, the 2 pi terms cancel and (z - mu) / sigma = eps:
-        log p(z) - log q(z|x) = sum_j (eps_j^2 / 2 + logvar_j / 2 - z_j^2 / 2).
+    (For a conditional model every term is conditioned on y, and the bound is on -log p(x | y).)
     """
     S, C, Z = eps.shape
     z, _ = reparameterize_forward(model.xp, mu, logvar, eps)              # (S, C, Z)
     y_rows = None if y is None else model.xp.tile(y, S)                   # (S * C,) the label of each row
-    logits = model.decode_logits(z.reshape(S * C, Z), y_rows).reshape(S, C, -1)   # (S, C, D)
-    log_prior_ratio = 0.5 * (eps * eps + logvar - z * z).sum(axis=-1)     # (S, C)
-    return model.recon_term.log_prob(model.xp, x, logits) + log_prior_ratio
+    logits = model.decode_logits(z.reshape(S * C, Z), y_rows)             # (S * C, D)
+    return iwae.log_weights(model, x, logits, z, eps, logvar)[0]
 
 
 def chunk_sizes(k, dim, max_elements=MAX_ELEMENTS):

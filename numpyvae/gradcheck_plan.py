@@ -19,6 +19,7 @@ from numpyvae import gradcheck, layers, losses
 from numpyvae.backend import CHECK_DTYPE, get_backend
 from numpyvae.gradcheck import Row, check_batch, check_layer, check_model, layer_inputs, rel_error
 from numpyvae.network import ARCHITECTURES, build_network, make_spec
+from numpyvae.objectives import get_objective
 from numpyvae.vae import VAE
 
 IWAE_SAMPLES = 3     # K for the IWAE rows when no run says otherwise: more than one, so the weights are not all 1
@@ -123,7 +124,7 @@ def model_section(title, settings, where, entries=None, seed=0, weights=None, da
     drawn live, see live_seed) or at `entries` per tensor, at fresh weights or the flat `weights` given,
     on check_batch's uniform pixels or on `data`, (x (4, D) pixels, labels (4,))."""
     def run():
-        samples = where.samples if where.objective == "iwae" else None
+        samples = where.samples if get_objective(where.objective).takes_samples else None
         weights_seed = seed if entries is not None else live_seed(settings, seed, where.objective, samples)
         model = VAE(**settings, backend=where.backend, dtype=where.dtype, seed=weights_seed)
         if weights is not None:
@@ -175,7 +176,8 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
         [VAE(**small_settings(s), dtype=CHECK_DTYPE, seed=seed) for s in layer_owners], seed))]
     for objective in objectives:
         where = Where(backend, dtype, objective, samples, beta)
-        bound = f"IWAE bound K = {samples}, " if objective == "iwae" else ""
+        goal = get_objective(objective)
+        bound = f"{goal.title(samples)}, " if goal.takes_samples else ""
         if settings is not None:
             spec, small_spec = make_spec(**settings), make_spec(**small_settings(settings))
             if small:

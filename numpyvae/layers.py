@@ -33,6 +33,7 @@ Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import numpy as np
@@ -45,12 +46,19 @@ class Workspace:
     gets buffers of its own once and then reuses them too.
     """
 
-    def __init__(self, xp, dtype):
+    def __init__(self, xp, dtype, prefix="", buffers=None):
         self.xp, self.dtype = xp, np.dtype(dtype)
-        self._buffers = {}
+        self.prefix = prefix
+        self._buffers = {} if buffers is None else buffers
+
+    def scope(self, prefix):
+        """The same buffers under names starting `prefix/`: a second pass of the same layers (the
+        encoder on a VampPrior's pseudo-inputs) keeps its caches apart from the first pass's,
+        even when both batches have the same size."""
+        return Workspace(self.xp, self.dtype, f"{self.prefix}{prefix}/", self._buffers)
 
     def get(self, name, shape, dtype=None):
-        key = (name, tuple(shape), dtype)
+        key = (self.prefix + name, tuple(shape), dtype)
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = self.xp.empty(shape, dtype=dtype or self.dtype)
@@ -64,6 +72,51 @@ def buffer(ws, name, shape, dtype=None):
     `out=buffer(ws, name, shape)`, and every function that takes `out=` allocates when it is None.
     """
     return None if ws is None else ws.get(name, shape, dtype)
+
+
+def scoped(ws, prefix):
+    """ws.scope(prefix), or None without a workspace."""
+    return None if ws is None else ws.scope(prefix)
+
+
+class Gradients(dict):
+    """Name -> the view of the flat gradient buffer that holds that parameter's gradient.
+
+    Backward accumulates: a parameter used twice in one step (the encoder run on the images and
+    again on a VampPrior's pseudo-inputs) gets the sum of both uses' gradients, with no sum
+    written by hand anywhere. llm.c zeroes every gradient before a step and always adds into
+    it; NumPy's matmul cannot add into its output, so adding would cost every tensor a
+    temporary and an extra pass. Here the FIRST use of a parameter in a step writes its
+    gradient in place, as a plain `out=`, at no cost; a later use writes into a scratch buffer
+    that is then added in. The model calls `start_step()` before each backward.
+    """
+
+    def __init__(self, views):
+        super().__init__(views)
+        self._written = set()      # the names written since start_step
+
+    def start_step(self):
+        self._written.clear()
+
+    @contextmanager
+    def into(self, xp, names, ws=None):
+        """Yield where a backward writes the gradients of `names`, then add what was a later use in."""
+        later = [name in self._written for name in names]
+        targets = [xp.empty_like(self[name]) if again and ws is None else
+                   ws.get(f"{name}.again", self[name].shape) if again else self[name]
+                   for name, again in zip(names, later)]
+        self._written.update(names)
+        yield targets
+        for name, target, again in zip(names, targets, later):
+            if again:
+                self[name] += target
+
+
+def gradients_into(xp, grads, names, ws=None):
+    """grads.into(xp, names, ws) for a model's Gradients; a plain dict's views are written as they are."""
+    if isinstance(grads, Gradients):
+        return grads.into(xp, names, ws)
+    return nullcontext([grads[name] for name in names])
 
 
 # -- Linear ----------------------------------------------------------------------------------
@@ -245,8 +298,8 @@ class Linear:
 
     def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
         dx = buffer(ws, f"{self.name}.dx", cache.x.shape) if need_dx else None
-        return linear_backward(xp, dy, cache, params[f"{self.name}.W"], grads[f"{self.name}.W"],
-                               grads[f"{self.name}.b"], dx=dx, need_dx=need_dx)
+        with gradients_into(xp, grads, (f"{self.name}.W", f"{self.name}.b"), ws) as (dW, db):
+            return linear_backward(xp, dy, cache, params[f"{self.name}.W"], dW, db, dx=dx, need_dx=need_dx)
 
 
 class ReLU:
@@ -318,12 +371,17 @@ def sequence_forward(xp, layers, params, x, ws=None, visit=None):
     """Run `layers` in order: (output, one cache per layer).
 
     visit(layer, x), if given, sees each layer's input first (gradcheck reads the ReLUs' inputs).
+    A composite layer (one that holds `layers` of its own, like Residual) is handed `visit` too,
+    so the layers inside it are seen as well.
     """
     caches = []
     for layer in layers:
         if visit is not None:
             visit(layer, x)
-        x, cache = layer.forward(xp, params, x, ws)
+        if visit is not None and hasattr(layer, "layers"):
+            x, cache = layer.forward(xp, params, x, ws, visit=visit)
+        else:
+            x, cache = layer.forward(xp, params, x, ws)
         caches.append(cache)
     return x, caches
 

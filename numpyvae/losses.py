@@ -4,12 +4,13 @@ A likelihood p(x | logits) is one class here and one line in LIKELIHOODS; everyt
 (the model, evaluation, the CLI's choices, the gradient-check rows) reads the registry.
 Each likelihood knows:
 
-    forward(xp, logits, x, ws)  -> (loss, cache)   loss = -sum log p(x | logits), over batch and pixels
-    forward_rows(xp, logits, x, ws) -> (losses, cache)   the same loss summed over pixels only, one
-                                per row: logits (K, B, D) against x (B, D), for the IWAE bound (iwae.py);
-                                the base class derives it from log_prob and forward
-    backward(xp, cache, ws)     -> dlogits          d loss / d logits
-    log_prob(xp, x, logits)     -> log p(x | logits) summed over pixels, for any leading axes
+    forward_rows(xp, logits, x, ws) -> (losses, cache)   -log p(x | logits) summed over pixels, one
+                                per row: logits (..., D) against x (..., D) broadcast to them, e.g.
+                                (K, B, D) against (B, D) for the IWAE bound (iwae.py). The one place
+                                a likelihood's formula is written: the two below follow from it.
+    backward(xp, cache, ws)     -> dlogits          d loss / d logits, the same shape as the logits
+    forward(xp, logits, x, ws)  -> (loss, cache)   the rows summed: the batch's loss (the base class)
+    log_prob(xp, x, logits)     -> minus the rows: log p(x | logits) (the base class)
     mean(xp, logits)            -> E[x | logits]: what the decoder's pictures show
     normalized                  True when p(x | logits) is a density over pixels in [0, 1], so the
                                 negative ELBO is an upper bound on -log p(x) (is_density(binary)
@@ -52,24 +53,21 @@ class Likelihood:
     description = ""       # one line for --help and the README
     normalized = False     # is p(x | logits) a density over pixels in [0, 1] (it integrates to 1)?
 
-    def forward(self, xp, logits, x, ws=None):
-        raise NotImplementedError
-
     def forward_rows(self, xp, logits, x, ws=None):
-        """(K, B) losses of logits (K, B, D) against x (B, D), and a cache for backward.
-
-        Derived from the per-row form every likelihood has: each row's loss is -log_prob, and
-        the cache is forward's, on all K * B rows at once (x repeated for each k), so backward
-        gives the (K, B, D) dlogits. The likelihoods here override it with one fused pass."""
-        rows = -self.log_prob(xp, x, logits)                                   # (K, B)
-        _, cache = self.forward(xp, logits, xp.broadcast_to(x, logits.shape))
-        return rows, cache
+        """(losses (...,), cache): -log p(x | logits) of each row, logits (..., D) against x broadcast."""
+        raise NotImplementedError
 
     def backward(self, xp, cache, ws=None):
         raise NotImplementedError
 
+    def forward(self, xp, logits, x, ws=None):
+        """(-log p(x | logits) summed over the batch and pixels, cache): the rows' losses, summed."""
+        rows, cache = self.forward_rows(xp, logits, x, ws)
+        return rows.sum(), cache
+
     def log_prob(self, xp, x, logits):
-        raise NotImplementedError
+        """log p(x | logits) summed over pixels, for any leading axes: minus forward_rows' losses."""
+        return -self.forward_rows(xp, logits, x)[0]
 
     def is_density(self, binary):
         """True when p(x | logits) sums or integrates to 1 over the values the pixels can take, so
@@ -112,20 +110,7 @@ class Bernoulli(Likelihood):
     def is_density(self, binary):
         return binary                     # a probability mass over {0, 1}^D
 
-    def forward(self, xp, logits, x, ws=None):                       # (B, D), (B, D) -> scalar
-        t = xp.multiply(logits, 0.5, out=buffer(ws, "bernoulli.t", logits.shape))
-        xp.tanh(t, out=t)                                            # t = tanh(l / 2)
-        p = xp.add(t, 1, out=buffer(ws, "bernoulli.p", logits.shape))
-        p *= 0.5                                                     # sigmoid(l), for backward
-        xp.abs(t, out=t)
-        xp.log1p(t, out=t)                                           # log1p(|t|) = log 2 + log sigmoid(|l|)
-        relu = xp.maximum(logits, 0, out=buffer(ws, "bernoulli.relu", logits.shape))
-        # sum(softplus(l) - x l) = sum(max(l, 0)) + N log 2 - sum(log1p(|t|)) - x . l, the dot
-        # product needing no (B, D) pass of its own
-        loss = relu.sum() - t.sum() + logits.size * math.log(2) - xp.vdot(x, logits)
-        return loss, BernoulliCache(p, x)
-
-    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+    def forward_rows(self, xp, logits, x, ws=None):                  # (..., D), (..., D) -> (...)
         t = xp.multiply(logits, 0.5, out=buffer(ws, "bernoulli.t", logits.shape))
         xp.tanh(t, out=t)
         p = xp.add(t, 1, out=buffer(ws, "bernoulli.p", logits.shape))
@@ -141,9 +126,6 @@ class Bernoulli(Likelihood):
 
     def backward(self, xp, cache, ws=None):
         return xp.subtract(cache.p, cache.x, out=buffer(ws, "bernoulli.dlogits", cache.p.shape))   # sigmoid(l) - x
-
-    def log_prob(self, xp, x, logits):                               # (..., D) -> (...)
-        return (x * logits - softplus(xp, logits)).sum(axis=-1)
 
 
 class GaussianCache(NamedTuple):
@@ -162,12 +144,7 @@ class Gaussian(Likelihood):
     description = "the seed's sum of squared errors on sigmoid outputs (no normalizing constant)"
     normalized = False
 
-    def forward(self, xp, logits, x, ws=None):
-        p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
-        error = xp.subtract(p, x, out=buffer(ws, "gaussian.error", logits.shape))   # p - x
-        return xp.vdot(error, error), GaussianCache(p, error)     # sum of squares, no (B, D) temporary
-
-    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+    def forward_rows(self, xp, logits, x, ws=None):                  # (..., D), (..., D) -> (...)
         p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
         error = xp.subtract(p, x, out=buffer(ws, "gaussian.error", logits.shape))   # p - x
         squares = xp.multiply(error, error, out=buffer(ws, "gaussian.squares", logits.shape))
@@ -186,9 +163,6 @@ class Gaussian(Likelihood):
         dlogits *= cache.error
         dlogits *= 2                                                 # 2 (p - x) p (1 - p)
         return dlogits
-
-    def log_prob(self, xp, x, logits):                               # (..., D) -> (...)
-        return -((sigmoid(xp, logits) - x) ** 2).sum(axis=-1)
 
 
 @functools.cache
@@ -328,15 +302,7 @@ class ContinuousBernoulli(Likelihood):
                 "series": buffer(ws, "continuous-bernoulli.series", shape),
                 "small": buffer(ws, "continuous-bernoulli.small", shape, bool)}
 
-    def forward(self, xp, logits, x, ws=None):                       # (B, D), (B, D) -> scalar
-        scratch = self._scratch(ws, logits.shape)
-        terms = softplus(xp, logits, out=buffer(ws, "continuous-bernoulli.terms", logits.shape),
-                         work=scratch["work"])
-        terms -= log_normalizer(xp, logits, out=buffer(ws, "continuous-bernoulli.log_c", logits.shape),
-                                **scratch)                           # softplus(l) - log C(l)
-        return terms.sum() - xp.vdot(x, logits), ContinuousBernoulliCache(logits, x)
-
-    def forward_rows(self, xp, logits, x, ws=None):                  # (K, B, D), (B, D) -> (K, B)
+    def forward_rows(self, xp, logits, x, ws=None):                  # (..., D), (..., D) -> (...)
         scratch = self._scratch(ws, logits.shape)
         terms = softplus(xp, logits, out=buffer(ws, "continuous-bernoulli.terms", logits.shape),
                          work=scratch["work"])
@@ -354,9 +320,6 @@ class ContinuousBernoulli(Likelihood):
         dlogits -= cache.x
         dlogits -= dlog_c                                            # sigmoid(l) - x - d log C / dl
         return dlogits
-
-    def log_prob(self, xp, x, logits):                               # (..., D) -> (...)
-        return (x * logits - softplus(xp, logits) + log_normalizer(xp, logits)).sum(axis=-1)
 
     def mean(self, xp, logits, out=None):
         """E[x | l] = sigmoid(l) - d log C / dl = 1/(1 - e^-l) - 1/l, in [0, 1]; 1/2 at l = 0."""

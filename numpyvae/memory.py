@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numpyvae.objectives import get_objective
 from numpyvae.vae import VAE
 
 PROBE_ROWS = 4      # r: the smaller probe step decodes r rows, the larger 2 r
@@ -52,8 +53,8 @@ def decoder_numbers_per_row(spec, network):
 
 
 def decoded_rows(batch, samples, objective):
-    """Rows a training step decodes: K * B for the IWAE bound, B for the ELBO."""
-    return batch * (samples if objective == "iwae" else 1)
+    """Rows a training step decodes: K * B for the IWAE bound, B for the ELBO (objectives.py)."""
+    return batch * get_objective(objective).rows_per_image(samples)
 
 
 def floor_bytes(model, rows):
@@ -82,10 +83,11 @@ def _probe_peak(model, objective, rows):
     """Peak traced bytes of one training step of a fresh copy of `model` decoding `rows` rows."""
     spec = model.spec
     copy = VAE(**model.config, backend=model.backend, dtype=model.dtype, seed=0)
-    samples, batch = (rows, 1) if objective == "iwae" else (1, rows)     # IWAE: K samples of one image
+    goal = get_objective(objective)
+    samples, batch = (rows, 1) if goal.takes_samples else (1, rows)     # IWAE: K samples of one image
     rng = np.random.default_rng(0)
     x = rng.random((batch, spec.input_dim), dtype=np.float32).astype(model.dtype)
-    eps = rng.standard_normal((samples, batch, spec.latent_dim) if objective == "iwae" else (batch, spec.latent_dim))
+    eps = rng.standard_normal(goal.noise_shape(samples, batch, spec.latent_dim))
     y = np.zeros(batch, dtype=np.int64) if spec.num_classes else None
     x, eps = model.backend.to_device(x, dtype=model.dtype), model.backend.to_device(eps, dtype=model.dtype)
     tracing = tracemalloc.is_tracing()
@@ -139,7 +141,7 @@ def check_step_fits(model, batch, samples, objective, advice):
         return
     needed = step_bytes(model, batch, samples, objective)
     if needed > free:
-        what = f"a training step of {batch} images" + (f" x {samples} samples" if objective == "iwae" else "")
+        what = f"a training step of {batch} images" + (f" x {samples} samples" if samples > 1 else "")
         raise WontFit(f"{what} needs about {_size(needed)} of memory, and {_size(free)} is free on "
                       f"{model.backend.name}; {advice}")
 

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from numpyvae import losses
+from numpyvae import losses, priors
 from numpyvae.conv import Conv2d, ConvTranspose2d
 from numpyvae.layers import Flatten, Linear, ReLU, Reshape, output_shape
 
@@ -63,6 +63,8 @@ class ModelSpec:
     latent_dim: int = 20               # Z
     likelihood: str = "bernoulli"      # a name in losses.LIKELIHOODS
     num_classes: int = 0               # K > 0: a conditional VAE reading one-hot labels
+    prior: str = "normal"              # a name in priors.PRIORS: "normal" N(0, I), or "vamp" the VampPrior
+    pseudo_inputs: int = priors.DEFAULT_PSEUDO_INPUTS   # the VampPrior's K components (unused by "normal")
 
     def __post_init__(self):
         # JSON gives lists; a spec holds tuples, so specs (and configs) compare equal
@@ -86,6 +88,17 @@ class ModelSpec:
             raise ValueError(f"latent_dim must be a positive integer, not {self.latent_dim!r}")
         if not _is_count(self.num_classes, 0):
             raise ValueError(f"num_classes must be 0 (no labels) or a positive integer, not {self.num_classes!r}")
+        if not isinstance(self.prior, str) or self.prior not in priors.PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(priors.PRIORS)}, not {self.prior!r}")
+        if not _is_count(self.pseudo_inputs, 1):
+            raise ValueError(f"pseudo_inputs must be a positive integer, not {self.pseudo_inputs!r}")
+        if self.prior != "vamp" and self.pseudo_inputs != priors.DEFAULT_PSEUDO_INPUTS:
+            raise ValueError(f"pseudo_inputs ({self.pseudo_inputs}) are the VampPrior's: they mean nothing for "
+                             f"prior {self.prior!r} (ask for prior 'vamp', --prior vamp)")
+        if self.prior == "vamp" and self.num_classes:
+            raise ValueError("a VampPrior's pseudo-inputs carry no label, so a conditional VAE cannot use it "
+                             "(a VampPrior per class would need pseudo-inputs per class): drop the labels "
+                             "or use prior 'normal'")
         if self.arch == "conv" and len(self.input_shape) != 3:
             raise ValueError(f"a conv VAE reads images (channels, height, width), not input_shape {self.input_shape}")
 
@@ -105,7 +118,8 @@ class ModelSpec:
             sizes = "-".join(map(str, ("x".join(map(str, self.input_shape)), *self.hidden_dims, self.latent_dim)))
         kind = "" if self.arch == "dense" else f"{self.arch} "
         conditional = f"conditional ({self.num_classes} classes) " if self.num_classes else ""
-        return f"{kind}{sizes} {conditional}VAE"
+        prior = f" with a VampPrior of {self.pseudo_inputs} pseudo-inputs" if self.prior == "vamp" else ""
+        return f"{kind}{sizes} {conditional}VAE{prior}"
 
 
 SETTINGS = tuple(f.name for f in fields(ModelSpec))

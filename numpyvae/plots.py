@@ -31,6 +31,7 @@ import numpy as np
 
 from numpyvae.datasets import CLASS_NAMES, to_pixels
 from numpyvae.losses import gaussian_kl_per_latent
+from numpyvae.objectives import get_objective
 from numpyvae.pngfile import save_figure
 
 DPI = 100
@@ -382,7 +383,8 @@ def loss_curves(metrics, path, latent_dim=0, about=None, samples=None):
 def describe(model, objective="elbo", samples=1):
     """What a figure's title says of the model: its sizes, whether it is conditional, what it was
     trained on (when not the ELBO) and its likelihood."""
-    trained = f"\ntrained on the IWAE bound with K = {samples} samples per image" if objective == "iwae" else ""
+    goal = get_objective(objective)
+    trained = f"\ntrained on the {goal.title(samples)} samples per image" if goal.takes_samples else ""
     return f"{model.spec.describe()}, {model.likelihood} likelihood{trained}"
 
 
@@ -425,5 +427,5 @@ def make_all(model, images, labels, metrics, out_dir, objective="elbo", k=1):
     if model.latent_dim == 2:
         paths.append(manifold(model, out_dir / "manifold.png", about=about))
     paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim, about=about,
-                             samples=k if objective == "iwae" else None))
+                             samples=k if get_objective(objective).takes_samples else None))
     return paths

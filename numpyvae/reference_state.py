@@ -34,6 +34,7 @@ from numpyvae.atomicfile import atomic_write
 from numpyvae.datafiles import DataError
 from numpyvae.messages import shown
 from numpyvae.rundir import ConfigError
+from numpyvae.objectives import get_objective
 from numpyvae.vae import VAE
 
 FORMAT = "numpyvae reference state 1"    # info["format"]: a change of any key's meaning bumps the number
@@ -102,7 +103,7 @@ def compute(config, x, y=None):
     # as train does: a step that cannot fit would be ended by the kernel with no message
     memory.check_step_fits(model, B, K, config.objective, "choose a smaller --batch-size or --samples")
     rng = np.random.default_rng((config.seed, EPS_STREAM))
-    eps = rng.standard_normal((K, B, Z) if config.objective == "iwae" else (B, Z))
+    eps = rng.standard_normal(get_objective(config.objective).noise_shape(K, B, Z))
     loss, recon, kl = model.loss_and_grads(x, eps=eps, beta=config.beta, y=y, objective=config.objective,
                                            samples=config.samples)
     host = model.backend.to_host

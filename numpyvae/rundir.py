@@ -30,7 +30,9 @@ from numpyvae.backend import BACKEND_NAMES
 from numpyvae.messages import shown
 from numpyvae.optim import BETAS, EPS
 from numpyvae.network import ARCHITECTURES, make_spec
-from numpyvae.vae import MODEL_SETTINGS, OBJECTIVES, VAE, check_settings
+from numpyvae.objectives import OBJECTIVES
+from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, PRIORS
+from numpyvae.vae import MODEL_SETTINGS, VAE, check_settings
 
 CONFIG_FILE, METRICS_FILE, FIGURES_DIR = "config.json", "metrics.csv", "figures"
 LOCK_FILE = ".lock"     # held by the process training in the directory
@@ -55,6 +57,8 @@ class TrainConfig:
     latent_dim: int = 20              # Z: size of the latent code
     likelihood: str = "bernoulli"     # a name in losses.LIKELIHOODS: "bernoulli", "gaussian", "continuous-bernoulli"
     num_classes: int = 0              # C: 0 for a plain VAE; a conditional one (--conditional) reads 10 labels
+    prior: str = "normal"             # p(z): "normal", N(0, I), or "vamp", the VampPrior (priors.PRIORS)
+    pseudo_inputs: int = DEFAULT_PSEUDO_INPUTS   # the VampPrior's K learned pseudo-inputs
     beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
     warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
     binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
@@ -62,7 +66,7 @@ class TrainConfig:
     backend: str = "numpy"            # "numpy", "cupy", "auto" (CuPy when a GPU is usable) or "fakegpu"
     dtype: str = "float32"            # float32 to train; float64 is there for checking
     data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
-    objective: str = "elbo"           # what is trained on: "elbo", or "iwae", the K-sample bound (iwae.py)
+    objective: str = "elbo"           # what is trained on: "elbo", or "iwae", the K-sample bound (objectives.py)
     samples: int = 1                  # K, samples per image for the IWAE objective (1 for the ELBO)
     # the older names, read by runs made before `arch` existed: D pixels and one hidden width H
     input_dim: InitVar[int | None] = None
@@ -119,12 +123,15 @@ class TrainConfig:
                                             f"not {self.backend!r}")
         need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
-        need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        need(isinstance(self.objective, str) and self.objective in OBJECTIVES,
+             f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        goal = OBJECTIVES[self.objective]
         need(self.samples >= 1, f"samples must be at least 1, not {self.samples}")
-        need(self.objective == "iwae" or self.samples == 1,
-             f"samples {self.samples} is for the IWAE objective (--objective iwae); the ELBO takes 1")
-        need(self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0),
-             "the IWAE objective has no KL weight: beta must be 1 and warmup_epochs 0")
+        takes = " or ".join(f"--objective {name}" for name, o in OBJECTIVES.items() if o.takes_samples)
+        need(goal.takes_samples or self.samples == 1,
+             f"samples {self.samples} is for the IWAE objective ({takes}); {goal.noun} takes 1")
+        need(goal.takes_kl_weight or (self.beta == 1 and self.warmup_epochs == 0),
+             f"{goal.noun} has no KL weight: beta must be 1 and warmup_epochs 0")
         return self
 
     def model_settings(self):
@@ -160,7 +167,8 @@ def _short(value):
 
 
 # Settings added after runs were first written, with the value every older run had.
-ADDED_LATER = {"num_classes": 0, "arch": "dense", "objective": "elbo", "samples": 1}
+ADDED_LATER = {"num_classes": 0, "arch": "dense", "objective": "elbo", "samples": 1, "prior": "normal",
+               "pseudo_inputs": DEFAULT_PSEUDO_INPUTS}
 # Settings renamed when the network became a description (network.ModelSpec): older name -> newer.
 RENAMED = {"input_dim": "input_shape", "hidden_dim": "hidden_dims"}
 
@@ -330,7 +338,7 @@ def check_written_by(config, saved_config, saved, path):
                                                      f"its parameters {saved.params.dtype}")
     started = saved.epoch + (1 if saved.step_in_epoch else 0)      # the epochs it had begun
     need(started <= saved_config.epochs, f"it has begun {started} epochs of a run of {saved_config.epochs}")
-    iwae = config.objective == "iwae"
+    iwae = bool(OBJECTIVES[config.objective].bound_columns)     # it sums its own bound too
     need(saved.running.shape == ((4,) if iwae else (3,)),
          f"its running sums have shape {saved.running.shape}, which does not fit the {config.objective} objective")
     recon, kl, images = (float(value) for value in saved.running[:3])
@@ -345,8 +353,9 @@ def check_written_by(config, saved_config, saved, path):
         need(bound <= recon + kl + 1e-4 * (abs(recon) + abs(kl)) + 1,
              f"the unfinished epoch's IWAE loss sum {bound:g} exceeds its ELBO sum {recon + kl:g}, which "
              f"a K-sample bound never does")
-    # the ELBO's KL is in closed form, never negative; IWAE's is log q - log p at samples, which can be
-    need(iwae or kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
+    # a KL in closed form is never negative; an estimate, log q - log p at samples (IWAE's, a VampPrior's), can be
+    closed_form = not iwae and PRIORS[config.prior].kl_closed_form
+    need(not closed_form or kl >= 0, f"the unfinished epoch's KL sum is {kl}, but a KL divergence is never negative")
     need(images == int(images) and images >= 0, f"the unfinished epoch counts {images} images")
     if saved.step_in_epoch == 0:
         need(not saved.running.any() and saved.epoch_seconds == 0,
@@ -368,7 +377,7 @@ def check_recorded(config, saved, rows, path, metrics_path):
             raise RunError(f"{shown(path)} and {shown(metrics_path)} disagree: {message}; the run cannot be resumed")
     need(len(rows) >= saved.epoch, f"the checkpoint has finished {saved.epoch} epochs but "
                                    f"{len(rows)} are recorded")
-    iwae = config.objective == "iwae"
+    iwae = bool(OBJECTIVES[config.objective].bound_columns)
     if rows:
         need(("train_iwae" in rows[0]) == iwae,
              f"the rows {'lack' if iwae else 'have'} the IWAE columns {', '.join(IWAE_COLUMNS)} "

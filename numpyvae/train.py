@@ -44,6 +44,7 @@ from numpyvae.batches import DeviceDataset
 from numpyvae.layers import Workspace
 from numpyvae.messages import shell_quote, shown
 from numpyvae.network import make_spec
+from numpyvae.objectives import get_objective
 from numpyvae.optim import Adam
 from numpyvae.rundir import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, NEW_RUN_FILES, RESUMABLE_CHANGES,  # noqa: F401
                              ConfigError, Diverged, Interrupted, NothingToDo, RunError,
@@ -152,7 +153,8 @@ class Trainer:
         self.plain_progress = progress is None and not terminal   # lines, not a bar that redraws itself
         self.buffers = Workspace(self.xp, model.dtype)   # the step's noise and coins, reused: a workspace of
                                                          # its own, so they cannot collide with the model's
-        self.iwae = config.objective == "iwae"    # the K-sample bound, and its sum, are tracked too
+        self.objective = get_objective(config.objective)
+        self.iwae = bool(self.objective.bound_columns)    # a bound of its own (IWAE's), and its sum, are tracked too
 
     @property
     def checkpoint_path(self):
@@ -207,7 +209,7 @@ class Trainer:
         try:
             batches = self.train_data.labeled_batches(config.batch_size, shuffle=True, seed=(config.seed, epoch))
             for step, (x, y) in enumerate(batches):     # y: (B,) labels, or None for a plain VAE
-                eps_shape = (config.samples,) * self.iwae + (x.shape[0], model.latent_dim)         # ([K,] B, Z)
+                eps_shape = self.objective.noise_shape(config.samples, x.shape[0], model.latent_dim)   # ([K,] B, Z)
                 eps = self.buffers.get("train.eps", eps_shape)
                 self.backend.standard_normal(eps_rng, eps)
                 if config.binarize:
@@ -216,11 +218,10 @@ class Trainer:
                 if step < start_step:
                     continue                 # replaying a resumed epoch's streams up to where it stopped
                 step_finished = False
+                total, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps),
+                                                        y=y, objective=config.objective)
                 if self.iwae:
-                    bound, recon, kl = model.loss_and_grads(x, eps=eps, y=y, objective="iwae")
-                    sums[2] += bound
-                else:
-                    _, recon, kl = model.loss_and_grads(x, eps=eps, beta=kl_weight(config, epoch, step, self.steps), y=y)
+                    sums[2] += total
                 self.optimizer.step()
                 if self.threads is not None:
                     self.threads.tick()          # --threads auto: fewer BLAS threads when others take cores
@@ -254,7 +255,7 @@ class Trainer:
 
     @property
     def _loss_name(self):
-        return f"IWAE-{self.config.samples} loss" if self.iwae else "loss"
+        return self.objective.loss_name(self.config.samples)
 
     def _loss_sum(self, sums):
         """The sum of the loss being trained on, from the epoch's running sums (on the device)."""
@@ -330,7 +331,8 @@ def format_epoch(row, epochs, samples=None):
 
 
 def describe(config, backend_name, images, steps):
-    objective = f", trained on the IWAE bound with K = {config.samples}" if config.objective == "iwae" else ""
+    goal = get_objective(config.objective)
+    objective = f", trained on the {goal.title(config.samples)}" if goal.takes_samples else ""
     return (f"{make_spec(**config.model_settings()).describe()}{objective}, {config.likelihood} likelihood"
             f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
@@ -459,7 +461,7 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
             trainer.run(start_epoch, start_step, saved.running, saved.epoch_seconds)
         else:
             log(f"training in {shown(run_dir)}: {about}")
-            write_metrics(run_dir, [], iwae=config.objective == "iwae")
+            write_metrics(run_dir, [], iwae=bool(get_objective(config.objective).bound_columns))
             trainer.save(0)        # a checkpoint from the start, so there is always a last good one
             trainer.run(start_epoch)
     return TrainResult(config, model, trainer.metrics, test_images, test_labels)

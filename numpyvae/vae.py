@@ -14,23 +14,25 @@ encoder's input needs no gradient at all. p(x | z, y) is then a model of each cl
 decoding z ~ N(0, I) with a chosen y draws new clothes of that class.
 
 The network is a description, a network.ModelSpec (input shape, arch, hidden_dims, latent_dim,
-likelihood, num_classes), built into four ordered layer lists (`features`, `encoder`, `heads`,
+likelihood, num_classes, prior), built into four ordered layer lists (`features`, `encoder`, `heads`,
 `decoder`; network.py); the parameter shapes, the forward order and the reverse backward order
 all follow from them. The dense model has no features; a conv model's features are its
-convolutions, so its labels join after the flatten. The loss is the negative ELBO, summed over the batch,
-    loss = reconstruction(x, logits) + beta * KL(N(mu, exp(logvar)) || N(0, I)),
-with beta = 1 for the plain VAE and the reconstruction term from losses.LIKELIHOODS.
-`loss_and_grads(x, eps=eps, objective="iwae")`, with eps (K, B, Z), trains on the tighter
-importance-weighted bound instead: the decoder runs once on all K * B samples, and the bound's
-math, forward and backward, is in iwae.py.
+convolutions, so its labels join after the flatten. What a step minimizes is an objective
+(objectives.py): the negative ELBO, summed over the batch,
+    loss = reconstruction(x, logits) + beta * KL(q(z|x) || p(z)),
+with beta = 1 for the plain VAE, the reconstruction term from losses.LIKELIHOODS and the prior
+from priors.PRIORS (N(0, I), or the VampPrior); or, with `objective="iwae"` and eps (K, B, Z),
+the tighter importance-weighted bound (iwae.py). This file holds the pieces every objective
+wires together: the encoder, the decoder, the labels, the noise, and the parameters.
 
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
-them, so the optimizer can update everything in a few passes over flat memory.
-Each backward writes its gradients (`out=`), rather than adding into zeroed ones as
-llm.c does: NumPy's matmul cannot accumulate into its output, so adding would cost a
-temporary and a pass per tensor, and in these networks no layer is used twice. The one
-input that fans out, h into the two heads, has its two gradients summed in _backward.
+them, so the optimizer can update everything in a few passes over flat memory. The owners of
+parameters are the layers, then the prior (a VampPrior's pseudo-inputs). Backward accumulates
+(layers.Gradients): the first use of a parameter in a step writes its gradient, a later use
+adds, so the encoder run on the images and again on a VampPrior's pseudo-inputs gets the sum.
+The one activation that fans out, h into the two heads, has its two gradients summed where it
+forks, in encoder_backward.
 
 A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
 and `check_settings` is the one place those settings are validated.
@@ -44,12 +46,13 @@ import math
 import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
-from numpyvae import iwae, layers, losses
-from numpyvae.layers import Workspace, buffer, sequence_backward, sequence_forward
+from numpyvae import layers, losses
+from numpyvae.layers import Gradients, Workspace, buffer, sequence_backward, sequence_forward
 from numpyvae.network import SETTINGS, build_network, make_spec
+from numpyvae.objectives import get_objective
+from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, make_prior
 
 MODEL_SETTINGS = SETTINGS    # VAE.config: the network, not where or how it runs
-OBJECTIVES = ("elbo", "iwae")     # what loss_and_grads trains on: the ELBO, or the K-sample IWAE bound (iwae.py)
 # Parameters, gradients and Adam's two moments are each one flat buffer of this many floats:
 # 100 million of them take 1.6 GB in float32 before any activation, more than a student's machine has.
 MAX_PARAMETERS = 100_000_000
@@ -58,16 +61,16 @@ MAX_PARAMETERS = 100_000_000
 def check_settings(**settings):
     """The network.ModelSpec of these settings (older names too); ValueError naming the first that cannot work."""
     spec = make_spec(**settings)
-    count = num_parameters(build_network(spec))
+    count = num_parameters(build_network(spec)) + num_parameters([[make_prior(spec)]])
     if count > MAX_PARAMETERS:
         raise ValueError(f"a {spec.describe()} would have {count:,} parameters; numpyvae trains at most "
                          f"{MAX_PARAMETERS:,} (choose smaller hidden_dims or latent_dim)")
     return spec
 
 
-def parameter_shapes(layers):
-    """Name -> shape of every parameter of `layers`, in flat-buffer order."""
-    return {name: shape for layer in layers for name, shape in layer.parameters().items()}
+def parameter_shapes(owners):
+    """Name -> shape of every parameter of `owners` (layers, a prior), in flat-buffer order."""
+    return {name: shape for owner in owners for name, shape in owner.parameters().items()}
 
 
 def num_parameters(layer_lists):
@@ -99,6 +102,8 @@ class VAE:
         input_shape: one image's shape, (1, 28, 28) by default; the model reads each as a row of D numbers.
         arch: "dense" (the default, the seed's model) or "conv" (TensorFlow's CVAE shape); network.ARCHITECTURES.
         hidden_dims: dense: the hidden layers' widths, (400,) by default; conv: the channels, (32, 64).
+        prior: a name in priors.PRIORS: "normal" (N(0, I), the default) or "vamp" (the VampPrior, with
+                    `pseudo_inputs` learned pseudo-inputs, 500 by default; not for a conditional VAE).
         backend: a Backend or its name ("numpy", "cupy", "auto", "fakegpu").
         dtype: float32 to train (the default), float64 to check gradients.
         seed: seeds the initial weights (drawn on the host, so every backend starts
@@ -107,10 +112,10 @@ class VAE:
 
     def __init__(self, input_dim=None, hidden_dim=None, latent_dim=20, likelihood="bernoulli",
                  num_classes=0, backend="numpy", dtype=TRAIN_DTYPE, seed=0, *, input_shape=None, arch="dense",
-                 hidden_dims=None):
+                 hidden_dims=None, prior="normal", pseudo_inputs=DEFAULT_PSEUDO_INPUTS):
         self.spec = check_settings(input_dim=input_dim, hidden_dim=hidden_dim, input_shape=input_shape, arch=arch,
                                    hidden_dims=hidden_dims, latent_dim=latent_dim, likelihood=likelihood,
-                                   num_classes=num_classes)
+                                   num_classes=num_classes, prior=prior, pseudo_inputs=pseudo_inputs)
         self.input_shape, self.arch, self.hidden_dims = self.spec.input_shape, self.spec.arch, self.spec.hidden_dims
         self.input_dim, self.latent_dim = self.spec.input_dim, int(latent_dim)
         self.num_classes = int(num_classes)
@@ -123,12 +128,13 @@ class VAE:
         self.network = build_network(self.spec)
         self.features, self.encoder, self.heads, self.decoder = self.network
         self.layers = self.network.layers
-        self.shapes = parameter_shapes(self.layers)
+        self.prior = make_prior(self.spec)
+        self.shapes = parameter_shapes(self.layers + [self.prior])
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
-        self.flat_params = self.backend.to_device(init_params(self.layers, seed), dtype=self.dtype)
+        self.flat_params = self.backend.to_device(init_params(self.layers, seed, self.prior), dtype=self.dtype)
         self.flat_grads = xp.zeros(self.num_params, dtype=self.dtype)
         self.params = flat_views(self.flat_params, self.shapes)
-        self.grads = flat_views(self.flat_grads, self.shapes)
+        self.grads = Gradients(flat_views(self.flat_grads, self.shapes))
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
         self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
@@ -154,12 +160,15 @@ class VAE:
         waits for the device). Every intermediate array lives in the model's workspace:
         after the first step of a batch size, a step allocates nothing.
 
-        objective="iwae" trains on the negative IWAE bound with K samples per image (iwae.py):
-        eps is then (K, B, Z) (or K = `samples` fresh draws), beta plays no part, and total is
-        the negative bound while recon and kl are averaged over the K samples (kl as log q - log p).
+        objective: a name in objectives.OBJECTIVES. "elbo" (the default) trains on the negative
+        ELBO, recon + beta * KL, the KL being the prior's (in closed form for N(0, I), else the
+        one-sample estimate log q(z|x) - log p(z)). "iwae" trains on the negative IWAE bound with
+        K samples per image (iwae.py): eps is then (K, B, Z) (or K = `samples` fresh draws), beta
+        plays no part, and total is the negative bound while recon and kl are averaged over the K
+        samples (kl as log q - log p).
         """
         ws = self.workspace
-        _check_beta(beta)
+        goal = self._objective(objective, beta, samples)
         # the training step's hot loop scans x's values only on the model's first batch and when x
         # arrives in another dtype or from the host (it is converted then anyway): each scan is a
         # pass over x and, on a GPU, a wait for it. Every other public call scans every time.
@@ -167,13 +176,10 @@ class VAE:
         x = self._pixels(x, scan=not trusted)
         self._pixels_seen = self._pixels_seen or x.size > 0
         y_hot = self._one_hot(y, x.shape[0], ws)
-        if self._is_iwae(objective, beta, samples):
-            totals, caches = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples, ws), y_hot, ws)
-            self._iwae_backward(caches, ws)
-            return totals
-        eps = self._noise(x.shape[0], eps, rng, ws)
-        totals, caches = self._forward(x, eps, beta, y_hot, ws)
-        self._backward(caches, beta, ws)
+        eps = self._noise(goal, x.shape[0], eps, rng, samples, ws)
+        totals, cache = goal.forward(self, x, eps, y_hot, beta, ws)
+        self.grads.start_step()
+        goal.backward(self, cache, beta, ws)
         return totals
 
     def loss(self, x, eps=None, beta=1.0, rng=None, y=None, objective="elbo", samples=1):
@@ -181,70 +187,17 @@ class VAE:
 
         x's values are checked every call (pixels in [0, 1]): one min/max pass over x.
         """
-        _check_beta(beta)
+        goal = self._objective(objective, beta, samples)
         x = self._pixels(x)
-        y_hot = self._one_hot(y, x.shape[0])
-        if self._is_iwae(objective, beta, samples):
-            totals, _ = self._iwae_forward(x, self._iwae_noise(x.shape[0], eps, rng, samples), y_hot)
-            return totals
-        totals, _ = self._forward(x, self._noise(x.shape[0], eps, rng), beta, y_hot)
+        totals, _ = goal.forward(self, x, self._noise(goal, x.shape[0], eps, rng, samples),
+                                 self._one_hot(y, x.shape[0]), beta)
         return totals
 
-    def _forward(self, x, eps, beta, y_hot=None, ws=None, visit=None):
-        xp, p = self.xp, self.params
-        mu, logvar, enc_caches = self._encoder_forward(x, y_hot, ws, visit)      # (B, Z) each
-        z, z_cache = layers.reparameterize_forward(xp, mu, logvar, eps, std=buffer(ws, "z.std", mu.shape),
-                                                   z=buffer(ws, "z", mu.shape))  # (B, Z)
-        z_in, z_in_cache = self._with_labels(z, y_hot, "dec.in", ws)             # (B, Z + C)
-        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws, visit)   # (B, D)
-        recon, recon_cache = self.recon_term.forward(xp, logits, x, ws)
-        kl, kl_cache = losses.gaussian_kl_forward(xp, mu, logvar, ws)
-        caches = (enc_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache)
-        return (recon + beta * kl, recon, kl), caches
+    # -- the pieces every objective wires together (objectives.py) ---------------
+    def encoder_forward(self, x, y_hot, ws=None, visit=None):
+        """x (B, D) -> mu, logvar (B, Z) each, and the caches encoder_backward needs.
 
-    def _backward(self, caches, beta, ws=None):
-        """Backward through _forward's steps in exactly the reverse order; fills self.grads."""
-        xp, p, g = self.xp, self.params, self.grads
-        enc_caches, z_cache, z_in_cache, dec_caches, recon_cache, kl_cache = caches
-        dmu_kl, dlogvar_kl = losses.gaussian_kl_backward(xp, kl_cache, scale=beta, ws=ws)   # (B, Z) each
-        dlogits = self.recon_term.backward(xp, recon_cache, ws)                             # (B, D)
-        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)             # (B, Z + C)
-        if z_in_cache is not None:
-            dz, _ = layers.concat_backward(xp, dz, z_in_cache)   # (B, Z): the label columns are data
-        dmu, dlogvar = layers.reparameterize_backward(xp, dz, z_cache, dmu=buffer(ws, "z.dmu", dz.shape),
-                                                      dlogvar=buffer(ws, "z.dlogvar", dz.shape))
-        # mu and logvar feed both the decoder (through z) and the KL: their gradients add
-        dmu += dmu_kl
-        dlogvar += dlogvar_kl
-        self._encoder_backward(dmu, dlogvar, enc_caches, ws)
-
-    def _iwae_forward(self, x, eps, y_hot=None, ws=None, visit=None):
-        """The IWAE objective's forward: the encoder, K samples per image, the decoder on all K * B of
-        them as one batch, then iwae.forward. eps (K, B, Z). Returns ((total, recon, kl), caches)."""
-        xp, p = self.xp, self.params
-        K, B, Z = eps.shape
-        mu, logvar, enc_caches = self._encoder_forward(x, y_hot, ws, visit)      # (B, Z) each
-        z, std = iwae.sample(xp, mu, logvar, eps, ws)                            # (K, B, Z)
-        # every sample of image b keeps b's label: row k * B + b of the decoder's batch
-        z_in, z_in_cache = self._with_labels(z.reshape(K * B, Z), self._repeat_rows(y_hot, K, ws),
-                                             "iwae.dec.in", ws)                  # (K * B, Z + C)
-        logits, dec_caches = sequence_forward(xp, self.decoder, p, z_in, ws, visit)   # (K * B, D)
-        loss, recon, kl, cache = iwae.forward(xp, mu, logvar, eps, z, std, logits, x, self.recon_term, ws)
-        return (loss, recon, kl), (enc_caches, z_in_cache, dec_caches, cache)
-
-    def _iwae_backward(self, caches, ws=None):
-        """Backward through _iwae_forward's steps in exactly the reverse order; fills self.grads."""
-        xp, p, g = self.xp, self.params, self.grads
-        enc_caches, z_in_cache, dec_caches, cache = caches
-        dlogits = iwae.backward_logits(xp, cache, self.recon_term, ws)          # (K * B, D), each row weighted
-        dz = sequence_backward(xp, self.decoder, p, g, dlogits, dec_caches, ws)  # (K * B, Z + C)
-        if z_in_cache is not None:
-            dz, _ = layers.concat_backward(xp, dz, z_in_cache)                   # (K * B, Z)
-        dmu, dlogvar = iwae.backward_latents(xp, dz, cache, ws)                  # (B, Z) each
-        self._encoder_backward(dmu, dlogvar, enc_caches, ws)
-
-    def _encoder_forward(self, x, y_hot, ws=None, visit=None):
-        """x (B, D) -> mu, logvar (B, Z) each, and the caches _encoder_backward needs."""
+        visit(layer, input), if given, sees every layer's input (gradcheck reads the ReLUs')."""
         xp, p = self.xp, self.params
         f, feature_caches = sequence_forward(xp, self.features, p, x, ws, visit)   # (B, F); x itself if dense
         f_in, f_in_cache = self._with_labels(f, y_hot, "enc.in", ws)             # (B, F + C)
@@ -252,8 +205,11 @@ class VAE:
         (mu, mu_cache), (logvar, logvar_cache) = (head.forward(xp, p, h, ws) for head in self.heads)  # (B, Z)
         return mu, logvar, (feature_caches, f_in_cache, enc_caches, (mu_cache, logvar_cache))
 
-    def _encoder_backward(self, dmu, dlogvar, caches, ws=None):
-        """From dmu, dlogvar (B, Z) back through the heads, the encoder and the features; fills their grads."""
+    def encoder_backward(self, dmu, dlogvar, caches, ws=None, need_dx=False):
+        """From dmu, dlogvar (B, Z) back through the heads, the encoder and the features; fills their grads.
+
+        The input is data when it is the images, so no dx is computed (None is returned); need_dx=True
+        gives back dx (B, D), for an input that is learned (a VampPrior's pseudo-inputs)."""
         xp, p, g = self.xp, self.params, self.grads
         feature_caches, f_in_cache, enc_caches, head_caches = caches
         # h feeds both heads: its gradient is the sum of what each head sends back
@@ -261,11 +217,26 @@ class VAE:
         dh = mu_head.backward(xp, p, g, dmu, head_caches[0], ws)                     # (B, H)
         dh += logvar_head.backward(xp, p, g, dlogvar, head_caches[1], ws)
         # x is data: the first layer to see it computes no dx
-        df = sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=bool(self.features))
+        df = sequence_backward(xp, self.encoder, p, g, dh, enc_caches, ws, need_dx=bool(self.features) or need_dx)
+        if df is not None and f_in_cache is not None:
+            df, _ = layers.concat_backward(xp, df, f_in_cache)   # (B, F): the label columns are data
         if self.features:
-            if f_in_cache is not None:
-                df, _ = layers.concat_backward(xp, df, f_in_cache)   # (B, F): the label columns are data
-            sequence_backward(xp, self.features, p, g, df, feature_caches, ws, need_dx=False)
+            df = sequence_backward(xp, self.features, p, g, df, feature_caches, ws, need_dx=need_dx)
+        return df
+
+    def decoder_forward(self, z, y_hot, ws=None, visit=None):
+        """z (N, Z) (labels y_hot (N, C) if conditional) -> logits (N, D), and the caches decoder_backward needs."""
+        z_in, z_in_cache = self._with_labels(z, y_hot, "dec.in", ws)                      # (N, Z + C)
+        logits, caches = sequence_forward(self.xp, self.decoder, self.params, z_in, ws, visit)   # (N, D)
+        return logits, (z_in_cache, caches)
+
+    def decoder_backward(self, dlogits, caches, ws=None):
+        """dlogits (N, D) -> dz (N, Z) through the decoder; fills its grads. The label columns are data."""
+        z_in_cache, dec_caches = caches
+        dz = sequence_backward(self.xp, self.decoder, self.params, self.grads, dlogits, dec_caches, ws)   # (N, Z + C)
+        if z_in_cache is not None:
+            dz, _ = layers.concat_backward(self.xp, dz, z_in_cache)      # (N, Z)
+        return dz
 
     # -- using the model: fresh arrays, any number of rows, nothing kept ----------
     def encode(self, x, y=None):
@@ -274,10 +245,7 @@ class VAE:
         x's values are checked every call: one min/max pass over x (ValueError for 0-255 pixels).
         """
         x = self._pixels(x)
-        f, _ = sequence_forward(self.xp, self.features, self.params, x)             # (B, F)
-        f_in, _ = self._with_labels(f, self._one_hot(y, x.shape[0]))
-        h, _ = sequence_forward(self.xp, self.encoder, self.params, f_in)
-        mu, logvar = (head.forward(self.xp, self.params, h)[0] for head in self.heads)
+        mu, logvar, _ = self.encoder_forward(x, self._one_hot(y, x.shape[0]))
         return mu, logvar
 
     def decode_logits(self, z, y=None):
@@ -286,8 +254,7 @@ class VAE:
         z is a latent code, any real numbers: no pixel check applies to it.
         """
         z = self._input(z)
-        z_in, _ = self._with_labels(z, self._one_hot(y, z.shape[0]))
-        return sequence_forward(self.xp, self.decoder, self.params, z_in)[0]
+        return self.decoder_forward(z, self._one_hot(y, z.shape[0]))[0]
 
     def decode(self, z, y=None):
         """z (B, Z) -> the likelihood's mean given z, in [0, 1] (for most, sigmoid(logits)), (B, D)."""
@@ -299,16 +266,21 @@ class VAE:
         mu, logvar = self.encode(x, y)
         if not sample:
             return self.decode(mu, y)
-        eps = self._noise(mu.shape[0], None, rng)
+        eps = self.standard_normal(mu.shape, rng)
         return self.decode(layers.reparameterize_forward(self.xp, mu, logvar, eps)[0], y)
 
     def sample(self, n, rng=None, y=None):
-        """n new images from the prior: decode z ~ N(0, I) (with labels y (n,) if conditional). (n, D)."""
+        """n new images from the prior: decode z ~ p(z) (with labels y (n,) if conditional). (n, D)."""
         return self.decode(self.prior_noise(n, rng), y)
 
     def prior_noise(self, n, rng=None):
-        """z ~ N(0, I), (n, Z) on the backend, from `rng` (default: the model's): the codes sample decodes."""
-        return self._noise(n, None, rng)
+        """z ~ p(z), (n, Z) on the backend, from `rng` (default: the model's): the codes sample decodes."""
+        return self.prior.sample(self, n, rng)
+
+    def standard_normal(self, shape, rng=None):
+        """Fresh N(0, I) noise of `shape` on the backend, from `rng` (default: the model's)."""
+        return self.backend.standard_normal(rng if rng is not None else self.rng,
+                                            self.xp.empty(shape, dtype=self.dtype))
 
     # -- helpers ------------------------------------------------------------------
     def _pixels(self, x, scan=True):
@@ -363,45 +335,28 @@ class VAE:
         out = buffer(ws, name, (a.shape[0], a.shape[1] + self.num_classes))
         return layers.concat_forward(self.xp, a, y_hot, out=out)
 
-    def _noise(self, batch, eps, rng, ws=None):
-        """The given eps, checked, or fresh N(0, I) noise (batch, Z) from `rng` (default: the model's)."""
-        if eps is not None:
-            eps = self._input(eps)
-            if eps.shape != (batch, self.latent_dim):
-                raise ValueError(f"eps must have shape {(batch, self.latent_dim)}, got {tuple(eps.shape)}")
-            return eps
-        out = buffer(ws, "eps", (batch, self.latent_dim))
-        if out is None:
-            out = self.xp.empty((batch, self.latent_dim), dtype=self.dtype)
-        return self.backend.standard_normal(rng if rng is not None else self.rng, out)
-
     @staticmethod
-    def _is_iwae(objective, beta=1.0, samples=1):
-        """Whether to run the IWAE objective; ValueError for settings that would silently mean nothing."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
-        if objective == "iwae" and beta != 1:
-            raise ValueError(f"the IWAE objective has no KL weight: beta must be 1, not {beta!r}")
-        if objective == "elbo" and samples != 1:
-            raise ValueError(f"the ELBO takes one sample per image: samples={samples!r} is for objective='iwae'")
-        return objective == "iwae"
+    def _objective(name, beta, samples):
+        """The objective called `name`, once beta and samples are checked against it."""
+        _check_beta(beta)
+        objective = get_objective(name)
+        objective.check(beta, samples)
+        return objective
 
-    def _iwae_noise(self, batch, eps, rng, samples, ws=None):
-        """The given eps, checked to be (K, B, Z), or `samples` fresh draws of (batch, Z) noise."""
-        if eps is not None:
-            eps = self.backend.to_device(eps, dtype=self.dtype)
-            if eps.ndim != 3 or eps.shape[1:] != (batch, self.latent_dim) or eps.shape[0] < 1:
-                raise ValueError(f"eps for the IWAE objective must have shape (K, {batch}, {self.latent_dim}), "
-                                 f"got {tuple(eps.shape)}")
-            return eps
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-            raise ValueError(f"samples must be a positive integer, not {samples!r}")
-        shape = (int(samples), batch, self.latent_dim)
-        out = buffer(ws, "iwae.eps", shape)
-        return self.backend.standard_normal(rng if rng is not None else self.rng,
-                                            self.xp.empty(shape, dtype=self.dtype) if out is None else out)
+    def _noise(self, objective, batch, eps, rng, samples, ws=None):
+        """The given eps, checked to have the objective's shape, or fresh N(0, I) draws of that shape."""
+        if eps is None:
+            if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+                raise ValueError(f"samples must be a positive integer, not {samples!r}")
+            shape = objective.noise_shape(int(samples), batch, self.latent_dim)
+            out = buffer(ws, "eps", shape)
+            return self.backend.standard_normal(rng if rng is not None else self.rng,
+                                                self.xp.empty(shape, dtype=self.dtype) if out is None else out)
+        eps = self.backend.to_device(eps, dtype=self.dtype)
+        objective.check_noise(eps, batch, self.latent_dim)
+        return eps
 
-    def _repeat_rows(self, y_hot, times, ws=None):
+    def repeat_rows(self, y_hot, times, ws=None):
         """(B, C) one-hot rows -> (times * B, C), the whole block repeated; None stays None."""
         if y_hot is None:
             return None
@@ -424,11 +379,13 @@ def _check_beta(beta):
         raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r:.40}")
 
 
-def init_params(layers, seed):
+def init_params(layers, seed, prior=None):
     """Initial weights as PyTorch's nn.Linear draws them: W and b uniform in +-1/sqrt(fan_in).
 
     (PyTorch's kaiming_uniform_ with a = sqrt(5) works out to the same bound for W.)
-    Drawn in float64 on the host from a seeded generator, in flat-buffer order; returns one flat array.
+    Drawn in float64 on the host from a seeded generator, in flat-buffer order, the prior's last
+    (priors.py: after the layers, so adding a prior leaves the layers' draws as they were);
+    returns one flat array.
     """
     rng = np.random.default_rng(seed)
     pieces = []
@@ -436,4 +393,6 @@ def init_params(layers, seed):
         for shape in layer.parameters().values():
             bound = 1.0 / math.sqrt(layer.fan_in)
             pieces.append(rng.uniform(-bound, bound, size=math.prod(shape)))
+    if prior is not None:
+        pieces.append(prior.init(rng))
     return np.concatenate(pieces)

@@ -523,7 +523,7 @@ def test_each_section_prints_as_it_ends_and_a_crash_is_one_line_naming_its_secti
     assert "small 6-5-3 VAE, bernoulli, every entry (float64, numpy)\n  gradient" in out
     crashes = [line for line in err.splitlines() if "crashed" in line]
     assert len(crashes) == 2 * len(losses.LIKELIHOODS)        # every IWAE section, plain and conditional
-    assert crashes[0] == ('numpyvae gradcheck: error: the section "small 6-5-3 VAE, IWAE bound K = 3, bernoulli, '
+    assert crashes[0] == ('numpyvae gradcheck: error: the section "small 6-5-3 VAE, IWAE bound with K = 3, bernoulli, '
                           'every entry (float64, numpy)" crashed: RuntimeError: the IWAE bound broke on two lines')
     assert out.rstrip().endswith(f"gradients pass; {len(crashes)} sections crashed")
 
@@ -536,10 +536,10 @@ def test_a_run_is_checked_at_its_own_objective_and_k_and_with_trained_its_own_we
     status, out, _ = run_main(capsys, "gradcheck", run, "--entries", 3, "--threads", "1")
     assert status == 0, out
     titles = [line for line in out.splitlines() if line.endswith("(float64, numpy)")]
-    assert titles and all("IWAE bound K = 2" in t for t in titles)          # no ELBO, no K = 3
+    assert titles and all("IWAE bound with K = 2" in t for t in titles)          # no ELBO, no K = 3
     status, out, _ = run_main(capsys, "gradcheck", run, "--trained", "--entries", 3, "--threads", "1")
     assert status == 0, out
-    assert "784-8-2 VAE, IWAE bound K = 2, trained weights (epoch 1) on 4 test images, bernoulli, 3 sampled" in out
+    assert "784-8-2 VAE, IWAE bound with K = 2, trained weights (epoch 1) on 4 test images, bernoulli, 3 sampled" in out
     status, _, err = run_main(capsys, "gradcheck", "--trained")
     assert status == 1 and err.count("\n") == 1 and "--trained checks a run's own weights" in err
     status, _, err = run_main(capsys, "gradcheck", run, "--trained", "--quick")

@@ -424,8 +424,8 @@ def test_the_gradcheck_command_has_iwae_rows_that_pass(capsys):
     assert cli.main(["gradcheck", "--quick"]) == 0
     out = capsys.readouterr().out
     for likelihood in LIKELIHOODS:
-        assert f"small 6-5-3 VAE, IWAE bound K = 3, {likelihood}, every entry" in out
-        assert f"small 6-5-3 conditional VAE (4 classes), IWAE bound K = 3, {likelihood}, every entry" in out
+        assert f"small 6-5-3 VAE, IWAE bound with K = 3, {likelihood}, every entry" in out
+        assert f"small 6-5-3 conditional VAE (4 classes), IWAE bound with K = 3, {likelihood}, every entry" in out
 
 
 def test_settings_that_would_mean_nothing_are_refused():

@@ -83,7 +83,7 @@ def test_a_new_likelihood_is_one_class_and_one_line(registries, tiny_config, tmp
                                 "--entries", "5"]):
         status = cli.main(["gradcheck", *flags, "--threads", "1"])
         out = capsys.readouterr().out
-        assert status == 0 and "sharp-gaussian" in out and "IWAE bound K = 3, sharp-gaussian" in out, out
+        assert status == 0 and "sharp-gaussian" in out and "IWAE bound with K = 3, sharp-gaussian" in out, out
     for objective, samples in (("elbo", 1), ("iwae", 3)):
         trained = train.train(tiny_config(epochs=1, likelihood="sharp-gaussian", objective=objective, samples=samples),
                               tmp_path / objective, log=lambda line: None, progress=False)

@@ -1,0 +1,218 @@
+"""The VampPrior (priors.py): its log-density, its gradients by hand, the encoder used twice, and runs with it."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numpyvae import VAE, checkpoint, layers
+from numpyvae.gradcheck import check_batch, check_model
+from numpyvae.gradcheck_plan import live_seed
+from numpyvae.priors import VampPrior
+from numpyvae.rundir import read_metrics
+from numpyvae.train import Interrupted
+
+torch = pytest.importorskip("torch")
+from benchmarks.torch_reference import TorchVAE  # noqa: E402
+
+DENSE = dict(input_dim=6, hidden_dim=5, latent_dim=3)
+CONV = dict(arch="conv", input_shape=(1, 6, 6), hidden_dims=(3, 4), latent_dim=3)
+
+
+def log_mixture_by_definition(z, m, logvar):
+    """log (1/K) sum_k N(z; m_k, exp(logvar_k)), straight from the formula, in float64 with a shifted sum."""
+    var = np.exp(logvar)[None]                                                 # (1, K, Z)
+    log_n = -0.5 * (((z[:, None, :] - m[None]) ** 2) / var + np.log(2 * np.pi * var)).sum(-1)   # (N, K)
+    top = log_n.max(axis=1, keepdims=True)
+    return (top[:, 0] + np.log(np.exp(log_n - top).sum(axis=1))) - math.log(m.shape[0])
+
+
+def test_log_density_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=7, dtype=np.float64, seed=0)
+    u = 1 / (1 + np.exp(-model.params["prior.pseudo_logits"].reshape(7, -1)))
+    m, logvar = model.encode(u)
+    z = np.random.default_rng(0).standard_normal((9, 3)) * 3
+    z[0] = 400.0                            # far from every component: every L_nk is about -1e5, none overflows
+    log_p, _ = model.prior.log_prob_forward(model, z)
+    np.testing.assert_allclose(log_p, log_mixture_by_definition(z, m, logvar), rtol=1e-12)
+    assert np.isfinite(log_p).all()
+
+
+def test_pseudo_inputs_start_as_the_reference_code_draws_them():
+    """jmtomczak/vae_vampprior initializes MNIST pseudo-inputs from N(0.05, 0.01^2); stored as logits."""
+    model = VAE(prior="vamp", pseudo_inputs=500, seed=0)
+    assert model.params["prior.pseudo_logits"].shape == (500, 1, 28, 28)
+    u = 1 / (1 + np.exp(-model.params["prior.pseudo_logits"].astype(np.float64)))
+    assert abs(u.mean() - 0.05) < 1e-3 and abs(u.std() - 0.01) < 1e-3
+    # the layers' weights are drawn first, so they are those of the same model with the standard prior
+    plain = VAE(seed=0)
+    np.testing.assert_array_equal(model.flat_params[:plain.num_params], plain.flat_params)
+
+
+@pytest.mark.parametrize("settings", [DENSE, CONV], ids=["dense", "conv"])
+@pytest.mark.parametrize("objective, samples, beta", [("elbo", None, 0.7), ("iwae", 3, 1.0)])
+def test_every_gradient_against_finite_differences(settings, objective, samples, beta):
+    """Every entry of every tensor, the pseudo-logits included, at weights whose ReLUs all live."""
+    seed = live_seed({**settings, "prior": "vamp", "pseudo_inputs": 4}, 0, objective, samples)
+    model = VAE(**settings, prior="vamp", pseudo_inputs=4, dtype=np.float64, seed=seed)
+    rows = check_model(model, *check_batch(model, batch=5, seed=1, samples=samples), objective=objective, beta=beta)
+    assert "prior.pseudo_logits" in {row.name for row in rows}
+    assert all(row.passed for row in rows), [(row.name, row.reason) for row in rows if not row.passed]
+
+
+@pytest.mark.parametrize("settings", [DENSE, CONV], ids=["dense", "conv"])
+@pytest.mark.parametrize("objective, samples, beta", [("elbo", None, 0.7), ("iwae", 4, 1.0)])
+def test_loss_and_every_gradient_match_autograd(settings, objective, samples, beta):
+    model = VAE(**settings, prior="vamp", pseudo_inputs=6, dtype=np.float64, seed=2)
+    x, eps = check_batch(model, batch=5, seed=3, samples=samples)[:2]
+    ours = model.loss_and_grads(x, eps=eps, objective=objective, beta=beta)
+    reference = TorchVAE(model)
+    loss = reference.loss(torch.from_numpy(x), torch.from_numpy(eps), objective=objective, beta=beta)
+    loss.backward()
+    assert abs(float(ours[0]) - loss.item()) <= 1e-9 * abs(loss.item())
+    for name, grad in reference.grads().items():
+        scale = max(np.abs(grad).max(), 1e-300)
+        assert np.abs(model.grads[name] - grad).max() / scale < 1e-9, name
+
+
+def test_the_kl_is_the_estimate_at_the_sample_and_the_elbo_bounds_the_iwae_bound():
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=5, dtype=np.float64, seed=0)
+    x, eps = check_batch(model, batch=4, seed=0)[:2]
+    mu, logvar = model.encode(x)
+    z = mu + eps * np.exp(logvar / 2)
+    log_q = (-0.5 * (eps ** 2 + logvar + np.log(2 * np.pi))).sum()
+    _, _, kl = model.loss(x, eps=eps)
+    assert float(kl) == pytest.approx(log_q - model.prior.log_prob_forward(model, z)[0].sum(), rel=1e-12)
+    # one sample: the IWAE bound at K = 1 is this ELBO
+    assert float(model.loss(x, eps=eps[None], objective="iwae")[0]) == pytest.approx(float(model.loss(x, eps=eps)[0]),
+                                                                                      rel=1e-12)
+
+
+def test_a_parameter_used_twice_in_a_step_gets_the_sum_and_one_used_once_costs_no_scratch():
+    """layers.Gradients: the first use writes in place, a later one adds through a scratch buffer."""
+    layer = layers.Linear("l", 3, 2)
+    params = {"l.W": np.ones((3, 2)), "l.b": np.zeros(2)}
+    flat = np.zeros(8)
+    grads = layers.Gradients({"l.W": flat[:6].reshape(3, 2), "l.b": flat[6:]})
+    ws = layers.Workspace(np, np.float64)
+    x1, x2, dy = np.arange(6.).reshape(2, 3), np.ones((2, 3)), np.array([[1., 2.], [3., 4.]])
+    grads.start_step()
+    layer.backward(np, params, grads, dy, layer.forward(np, params, x1)[1], ws)
+    assert not [key for key in ws._buffers if key[0].endswith(".again")]   # the first use: no scratch at all
+    layer.backward(np, params, grads, dy, layer.forward(np, params, x2)[1], ws)
+    np.testing.assert_allclose(grads["l.W"], x1.T @ dy + x2.T @ dy)
+    np.testing.assert_allclose(grads["l.b"], 2 * dy.sum(axis=0))
+    grads.start_step()                                                     # a new step writes afresh
+    layer.backward(np, params, grads, dy, layer.forward(np, params, x1)[1], ws)
+    np.testing.assert_allclose(grads["l.W"], x1.T @ dy)
+
+
+def test_the_standard_prior_step_adds_nothing_while_the_vamp_step_adds_the_encoders_second_use():
+    plain = VAE(784, 16, 2, seed=0)
+    plain.loss_and_grads(np.full((4, 784), 0.5, np.float32), eps=np.ones((4, 2), np.float32))
+    assert not [key for key in plain.workspace._buffers if key[0].endswith(".again")]
+    vamp = VAE(784, 16, 2, prior="vamp", pseudo_inputs=3, seed=0)
+    vamp.loss_and_grads(np.full((4, 784), 0.5, np.float32), eps=np.ones((4, 2), np.float32))
+    again = {key[0] for key in vamp.workspace._buffers if key[0].endswith(".again")}
+    assert again == {"enc.W.again", "enc.b.again", "mu.W.again", "mu.b.again", "logvar.W.again", "logvar.b.again"}
+
+
+@pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 2)])
+def test_as_many_pseudo_inputs_as_images_keep_their_buffers_apart(objective, samples):
+    """The encoder's second pass has a workspace scope of its own: with K = B its caches would otherwise
+    overwrite the first pass's (same names, same shapes). The buffered step equals the allocating one."""
+    model = VAE(784, 16, 2, prior="vamp", pseudo_inputs=4, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 784))
+    eps = np.random.default_rng(1).standard_normal((samples, 4, 2) if objective == "iwae" else (4, 2))
+    buffered = [float(v) for v in model.loss_and_grads(x, eps=eps, objective=objective)]
+    grads = model.flat_grads.copy()
+    goal = __import__("numpyvae.objectives", fromlist=["OBJECTIVES"]).OBJECTIVES[objective]
+    totals, cache = goal.forward(model, model._input(x), model.backend.to_device(eps, dtype=np.float64))
+    model.grads.start_step()
+    goal.backward(model, cache)                                         # no workspace: fresh arrays
+    assert [float(v) for v in totals] == buffered
+    np.testing.assert_array_equal(model.flat_grads, grads)
+
+
+def test_samples_come_from_the_mixture():
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0)
+    # three components far apart, narrow: each sample must sit next to one of them, each about a third of the time
+    m = np.array([[-10., 0, 0], [0, 10, 0], [0, 0, 10]])
+    model.prior.components = lambda model, ws=None, visit=None: (None, m, np.full((3, 3), -8.0), None)
+    z = model.prior_noise(3000, rng=model.backend.rng(5))
+    nearest = np.argmin(((z[:, None, :] - m[None]) ** 2).sum(-1), axis=1)
+    assert np.abs(z - m[nearest]).max() < 0.2
+    assert np.all(np.abs(np.bincount(nearest, minlength=3) / 3000 - 1 / 3) < 0.04)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"prior": "vamp", "num_classes": 10}, "a VampPrior's pseudo-inputs carry no label"),
+    ({"prior": "vampire"}, "prior must be one of normal, vamp, not 'vampire'"),
+    ({"pseudo_inputs": 10}, "pseudo_inputs (10) are the VampPrior's"),
+    ({"prior": "vamp", "pseudo_inputs": 0}, "pseudo_inputs must be a positive integer, not 0"),
+])
+def test_settings_that_cannot_work_are_refused(settings, message):
+    with pytest.raises(ValueError, match=None) as error:
+        VAE(**settings)
+    assert message in str(error.value)
+
+
+def test_the_command_refuses_a_conditional_vampprior_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "numpyvae", "train", "--prior", "vamp", "--conditional",
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert "pseudo-inputs carry no label" in done.stderr and not (tmp_path / "run").exists()
+
+
+# -- training with it ----------------------------------------------------------------------------
+
+def run(config, run_dir, resume=False, **kwargs):
+    from numpyvae import train
+    lines = []
+    train.train(config, run_dir, resume=resume, log=lines.append, progress=False, **kwargs)
+    return lines
+
+
+@pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 3)])
+def test_a_run_with_the_vampprior_records_it_learns_and_resumes_bit_for_bit(tiny_config, tmp_path, objective, samples):
+    config = tiny_config(prior="vamp", pseudo_inputs=5, objective=objective, samples=samples)
+    lines = run(config, tmp_path / "straight")
+    assert "with a VampPrior of 5 pseudo-inputs" in lines[0]
+    saved = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert (saved["prior"], saved["pseudo_inputs"]) == ("vamp", 5)
+    first = checkpoint.load(tmp_path / "straight" / checkpoint.FILENAME)
+    start = VAE(**config.model_settings(), seed=config.seed)
+    name = slice(start.num_params - 5 * 784, start.num_params)            # the pseudo-logits learn
+    assert not np.array_equal(first.params[name], start.flat_params[name])
+
+    def interrupt(epoch, step):
+        if (epoch, step) == (2, 2):
+            raise KeyboardInterrupt
+    with pytest.raises(Interrupted, match="at step 2 of 4 in epoch 2; saved"):
+        run(config, tmp_path / "stopped", on_step=interrupt)
+    run(config, tmp_path / "stopped", resume=True)
+    a, b = (checkpoint.load(tmp_path / run_name / checkpoint.FILENAME) for run_name in ("straight", "stopped"))
+    assert np.array_equal(a.params, b.params) and np.array_equal(a.adam["v"], b.adam["v"])
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]   # noqa: E731
+    assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "stopped"))
+
+
+def test_evaluate_and_generate_use_the_mixture(tiny_config, tmp_path):
+    run(tiny_config(epochs=1, prior="vamp", pseudo_inputs=5), tmp_path / "run")
+    done = subprocess.run([sys.executable, "-m", "numpyvae", "evaluate", str(tmp_path / "run"), "--iw-samples", "20",
+                           "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["iwae_nll"] <= result["test_loss"] + 1 and 0 <= result["active_units"] <= 2
+    out = tmp_path / "new.png"
+    done = subprocess.run([sys.executable, "-m", "numpyvae", "generate", str(tmp_path / "run"), "-n", "8",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_prior_is_a_class_in_the_registry():
+    from numpyvae.priors import PRIORS
+    assert PRIORS["vamp"] is VampPrior and VampPrior.build(VAE(prior="vamp", pseudo_inputs=3).spec).K == 3
