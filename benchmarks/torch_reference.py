@@ -89,8 +89,19 @@ def vamp_log_prob(vae, z):
     return torch.logsumexp(log_n, dim=1) - np.log(a.shape[0])
 
 
-# log p(z) of each prior in priors.PRIORS, by name
+def standard_normal_kl(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over the batch: Kingma & Welling, App. B."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+# log p(z) of each prior in priors.PRIORS, by name, and the KL of those with a closed form (the others
+# are estimated at the sample, log q(z|x) - log p(z), as priors.Prior.kl_forward does)
 LOG_PRIOR = {"normal": standard_normal_log_prob, "vamp": vamp_log_prob}
+CLOSED_FORM_KL = {"normal": standard_normal_kl}
+
+# the loss of each objective in objectives.OBJECTIVES, by name: vae(x, eps, y, beta) -> the summed loss
+LOSS = {"elbo": lambda vae, x, eps, y, beta: vae(x, eps, y, beta=beta)[0],
+        "iwae": lambda vae, x, eps, y, beta: vae.iwae(x, eps, y)}
 
 
 class TorchVAE(torch.nn.Module):
@@ -135,10 +146,10 @@ class TorchVAE(torch.nn.Module):
         return self.mu(h), self.logvar(h)                                      # (B, Z) each
 
     def loss(self, x, eps, y=None, objective="elbo", beta=1.0):
-        """The loss of objectives.OBJECTIVES[objective], from its definition: forward or iwae."""
-        if objective == "iwae":
-            return self.iwae(x, eps, y)
-        return self(x, eps, y, beta=beta)[0]
+        """The loss of objectives.OBJECTIVES[objective], from its definition (LOSS)."""
+        if objective not in LOSS:
+            raise NotImplementedError(f"no PyTorch reference for the {objective!r} objective: add one to LOSS")
+        return LOSS[objective](self, x, eps, y, beta)
 
     def forward(self, x, eps=None, y=None, generator=None, beta=1.0):
         """(total, recon, kl) summed over the batch; eps drawn from `generator` when not given."""
@@ -149,8 +160,8 @@ class TorchVAE(torch.nn.Module):
         z = mu + eps * std                                                     # (B, Z)
         logits = self.decoder(self.with_labels(z, y))                          # (B, D)
         recon = self.recon(logits, x).sum()
-        if self.prior == "normal":
-            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())       # Kingma & Welling, App. B
+        if self.prior in CLOSED_FORM_KL:
+            kl = CLOSED_FORM_KL[self.prior](mu, logvar)
         else:                       # no closed form: log q(z|x) - log p(z) at the sample
             kl = torch.distributions.Normal(mu, std).log_prob(z).sum() - self.log_prior(self, z).sum()
         return recon + beta * kl, recon, kl

@@ -255,6 +255,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
                 raise GradientShapeError(problem) from error
         raise
     owner = {name: describe(layer) for layer in model.layers for name in layer.parameters()}
+    owner.update({name: type(model.prior).__name__ for name in model.prior.parameters()})
     loss_and_pattern = lambda: relu_pattern(reference, x, eps, y, beta, objective)   # noqa: E731
     base = loss_and_pattern()
     if model.dtype != CHECK_DTYPE and not np.array_equal(relu_pattern(model, x, eps, y, beta, objective)[1], base[1]):

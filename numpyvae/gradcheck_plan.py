@@ -18,12 +18,14 @@ import numpy as np
 from numpyvae import gradcheck, layers, losses
 from numpyvae.backend import CHECK_DTYPE, get_backend
 from numpyvae.gradcheck import Row, check_batch, check_layer, check_model, layer_inputs, rel_error
-from numpyvae.network import ARCHITECTURES, build_network, make_spec
+from numpyvae.network import ARCHITECTURES, ModelSpec, build_network, make_spec
 from numpyvae.objectives import get_objective
+from numpyvae.priors import PRIORS
 from numpyvae.vae import VAE
 
 IWAE_SAMPLES = 3     # K for the IWAE rows when no run says otherwise: more than one, so the weights are not all 1
 MAX_DRAWS = 20       # weights (or batches) drawn before a small model with no dead ReLU layer is given up on
+PRIOR_COMPONENTS = 4  # pseudo-inputs of the checked models with a learned prior: a few, each checked at every entry
 
 
 class Section(NamedTuple):
@@ -205,4 +207,17 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
             if full:
                 sections.append(model_section(f"784-400-20 VAE, {bound}{likelihood}, {entries} sampled entries per "
                                               f"tensor {device}", {"likelihood": likelihood}, where, entries, seed))
+        for prior in PRIORS:            # every other prior, on the default likelihood, dense and conv
+            if prior == ModelSpec().prior:
+                continue
+            for arch_settings in ({"input_dim": 6, "hidden_dim": 5}, {"arch": "conv", "input_shape": (1, 6, 6),
+                                                                       "hidden_dims": (3, 4)}):
+                small_prior = {**arch_settings, "latent_dim": 3, "prior": prior, "pseudo_inputs": PRIOR_COMPONENTS}
+                if small:
+                    sections.append(model_section(f"small {make_spec(**small_prior).describe()}, {bound}bernoulli, "
+                                                  f"every entry {device}", small_prior, where, seed=seed))
+            if full:
+                full_prior = {"prior": prior, "pseudo_inputs": PRIOR_COMPONENTS}
+                sections.append(model_section(f"{make_spec(**full_prior).describe()}, {bound}bernoulli, {entries} "
+                                              f"sampled entries per tensor {device}", full_prior, where, entries, seed))
     return sections
