@@ -47,8 +47,22 @@ class Reshape(torch.nn.Module):
         return x.reshape((x.shape[0],) + self.shape)
 
 
+class Residual(torch.nn.Module):
+    """x + inner(x), as numpyvae's Residual entry does."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return x + self.inner(x)
+
+
 def torch_layer(layer, params):
     """(module, [(numpyvae name, torch parameter, transposed?)]) for one entry of a numpyvae layer list."""
+    if isinstance(layer, numpyvae_layers.Residual):           # a composite: its inner layers, in order
+        inner = [torch_layer(entry, params) for entry in layer.layers]
+        return Residual(torch.nn.Sequential(*(module for module, _ in inner))), [n for _, named in inner for n in named]
     host = {name: np.asarray(value, np.float64) for name, value in params.items()}
     W, b = host.get(f"{layer.name}.W"), host.get(f"{layer.name}.b")
     if isinstance(layer, numpyvae_layers.Linear):

@@ -53,6 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from numpyvae.backend import CHECK_DTYPE
+from numpyvae.layers import leaves
 from numpyvae.objectives import get_objective
 from numpyvae.vae import VAE
 
@@ -200,21 +201,22 @@ class KinkDisagreement(ValueError):
 
 
 def layer_inputs(model):
-    """(layer, one example's input shape) for every layer of the model, in forward order (vae.py's wiring)."""
+    """(layer, one example's input shape) for every layer of the model, in forward order (vae.py's wiring),
+    a composite layer (Residual) followed by the layers inside it, each checked alone too."""
     network, spec, labels = model.network, model.spec, model.num_classes
-    pairs, shape = [], (spec.input_dim,)
-    for layer in network.features:
-        pairs.append((layer, shape))
-        shape = layer.output_shape(shape)
-    shape = (shape[0] + labels,)                                   # [f, onehot(y)]
-    for layer in network.encoder:
-        pairs.append((layer, shape))
-        shape = layer.output_shape(shape)
+    pairs = []
+
+    def walk(layer_list, shape):
+        for layer in layer_list:
+            pairs.append((layer, shape))
+            if hasattr(layer, "layers"):
+                walk(layer.layers, shape)
+            shape = layer.output_shape(shape)
+        return shape
+    shape = walk(network.features, (spec.input_dim,))
+    shape = walk(network.encoder, (shape[0] + labels,))            # [f, onehot(y)]
     pairs += [(head, shape) for head in network.heads]
-    shape = (spec.latent_dim + labels,)                            # [z, onehot(y)]
-    for layer in network.decoder:
-        pairs.append((layer, shape))
-        shape = layer.output_shape(shape)
+    walk(network.decoder, (spec.latent_dim + labels,))              # [z, onehot(y)]
     return pairs
 
 
@@ -254,7 +256,7 @@ def check_model(model, x, eps, y=None, *, entries=None, beta=1.0, seed=0, object
             if problem:
                 raise GradientShapeError(problem) from error
         raise
-    owner = {name: describe(layer) for layer in model.layers for name in layer.parameters()}
+    owner = {name: describe(layer) for layer in leaves(model.layers) for name in layer.parameters()}
     owner.update({name: type(model.prior).__name__ for name in model.prior.parameters()})
     loss_and_pattern = lambda: relu_pattern(reference, x, eps, y, beta, objective)   # noqa: E731
     base = loss_and_pattern()

@@ -359,6 +359,47 @@ class Flatten(Reshape):
         super().__init__(name, (math.prod(input_shape),))
 
 
+class Residual:
+    """y = x + f(x), f a list of layers: a residual block (He et al. 2016), and a composite layer.
+
+    It owns the parameters of the layers inside it. The input reaches the output twice, straight
+    and through f, so its gradient is the sum of the two (an activation's fan-out, summed where
+    it forks): dx = dy + f's backward of dy. It holds `layers`, so sequence_forward hands it
+    `visit` and gradcheck sees the ReLUs inside it, and `leaves` finds them for initialization.
+    f must give back its input's shape.
+    """
+
+    def __init__(self, name, layers):
+        self.name, self.layers = name, list(layers)
+
+    def parameters(self):
+        return {name: shape for layer in self.layers for name, shape in layer.parameters().items()}
+
+    def output_shape(self, input_shape):
+        inner = output_shape(self.layers, input_shape)
+        if inner != tuple(input_shape):
+            raise ValueError(f"{self.name}'s layers give {inner}, not their input's {tuple(input_shape)}: "
+                             f"x + f(x) needs the same shape")
+        return inner
+
+    def forward(self, xp, params, x, ws=None, visit=None):
+        f, caches = sequence_forward(xp, self.layers, params, x, ws, visit)
+        return xp.add(x, f, out=buffer(ws, f"{self.name}.y", x.shape)), caches
+
+    def backward(self, xp, params, grads, dy, cache, ws=None, need_dx=True):
+        df = sequence_backward(xp, self.layers, params, grads, dy, cache, ws)
+        return xp.add(dy, df, out=buffer(ws, f"{self.name}.dx", dy.shape)) if need_dx else None
+
+
+def leaves(layers):
+    """Every layer that is not a composite, in forward order, looking inside composites (Residual)."""
+    for layer in layers:
+        if hasattr(layer, "layers"):
+            yield from leaves(layer.layers)
+        else:
+            yield layer
+
+
 def output_shape(layers, input_shape):
     """The shape of one example after `layers`, inferred layer by layer (each checks its input)."""
     shape = tuple(input_shape)

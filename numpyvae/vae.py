@@ -47,7 +47,7 @@ import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
 from numpyvae import layers, losses
-from numpyvae.layers import Gradients, Workspace, buffer, sequence_backward, sequence_forward
+from numpyvae.layers import Gradients, Workspace, buffer, leaves, sequence_backward, sequence_forward
 from numpyvae.network import SETTINGS, build_network, make_spec
 from numpyvae.objectives import get_objective
 from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, make_prior
@@ -379,7 +379,7 @@ def _check_beta(beta):
         raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r:.40}")
 
 
-def init_params(layers, seed, prior=None):
+def init_params(layer_list, seed, prior=None):
     """Initial weights as PyTorch's nn.Linear draws them: W and b uniform in +-1/sqrt(fan_in).
 
     (PyTorch's kaiming_uniform_ with a = sqrt(5) works out to the same bound for W.)
@@ -389,7 +389,7 @@ def init_params(layers, seed, prior=None):
     """
     rng = np.random.default_rng(seed)
     pieces = []
-    for layer in layers:
+    for layer in leaves(layer_list):            # the layers inside a composite (Residual) draw their own
         for shape in layer.parameters().values():
             bound = 1.0 / math.sqrt(layer.fan_in)
             pieces.append(rng.uniform(-bound, bound, size=math.prod(shape)))

@@ -6,6 +6,7 @@ import pytest
 from numpyvae import cli, conv, gradcheck, gradcheck_plan, im2col, iwae, layers, losses, network
 from numpyvae.gradcheck import (GradientShapeError, Row, check_batch, check_layer, check_model, numerical_gradient,
                                 one_piece_derivative, rel_error, relu_pattern, tolerance)
+from numpyvae.priors import PRIORS
 from numpyvae.vae import VAE
 
 SMALL_CONV = {"arch": "conv", "input_shape": (1, 7, 7), "hidden_dims": (2, 3), "latent_dim": 3}
@@ -522,7 +523,8 @@ def test_each_section_prints_as_it_ends_and_a_crash_is_one_line_naming_its_secti
     # the ELBO sections before the crash kept their rows
     assert "small 6-5-3 VAE, bernoulli, every entry (float64, numpy)\n  gradient" in out
     crashes = [line for line in err.splitlines() if "crashed" in line]
-    assert len(crashes) == 2 * len(losses.LIKELIHOODS)        # every IWAE section, plain and conditional
+    # every IWAE section: each likelihood plain and conditional, and each other prior dense and conv
+    assert len(crashes) == 2 * len(losses.LIKELIHOODS) + 2 * (len(PRIORS) - 1)
     assert crashes[0] == ('numpyvae gradcheck: error: the section "small 6-5-3 VAE, IWAE bound with K = 3, bernoulli, '
                           'every entry (float64, numpy)" crashed: RuntimeError: the IWAE bound broke on two lines')
     assert out.rstrip().endswith(f"gradients pass; {len(crashes)} sections crashed")

@@ -216,3 +216,34 @@ def test_evaluate_and_generate_use_the_mixture(tiny_config, tmp_path):
 def test_the_prior_is_a_class_in_the_registry():
     from numpyvae.priors import PRIORS
     assert PRIORS["vamp"] is VampPrior and VampPrior.build(VAE(prior="vamp", pseudo_inputs=3).spec).K == 3
+
+
+@pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 3)])
+def test_fakegpu_vamp_step_makes_no_transfers_and_matches_numpy(objective, samples):
+    """The CuPy path, rehearsed on the fake device: a VampPrior step moves nothing across and waits for
+    nothing after its warm-up steps, and computes NumPy's numbers (and sampling stays on the device)."""
+    from numpyvae import Adam
+    from numpyvae.backend import get_backend
+    backend = get_backend("fakegpu")
+    counters = backend.xp.counters
+    model = VAE(hidden_dim=16, latent_dim=2, prior="vamp", pseudo_inputs=5, backend=backend, seed=0)
+    optimizer = Adam(model)
+    x = backend.to_device(np.random.default_rng(0).uniform(0, 1, (16, 784)), dtype=np.float32)
+    shape = (samples, 16, 2) if objective == "iwae" else (16, 2)
+    eps, rng = backend.xp.zeros(shape, dtype=np.float32), backend.rng(0)
+    for step in range(4):
+        if step == 2:
+            counters.clear()                                  # after the warm-up steps
+        backend.standard_normal(rng, eps)
+        model.loss_and_grads(x, eps=eps, objective=objective)
+        optimizer.step()
+    assert dict(counters) == {}, "a VampPrior step moved data across or waited for the device"
+    model.prior_noise(7, rng)                                 # fresh arrays (allocations), but nothing moves across
+    assert {key: n for key, n in counters.items() if key != "alloc"} == {}, "sampling the mixture moved data across"
+    host = VAE(hidden_dim=16, latent_dim=2, prior="vamp", pseudo_inputs=5, seed=0)
+    fake = VAE(hidden_dim=16, latent_dim=2, prior="vamp", pseudo_inputs=5, backend="fakegpu", seed=0)
+    x, eps = np.full((3, 784), 0.25, np.float32), np.ones((samples, 3, 2) if objective == "iwae" else (3, 2), np.float32)
+    expected = host.loss_and_grads(x, eps=eps, objective=objective)
+    got = fake.loss_and_grads(x, eps=eps, objective=objective)
+    assert [fake.backend.scalar(v) for v in got] == [float(v) for v in expected]
+    assert np.array_equal(fake.backend.to_host(fake.flat_grads), host.flat_grads)
