@@ -16,10 +16,11 @@ What "the likelihood's mean is the data's mean" asks of the bias, per likelihood
     continuous-bernoulli    E[x | l] = 1/(1 - e^-l) - 1/l (losses.ContinuousBernoulli), which is
                             not sigmoid(l): logit(0.9) = 2.20, but its mean is 0.9 at l = 9.995,
                             and 1e-4 needs l = -1e4 where logit(1e-4) = -9.21.
-All three means increase with l (each is the derivative of a convex log-normalizer, and its
-slope is the variance of x), so one bisection on the likelihood's own `mean` solves
-E[x | l] = m for every pixel at once, and no likelihood is written twice: for the first two it
-gives logit(m) to float64 precision, for the continuous Bernoulli the value its mean needs.
+All three means increase with l (the sigmoid does; the continuous Bernoulli's is the derivative of
+its convex log-normalizer A(l), so its slope is the variance of x), so one bisection on the
+likelihood's own `mean` solves E[x | l] = m for every pixel at once, and no likelihood is written
+twice: for the first two it gives logit(m) to float64 precision, for the continuous Bernoulli the
+value its mean needs.
 
 Which numbers: the mean over the training images of each pixel's intensity in [0, 1], clipped
 to [MEAN_CLIP, 1 - MEAN_CLIP] as Lawson et al. clip it (a pixel that is 0 in every image would
