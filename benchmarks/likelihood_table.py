@@ -321,7 +321,8 @@ def cell(entry, epochs, k):
 
 def markdown(report):
     epochs, k = report["epochs"], report["k"]
-    lines = [f"# Fashion-MNIST likelihoods under Lawson et al. 2019's protocol{' (smoke run)' if report['smoke'] else ''}",
+    smoke = " (smoke run)" if report["smoke"] else ""
+    lines = [f"# Fashion-MNIST likelihoods under Lawson et al. 2019's protocol{smoke}",
              "", "Written by `benchmarks/likelihood_table.py` (issue 28, item 5); nats per test image, lower is "
                  "better.", "", "## Protocol", "",
              "- Data: Fashion-MNIST, 60,000 training images and the 10,000 test images"
@@ -412,14 +413,16 @@ def plan_lines(plan):
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=50, help="epochs for every row (default 50)")
-    parser.add_argument("--rows", default=",".join(BY_KEY), help=f"comma-separated, of {', '.join(BY_KEY)} (default all)")
+    parser.add_argument("--rows", default=",".join(BY_KEY),
+                        help=f"comma-separated, of {', '.join(BY_KEY)} (default all)")
     parser.add_argument("--runs-dir", help=f"where the rows' runs go (default {RUNS.relative_to(ROOT)}/, "
                                            "smoke/ and timing/ under it for those modes)")
     parser.add_argument("--results-dir", help="where likelihood_table.{json,md} go (default benchmarks/results; "
                                               "with --smoke, the smoke runs' directory)")
     parser.add_argument("--threads", default="1", help="numpyvae's --threads for every run (default 1: a run "
                                                        "resumes bit for bit at the same number)")
-    parser.add_argument("--k", type=int, default=K_EVAL, help=f"importance samples of the test bound (default {K_EVAL})")
+    parser.add_argument("--k", type=int, default=K_EVAL,
+                        help=f"importance samples of the test bound (default {K_EVAL})")
     parser.add_argument("--data-dir", help="Fashion-MNIST directory (default numpyvae's)")
     parser.add_argument("--smoke", action="store_true", help="tiny: 1 epoch on 512 training images, 512 test "
                                                              "images, k = 10 (seconds; for the test)")
@@ -438,7 +441,8 @@ def parse(argv=None):
     mode = "smoke" if args.smoke else (f"timing/{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
                                        if args.time_steps else "")
     args.runs_dir = Path(args.runs_dir or RUNS) / mode
-    args.results_dir = Path(args.results_dir or (args.runs_dir if args.smoke else RESULTS))   # smoke: never the committed
+    # a smoke run never writes over the committed results
+    args.results_dir = Path(args.results_dir or (args.runs_dir if args.smoke else RESULTS))
     return args
 
 

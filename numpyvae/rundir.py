@@ -122,8 +122,8 @@ class TrainConfig:
         need(isinstance(self.binarize, bool), f"binarize must be true or false, not {self.binarize!r}")
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
         need(self.samples >= 1, f"samples must be at least 1, not {self.samples}")
-        need(self.init_output_bias in output_bias.CHOICES, f"init_output_bias must be one of "
-                                                           f"{', '.join(output_bias.CHOICES)}, not {self.init_output_bias!r}")
+        need(self.init_output_bias in output_bias.CHOICES,
+             f"init_output_bias must be one of {', '.join(output_bias.CHOICES)}, not {self.init_output_bias!r}")
         need(self.objective == "iwae" or self.samples == 1,
              f"samples {self.samples} is for the IWAE objective (--objective iwae); the ELBO takes 1")
         need(self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0),

@@ -44,7 +44,8 @@ def test_smoke_trains_evaluates_caches_and_says_what_it_cannot_run(real_fashion_
     assert evaluation["is_bound"] and evaluation["iwae_nll"] <= evaluation["test_loss"] + 0.5   # the bound is tighter
     assert f"| VAE (ELBO) | {evaluation['iwae_nll']:.2f} | {evaluation['test_loss']:.2f} |" in md
     config = json.loads((tmp_path / "smoke" / "vae" / "config.json").read_text())
-    assert (config["hidden_dims"], config["latent_dim"], config["lr"], config["batch_size"]) == ([300, 300], 50, 3e-4, 128)
+    assert (config["hidden_dims"], config["latent_dim"], config["lr"], config["batch_size"]) == \
+        ([300, 300], 50, 3e-4, 128)
     assert config["binarize"] and config["init_output_bias"] == "mean"
     if not has_prior:          # the VampPrior's flags are not in this numpyvae: one line, and the rest ran
         lines = [line for line in out.splitlines() if "VampPrior" in line]
