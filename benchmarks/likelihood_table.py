@@ -19,8 +19,8 @@ and the test set scored by the importance-weighted bound at k = 5000. The rows:
 
 Each row is a run directory of its own under --runs-dir, trained by the `numpyvae train` command
 (a subprocess), which resumes bit for bit with --resume at the same --threads: a script killed or out
-of time picks up where it stopped, at the last epoch saved (or mid-epoch after Ctrl-C or SIGTERM,
-which numpyvae train saves on). A finished row is scored by `numpyvae evaluate --json`, and its
+of time picks up where it stopped, at the last epoch saved, or mid-epoch after a Ctrl-C or SIGTERM:
+the script passes either on to numpyvae train (run_passing_signals), which saves where it is and stops. A finished row is scored by `numpyvae evaluate --json`, and its
 numbers are cached in likelihood_table.json with the epoch and k they belong to, so no row is
 evaluated twice. likelihood_table.md is rewritten after every row trained or evaluated; a row not
 finished shows the epochs it has reached. A row whose flags this numpyvae lacks (the VampPrior's
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -133,8 +134,11 @@ class Numpyvae:
         return start + [str(a) for a in args]
 
     def run(self, *args, capture=False):
-        return subprocess.run(self.command(*args), env=self.env, cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+        """The command's CompletedProcess; Stopped if this script got SIGINT or SIGTERM meanwhile (passed on)."""
+        done, received = run_passing_signals(self.command(*args), self.env, capture)
+        if received:
+            raise Stopped(received[0])
+        return done
 
     def missing_flags(self, row):
         """The flags of `row` that this numpyvae's `train --help` does not list."""
@@ -154,6 +158,49 @@ class Numpyvae:
         if result.returncode:
             raise RunError(f"numpyvae evaluate {run_dir} failed: {result.stderr.strip().splitlines()[-1:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Stopped(Exception):
+    """This script got SIGINT or SIGTERM while numpyvae ran; numpyvae got it too, saved and stopped."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_passing_signals(command, env, capture=False):
+    """Run `command` in a session of its own, passing on every SIGINT and SIGTERM this script gets.
+
+    A session of its own, so a Ctrl-C at the terminal reaches numpyvae once, through here, not twice
+    (its second signal stops it at once, saving nothing); and passing signals on, so a SIGTERM sent to
+    this script alone (`timeout`, a batch system's end of session) stops numpyvae too, saved where it
+    was, instead of leaving it training on, orphaned, holding its run's lock when the next session
+    starts. (A SIGKILL cannot be passed on: numpyvae then runs on until it finishes or is stopped.)
+    Returns (CompletedProcess, the signals received, in order).
+    """
+    pipe = subprocess.PIPE if capture else None
+    received, children = [], []
+
+    def pass_on(signum, frame):
+        received.append(signum)
+        for child in children:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in STOP_SIGNALS}   # before the child starts
+    try:
+        child = subprocess.Popen(command, env=env, cwd=ROOT, text=True, stdout=pipe, stderr=pipe,
+                                 start_new_session=True)
+        children.append(child)
+        for signum in received:            # came while it was starting
+            child.send_signal(signum)
+        stdout, stderr = child.communicate()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr), received
 
 
 def epochs_done(run_dir):
@@ -183,12 +230,13 @@ def run_table(args, numpyvae, report, paths):
             log(f"{row.name}: training in {run_dir}, {done} of {args.epochs} epochs done")
             entry.update(status="training", threads=args.threads)
             write(report, paths)
-            code = numpyvae.train(run_dir, row, args.epochs, args.threads)
-            if code in (130, 143):                 # Ctrl-C or SIGTERM: the run saved; stop here, go on next time
-                entry["status"] = "stopped; run the script again to go on"
+            try:
+                code = numpyvae.train(run_dir, row, args.epochs, args.threads)
+            except Stopped as stop:            # numpyvae saved where it was: the next run of the script goes on
+                entry["status"] = f"training stopped by {stop}; run the script again to go on"
                 record_progress(entry, run_dir)
                 write(report, paths)
-                raise SystemExit(code)
+                raise SystemExit(128 + stop.signum) from None
             if code:
                 entry["status"] = f"numpyvae train exited {code}; see its message above"
                 record_progress(entry, run_dir)
@@ -204,7 +252,12 @@ def run_table(args, numpyvae, report, paths):
             log(f"{row.name}: evaluating at k = {args.k}")
             entry["status"] = "evaluating"
             write(report, paths)
-            entry["evaluation"] = numpyvae.evaluate(run_dir, args.k, args.threads)
+            try:
+                entry["evaluation"] = numpyvae.evaluate(run_dir, args.k, args.threads)
+            except Stopped as stop:
+                entry["status"] = f"evaluation stopped by {stop}; run the script again to evaluate"
+                write(report, paths)
+                raise SystemExit(128 + stop.signum) from None
             entry["load_after_evaluation"] = load_average()
         entry["status"] = "done"
         write(report, paths)
@@ -372,8 +425,10 @@ def markdown(report):
               "    OPENBLAS_NUM_THREADS=1 python benchmarks/likelihood_table.py --epochs 50",
               "",
               "Each row trains in its own directory under `benchmarks/results/likelihood_table_runs/` (checkpoints; "
-              "not committed). Killed or out of time, the same command goes on where it stopped: each run resumes "
-              "from its checkpoint, and a row already evaluated is not evaluated again. `--rows vae,iwae5` runs "
+              "not committed). Stopped by Ctrl-C or SIGTERM (`timeout`, the end of a session), the script passes "
+              "the signal on to `numpyvae train`, which saves mid-epoch; killed or out of time, the same command "
+              "goes on where it stopped: each run resumes from its checkpoint, and a row already evaluated is not "
+              "evaluated again. `--rows vae,iwae5` runs "
               "some rows only; the VampPrior rows need a numpyvae with `--prior` and are skipped, saying so, "
               "without it."]
     return "\n".join(lines) + "\n"
@@ -468,6 +523,8 @@ def main(argv=None):
             run_table(args, numpyvae, report, paths)
     except RunError as error:
         raise SystemExit(f"likelihood_table: {error}") from None
+    except Stopped as stop:                 # numpyvae, which got the signal too, has said what it saved
+        raise SystemExit(128 + stop.signum) from None
     log(f"wrote {paths[1]}")
 
 

@@ -87,3 +87,35 @@ def test_the_rows_are_the_issues_protocol():
         assert part in flags
     assert table.BY_KEY["vamp"].flags == ("--prior", "vamp", "--pseudo-inputs", "500")
     assert table.K_EVAL == 5000 and table.parse([]).epochs == 50
+
+
+def test_a_sigterm_to_the_script_reaches_numpyvae_once_and_stops_the_script(tmp_path):
+    """`timeout` or a batch system signals the script alone: the command it runs (in a session of its own,
+    out of reach of the terminal's Ctrl-C) gets the signal passed on, so it saves and stops, never orphaned."""
+    import signal
+    import threading
+    import time
+
+    table = load_script()
+    ready = tmp_path / "ready"
+    child = ("import signal, sys, time, pathlib\n"
+             "got = []\n"
+             "signal.signal(signal.SIGTERM, lambda s, f: got.append(s))\n"
+             f"pathlib.Path({str(ready)!r}).touch()\n"
+             "deadline = time.time() + 30\n"
+             "while not got and time.time() < deadline:\n"
+             "    time.sleep(0.01)\n"
+             "print('got', got, 'own session', __import__('os').getsid(0) == __import__('os').getpid())\n"
+             "sys.exit(128 + got[0] if got else 0)\n")
+
+    def signal_when_ready():
+        while not ready.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    done, received = table.run_passing_signals([sys.executable, "-c", child], dict(os.environ), capture=True)
+    assert received == [signal.SIGTERM] and done.returncode == 128 + signal.SIGTERM
+    assert done.stdout.strip() == f"got [{int(signal.SIGTERM)}] own session True"
+    assert signal.getsignal(signal.SIGTERM) is before           # this process's handler put back
