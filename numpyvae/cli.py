@@ -162,6 +162,7 @@ def nonnegative_float(text):
 def build_parser():
     from numpyvae.backend import BACKEND_NAMES          # light: imports numpy only
     from numpyvae.evaluate import ELBO_SAMPLES, IW_SAMPLES
+    from numpyvae.output_bias import CHOICES as OUTPUT_BIAS_CHOICES
 
     parser = Parser(prog="numpyvae", description="A variational autoencoder on NumPy/CuPy with hand-written "
                                                  "gradients, trained on Fashion-MNIST.")
@@ -183,6 +184,10 @@ def build_parser():
                        help="ramp the KL weight from 0 to beta over this many epochs (default 0: no warm-up)")
     train.add_argument("--binarize", action=argparse.BooleanOptionalAction,
                        help="train on pixels drawn as x ~ Bernoulli(pixel), anew every batch (default off)")
+    train.add_argument("--init-output-bias", choices=OUTPUT_BIAS_CHOICES,
+                       help="the decoder's output bias at the start (default default: drawn like every bias); mean: "
+                            "the likelihood's mean at the bias is the training set's mean pixel (per channel for "
+                            "conv), as Lawson et al. 2019 start theirs; not reapplied on --resume")
     train.add_argument("--backend", choices=BACKEND_NAMES,
                        help="array backend (default numpy; auto = CuPy if usable; fakegpu = NumPy posing as a GPU, "
                             "to check on any machine that code makes no hidden host-device copies)")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpyvae import checkpoint
+from numpyvae import checkpoint, output_bias
 from numpyvae.atomicfile import atomic_write, temp_name_pattern
 from numpyvae.backend import BACKEND_NAMES
 from numpyvae.messages import shown
@@ -68,6 +68,7 @@ class TrainConfig:
     data_dir: str | None = None       # the Fashion-MNIST files (None: $NUMPYVAE_DATA_DIR, else ./data)
     objective: str = "elbo"           # what is trained on: "elbo", or "iwae", the K-sample bound (objectives.py)
     samples: int = 1                  # K, samples per image for the IWAE objective (1 for the ELBO)
+    init_output_bias: str = "default"  # the decoder's output bias at the start: as drawn, or "mean" (output_bias.py)
     # the older names, read by runs made before `arch` existed: D pixels and one hidden width H
     input_dim: InitVar[int | None] = None
     hidden_dim: InitVar[int | None] = None
@@ -127,6 +128,8 @@ class TrainConfig:
              f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
         goal = OBJECTIVES[self.objective]
         need(self.samples >= 1, f"samples must be at least 1, not {self.samples}")
+        need(self.init_output_bias in output_bias.CHOICES,
+             f"init_output_bias must be one of {', '.join(output_bias.CHOICES)}, not {self.init_output_bias!r}")
         takes = " or ".join(f"--objective {name}" for name, o in OBJECTIVES.items() if o.takes_samples)
         need(goal.takes_samples or self.samples == 1,
              f"samples {self.samples} is for the IWAE objective ({takes}); {goal.noun} takes 1")
@@ -168,7 +171,7 @@ def _short(value):
 
 # Settings added after runs were first written, with the value every older run had.
 ADDED_LATER = {"num_classes": 0, "arch": "dense", "objective": "elbo", "samples": 1, "prior": "normal",
-               "pseudo_inputs": DEFAULT_PSEUDO_INPUTS}
+               "pseudo_inputs": DEFAULT_PSEUDO_INPUTS, "init_output_bias": "default"}
 # Settings renamed when the network became a description (network.ModelSpec): older name -> newer.
 RENAMED = {"input_dim": "input_shape", "hidden_dim": "hidden_dims"}
 

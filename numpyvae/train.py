@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from numpyvae import checkpoint, datasets, evaluate, memory
+from numpyvae import checkpoint, datasets, evaluate, memory, output_bias
 from numpyvae.atomicfile import remove_stale_temp_files
 from numpyvae.backend import get_backend
 from numpyvae.batches import DeviceDataset
@@ -334,7 +334,8 @@ def describe(config, backend_name, images, steps):
     goal = get_objective(config.objective)
     objective = f", trained on the {goal.title(config.samples)}" if goal.takes_samples else ""
     return (f"{make_spec(**config.model_settings()).describe()}{objective}, {config.likelihood} likelihood"
-            f"{', binarized pixels' if config.binarize else ''}, beta {config.beta:g}"
+            f"{', binarized pixels' if config.binarize else ''}"
+            f"{', output bias at the training mean' if config.init_output_bias == 'mean' else ''}, beta {config.beta:g}"
             f"{f' (warm-up {config.warmup_epochs:g} epochs)' if config.warmup_epochs else ''}, "
             f"Adam lr {config.lr:g}, batch {config.batch_size}, {config.dtype} on {backend_name}; "
             f"{images} training images, {steps} steps per epoch")
@@ -440,6 +441,8 @@ def _train_locked(config, run_dir, resume, download, log, on_step, progress, thr
     memory.check_step_fits(model, min(config.batch_size, len(train_images)), config.samples, config.objective,
                            "try a smaller --samples or --batch-size (a run that has taken no step yet may "
                            "resume with smaller ones)")
+    if not resume:       # a resumed run's bias is its checkpoint's
+        output_bias.apply(config.init_output_bias, model, train_images)
     optimizer = Adam(model, lr=config.lr)
     if resume:
         checkpoint.restore(saved, model, optimizer, path=run_dir / checkpoint.FILENAME)
