@@ -88,6 +88,8 @@ class ELBO(Objective):
     Backward, in reverse: the KL's gradients (dmu, dlogvar, and dz where it depends on the sample),
     the likelihood's dlogits, the decoder's dz, the reparameterization's dmu and dlogvar, to which
     the KL's add (mu and logvar feed both the decoder, through z, and the KL), and the encoder.
+    The KL term is two methods, kl_forward and kl_backward (the prior's own by default), so an
+    objective that changes only it (free bits, docs/extending.md) overrides just those two.
     """
     name = "elbo"
     description = "the evidence lower bound, one sample per image (the seed's)"
@@ -104,12 +106,20 @@ class ELBO(Objective):
                                                    z=buffer(ws, "z", mu.shape))       # (B, Z)
         logits, decoder_cache = model.decoder_forward(z, y_hot, ws, visit)             # (B, D)
         recon, recon_cache = model.recon_term.forward(xp, logits, x, ws)
-        kl, kl_cache = model.prior.kl_forward(model, mu, logvar, z, eps, ws, visit)
+        kl, kl_cache = self.kl_forward(model, mu, logvar, z, eps, ws, visit)
         return (recon + beta * kl, recon, kl), ELBOCache(encoder_cache, z_cache, decoder_cache, recon_cache, kl_cache)
+
+    def kl_forward(self, model, mu, logvar, z, eps, ws=None, visit=None):
+        """(the KL term summed over the batch, cache): the prior's KL (priors.py)."""
+        return model.prior.kl_forward(model, mu, logvar, z, eps, ws, visit)
+
+    def kl_backward(self, model, cache, scale=1.0, ws=None):
+        """(dmu, dlogvar, dz) of scale * the KL term; dmu or dz None where it does not depend on them."""
+        return model.prior.kl_backward(model, cache, scale=scale, ws=ws)
 
     def backward(self, model, cache, beta=1.0, ws=None):
         xp = model.xp
-        dmu_kl, dlogvar_kl, dz_kl = model.prior.kl_backward(model, cache.kl, scale=beta, ws=ws)
+        dmu_kl, dlogvar_kl, dz_kl = self.kl_backward(model, cache.kl, scale=beta, ws=ws)
         dlogits = model.recon_term.backward(xp, cache.recon, ws)                       # (B, D)
         dz = model.decoder_backward(dlogits, cache.decoder, ws)                        # (B, Z)
         if dz_kl is not None:
