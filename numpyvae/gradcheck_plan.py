@@ -19,7 +19,7 @@ from numpyvae import gradcheck, layers, losses
 from numpyvae.backend import CHECK_DTYPE, get_backend
 from numpyvae.gradcheck import Row, check_batch, check_layer, check_model, layer_inputs, rel_error
 from numpyvae.network import ARCHITECTURES, ModelSpec, build_network, make_spec
-from numpyvae.objectives import get_objective
+from numpyvae.objectives import DEFAULT as DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 from numpyvae.priors import PRIORS
 from numpyvae.vae import VAE
 
@@ -161,16 +161,17 @@ def live_seed(settings, seed, objective="elbo", samples=None):
 
 
 def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy", entries=20, seed=0,
-         objectives=("elbo", "iwae"), samples=IWAE_SAMPLES, beta=1.0, trained=None):
+         objectives=None, samples=IWAE_SAMPLES, beta=1.0, trained=None):
     """The sections `numpyvae gradcheck` prints, in order: a list of Section(title, run).
 
     settings: a model's settings (VAE(**settings)): that model and a small one like it; None: the
-    default models for every likelihood. objectives: both by default; a run's own objective, with
+    default models for every likelihood. objectives: every registered one by default; a run's own objective, with
     its K (samples) and beta, when checking a run. trained: (flat parameters, what they are, e.g.
     "trained weights (epoch 10)", (x, labels) of a few of the run's images or None): check the
     full-size model at those weights, on those images, instead of fresh weights on noise.
     """
     backend, dtype = get_backend(backend), np.dtype(dtype)
+    objectives = tuple(OBJECTIVES) if objectives is None else objectives     # every registered one by default
     device = f"({dtype.name}, {backend.name})"
     # the layers of the model asked for, or of every registered architecture
     layer_owners = [settings] if settings is not None else [make_spec(arch=arch).settings() for arch in ARCHITECTURES]
@@ -178,8 +179,8 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
         [VAE(**small_settings(s), dtype=CHECK_DTYPE, seed=seed) for s in layer_owners], seed))]
     for objective in objectives:
         where = Where(backend, dtype, objective, samples, beta)
-        goal = get_objective(objective)
-        bound = f"{goal.title(samples)}, " if goal.takes_samples else ""
+        goal = get_objective(objective)      # sections name every objective but the default ELBO
+        bound = "" if objective == DEFAULT_OBJECTIVE else f"{goal.title(samples if goal.takes_samples else None)}, "
         if settings is not None:
             spec, small_spec = make_spec(**settings), make_spec(**small_settings(settings))
             if small:

@@ -58,8 +58,8 @@ class Objective:
         return 1
 
     def title(self, samples=None):
-        """A few words for banners and figure titles: "ELBO", "IWAE bound with K = 5"."""
-        raise NotImplementedError
+        """A few words for banners and section titles: "ELBO", "IWAE bound with K = 5" (the noun by default)."""
+        return self.noun.removeprefix("the ")
 
     def loss_name(self, samples):
         """What the progress bar calls the loss being trained on."""
@@ -95,9 +95,6 @@ class ELBO(Objective):
     description = "the evidence lower bound, one sample per image (the seed's)"
     takes_kl_weight = True
     noun = "the ELBO"
-
-    def title(self, samples=None):
-        return "ELBO"
 
     def forward(self, model, x, eps, y_hot=None, beta=1.0, ws=None, visit=None):
         xp = model.xp
@@ -186,6 +183,7 @@ class IWAE(Objective):
 
 # Adding an objective: write its class above, then add it here.
 OBJECTIVES = {objective.name: objective for objective in (ELBO(), IWAE())}
+DEFAULT = "elbo"        # what a step trains on unless told: the seed's objective
 
 
 def get_objective(name):

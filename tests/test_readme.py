@@ -32,8 +32,9 @@ def test_every_python_block_has_a_marker_and_the_tests_run_each_by_it():
 @pytest.fixture
 def registries():
     """Restores the registries a README example adds to, in place (other modules hold the same dicts)."""
-    from numpyvae import losses, network
-    saved = [(registry, dict(registry)) for registry in (losses.LIKELIHOODS, network.ARCHITECTURES)]
+    from numpyvae import losses, network, objectives, priors
+    saved = [(registry, dict(registry)) for registry in (losses.LIKELIHOODS, network.ARCHITECTURES,
+                                                         objectives.OBJECTIVES, priors.PRIORS)]
     yield
     for registry, contents in saved:
         registry.clear()
@@ -104,6 +105,37 @@ def test_a_new_likelihood_is_one_class_and_one_line(registries, tiny_config, tmp
     broken.backward = original
     # the example writes its formula once: the batch's loss and log_prob are the base class's, from forward_rows
     assert "forward" not in vars(broken) and "log_prob" not in vars(broken)
+
+
+def test_a_new_objective_is_one_class_and_one_line(registries, tiny_config, tmp_path):
+    """docs/extending.md's free-bits objective: every entry of a small model against finite differences under
+    it, a wrong KL gradient failing, and a training run on it; and a dimension under its allowance is free."""
+    import numpy as np
+    from numpyvae import gradcheck, gradcheck_plan, objectives, train
+    from numpyvae.vae import VAE
+    namespace = {}
+    exec(compile(example_after("extend-objective"), "docs/extending.md objective example", "exec"), namespace)
+    assert "free-bits" in objectives.OBJECTIVES
+    model = VAE(6, 5, 3, dtype=np.float64, seed=1)
+    model.params["mu.b"][:] = [2.0, 0.0, 0.1]      # KL of about 2 nats per image in the first dimension only
+    x, eps = gradcheck.check_batch(model, batch=5, seed=1)
+    # half a nat per dimension per image: some dimensions of this batch are charged, some are free
+    free_bits = objectives.OBJECTIVES["free-bits"]
+    mu, logvar = model.encode(x)
+    charged = free_bits.kl_forward(model, mu, logvar, None, eps)[1][2]
+    assert charged.any() and not charged.all()
+    rows = gradcheck.check_model(model, x, eps, objective="free-bits")
+    assert all(row.passed for row in rows), [(row.name, row.reason) for row in rows if not row.passed]
+    broken = namespace["FreeBits"]
+    original = broken.kl_backward
+    broken.kl_backward = lambda self, model, cache, scale=1.0, ws=None: (cache[0], 0.5 * cache[1], None)  # no mask
+    assert not all(row.passed for row in gradcheck.check_model(model, x, eps, objective="free-bits"))
+    broken.kl_backward = original
+    sections = [section.title for section in gradcheck_plan.plan(full=False)]
+    assert "small 6-5-3 VAE, free-bits ELBO, bernoulli, every entry (float64, numpy)" in sections
+    result = train.train(tiny_config(epochs=1, objective="free-bits"), tmp_path / "run", log=lambda line: None,
+                         progress=False)
+    assert np.isfinite(result.model.flat_params).all()
 
 
 def test_a_new_layer_is_a_class_and_an_entry_in_the_list(registries, tiny_config, tmp_path, capsys):
