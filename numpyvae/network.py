@@ -92,13 +92,7 @@ class ModelSpec:
             raise ValueError(f"prior must be one of {', '.join(priors.PRIORS)}, not {self.prior!r}")
         if not _is_count(self.pseudo_inputs, 1):
             raise ValueError(f"pseudo_inputs must be a positive integer, not {self.pseudo_inputs!r}")
-        if self.prior != "vamp" and self.pseudo_inputs != priors.DEFAULT_PSEUDO_INPUTS:
-            raise ValueError(f"pseudo_inputs ({self.pseudo_inputs}) are the VampPrior's: they mean nothing for "
-                             f"prior {self.prior!r} (ask for prior 'vamp', --prior vamp)")
-        if self.prior == "vamp" and self.num_classes:
-            raise ValueError("a VampPrior's pseudo-inputs carry no label, so a conditional VAE cannot use it "
-                             "(a VampPrior per class would need pseudo-inputs per class): drop the labels "
-                             "or use prior 'normal'")
+        priors.PRIORS[self.prior].check(self)
         if self.arch == "conv" and len(self.input_shape) != 3:
             raise ValueError(f"a conv VAE reads images (channels, height, width), not input_shape {self.input_shape}")
 
@@ -118,8 +112,7 @@ class ModelSpec:
             sizes = "-".join(map(str, ("x".join(map(str, self.input_shape)), *self.hidden_dims, self.latent_dim)))
         kind = "" if self.arch == "dense" else f"{self.arch} "
         conditional = f"conditional ({self.num_classes} classes) " if self.num_classes else ""
-        prior = f" with a VampPrior of {self.pseudo_inputs} pseudo-inputs" if self.prior == "vamp" else ""
-        return f"{kind}{sizes} {conditional}VAE{prior}"
+        return f"{kind}{sizes} {conditional}VAE{priors.PRIORS[self.prior].describe(self)}"
 
 
 SETTINGS = tuple(f.name for f in fields(ModelSpec))

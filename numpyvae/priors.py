@@ -64,10 +64,24 @@ class Prior:
     def sample(self, model, n, rng=None):
         raise NotImplementedError
 
+    settings = ()          # the network.ModelSpec settings it reads (pseudo_inputs for the VampPrior)
+
     @classmethod
     def build(cls, spec):
         """The prior for a network.ModelSpec (a prior with settings reads them from it)."""
         return cls()
+
+    @classmethod
+    def check(cls, spec):
+        """ValueError for a spec this prior cannot serve, or a prior's setting it would silently ignore."""
+        if "pseudo_inputs" not in cls.settings and spec.pseudo_inputs != DEFAULT_PSEUDO_INPUTS:
+            raise ValueError(f"pseudo_inputs ({spec.pseudo_inputs}) are the VampPrior's: they mean nothing for "
+                             f"prior {spec.prior!r} (ask for prior 'vamp', --prior vamp)")
+
+    @classmethod
+    def describe(cls, spec):
+        """Words a model's description ends with ("" for the standard normal)."""
+        return ""
 
     def kl_forward(self, model, mu, logvar, z, eps, ws=None, visit=None):
         """log q(z|x) - log p(z) at the sample z = mu + eps * std, summed over the batch."""
@@ -272,9 +286,22 @@ class VampPrior(Prior):
             da *= du                                                        # du * u (1 - u)
         return dz
 
+    settings = ("pseudo_inputs",)
+
     @classmethod
     def build(cls, spec):
         return cls(spec.input_shape, spec.pseudo_inputs)
+
+    @classmethod
+    def check(cls, spec):
+        if spec.num_classes:
+            raise ValueError("a VampPrior's pseudo-inputs carry no label, so a conditional VAE cannot use it "
+                             "(a VampPrior per class would need pseudo-inputs per class): drop the labels "
+                             "or use prior 'normal'")
+
+    @classmethod
+    def describe(cls, spec):
+        return f" with a VampPrior of {spec.pseudo_inputs} pseudo-inputs"
 
     def sample(self, model, n, rng=None):
         """Pick a component k uniformly for each code, then z = m_k + eps * exp(lv_k / 2)."""
