@@ -33,7 +33,7 @@ Shapes: B = batch, I = inputs of a layer, O = outputs of a layer, Z = latent.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
@@ -93,23 +93,44 @@ class Gradients(dict):
 
     def __init__(self, views):
         super().__init__(views)
-        self._written = set()      # the names written since start_step
+        self._step = 0
+        self._written = {}         # name -> the step that last wrote it (a dict that stops growing: no
+                                   # allocation per step, as a set cleared every step would make)
 
     def start_step(self):
-        self._written.clear()
+        self._step += 1
 
-    @contextmanager
+    def written(self, name):
+        """Whether `name`'s gradient was written since start_step."""
+        return self._written.get(name) == self._step
+
     def into(self, xp, names, ws=None):
-        """Yield where a backward writes the gradients of `names`, then add what was a later use in."""
-        later = [name in self._written for name in names]
-        targets = [xp.empty_like(self[name]) if again and ws is None else
-                   ws.get(f"{name}.again", self[name].shape) if again else self[name]
-                   for name, again in zip(names, later)]
-        self._written.update(names)
-        yield targets
-        for name, target, again in zip(names, targets, later):
+        """A context whose value is where a backward writes the gradients of `names` (a list), and which,
+        on leaving, adds in those that were a later use: `with grads.into(xp, names, ws) as targets:`."""
+        return _Into(self, xp, names, ws)
+
+
+class _Into:
+    """Gradients.into's context: a plain class, not a generator, so a step leaves no frame behind."""
+    __slots__ = ("grads", "names", "later", "targets")
+
+    def __init__(self, grads, xp, names, ws):
+        later = [grads.written(name) for name in names]
+        self.targets = [xp.empty_like(grads[name]) if again and ws is None else
+                        ws.get(f"{name}.again", grads[name].shape) if again else grads[name]
+                        for name, again in zip(names, later)]
+        for name in names:
+            grads._written[name] = grads._step
+        self.grads, self.names, self.later = grads, names, later
+
+    def __enter__(self):
+        return self.targets
+
+    def __exit__(self, *exc_info):
+        for name, target, again in zip(self.names, self.targets, self.later):
             if again:
-                self[name] += target
+                self.grads[name] += target
+        return False
 
 
 def gradients_into(xp, grads, names, ws=None):
