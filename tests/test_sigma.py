@@ -25,8 +25,10 @@ def bound(kind, u=0.0):
 
 
 def problem(seed=0, rows=(3, 4), D=5):
+    """(logits (K, B, D), pixels (K, B, D), weights (K, B) summing to 1 over k, as the IWAE bound's do)."""
     rng = np.random.default_rng(seed)
-    return 2 * rng.standard_normal((*rows, D)), rng.uniform(0, 1, (*rows, D)), rng.dirichlet(np.ones(rows[0]), rows[1]).T
+    weights = rng.dirichlet(np.ones(rows[0]), rows[1]).T
+    return 2 * rng.standard_normal((*rows, D)), rng.uniform(0, 1, (*rows, D)), weights
 
 
 def nll_by_definition(x, mean, log_sigma):
