@@ -234,8 +234,8 @@ def run(config, run_dir, resume=False, **kwargs):
     return lines
 
 
-@pytest.mark.parametrize("sigma, objective, samples", [("learned", "elbo", 1), ("optimal", "elbo", 1),
-                                                       ("optimal", "iwae", 3)])
+@pytest.mark.parametrize("sigma, objective, samples", [("learned", "elbo", 1), ("learned", "iwae", 3),
+                                                       ("optimal", "elbo", 1), ("optimal", "iwae", 3)])
 def test_a_run_records_its_sigma_and_resumes_bit_for_bit(tiny_config, tmp_path, sigma, objective, samples):
     config = tiny_config(likelihood="gaussian", sigma=sigma, objective=objective, samples=samples)
     lines = run(config, tmp_path / "straight")
