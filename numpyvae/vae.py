@@ -28,13 +28,12 @@ wires together: the encoder, the decoder, the labels, the noise, and the paramet
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
 them, so the optimizer can update everything in a few passes over flat memory. The owners of
-parameters are the layers, then the likelihood (a calibrated Gaussian's log sigma), then the prior
-(a VampPrior's pseudo-inputs); a model whose likelihood and prior own none has the layers' layout
-alone. Backward accumulates
-(layers.Gradients): the first use of a parameter in a step writes its gradient, a later use
-adds, so the encoder run on the images and again on a VampPrior's pseudo-inputs gets the sum.
-The one activation that fans out, h into the two heads, has its two gradients summed where it
-forks, in encoder_backward.
+parameters are the layers, then the likelihood (a calibrated Gaussian's log sigma), then the
+prior (a VampPrior's pseudo-inputs); a model whose likelihood and prior own none has the layers'
+layout alone. Backward accumulates (layers.Gradients): the first use of a parameter in a step
+writes its gradient, a later use adds, so the encoder run on the images and again on a
+VampPrior's pseudo-inputs gets the sum. The one activation that fans out, h into the two heads,
+has its two gradients summed where it forks, in encoder_backward.
 
 A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
 and `check_settings` is the one place those settings are validated.
@@ -134,16 +133,15 @@ class VAE:
         self.network = build_network(self.spec)
         self.features, self.encoder, self.heads, self.decoder = self.network
         self.layers = self.network.layers
-        likelihood = make_likelihood(self.spec)
+        term = make_likelihood(self.spec)            # the reconstruction term, built with its settings (sigma)
         self.prior = make_prior(self.spec)
-        self.shapes = parameter_shapes(self.layers + [likelihood, self.prior])
+        self.shapes = parameter_shapes(self.layers + [term, self.prior])
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
-        self.flat_params = self.backend.to_device(init_params(self.layers, seed, self.prior, likelihood),
-                                                  dtype=self.dtype)
+        self.flat_params = self.backend.to_device(init_params(self.layers, seed, self.prior, term), dtype=self.dtype)
         self.flat_grads = xp.zeros(self.num_params, dtype=self.dtype)
         self.params = flat_views(self.flat_params, self.shapes)
         self.grads = Gradients(flat_views(self.flat_grads, self.shapes))
-        self.recon_term = likelihood.bind(self.params, self.grads)   # reads and writes its parameters there
+        self.recon_term = term.bind(self.params, self.grads)   # reads and writes its parameters there
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
         self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
