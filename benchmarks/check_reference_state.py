@@ -164,6 +164,8 @@ class Network:
 def step(config, net, p, x, eps, y):
     """(loss, recon, kl) of the file's objective, as autograd tensors (docs/reference-state.md)."""
     recon_term = RECONSTRUCTION.get(config["likelihood"])
+    if config.get("sigma", "fixed") != "fixed":
+        raise BadFile(f"sigma {config['sigma']!r}: this checker knows the fixed Gaussian only (TorchVAE has the rest)")
     if recon_term is None:
         raise BadFile(f"likelihood {config['likelihood']!r}: this checker knows {', '.join(RECONSTRUCTION)}")
     y_hot = None if y is None else F.one_hot(y, net.C).to(x.dtype)

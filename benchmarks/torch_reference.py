@@ -36,6 +36,21 @@ RECONSTRUCTION = {
 }
 
 
+def sigma_vae_nll(log_sigma, logits, x, floor):
+    """-log N(x; sigmoid(logits), sigma^2) per pixel, as the sigma-VAE's code writes it (orybkin/sigma-vae-pytorch,
+    model.py: softclip(log_sigma, -6), then gaussian_nll), the floor being losses.CalibratedGaussian's."""
+    log_sigma = floor + F.softplus(log_sigma - floor)                       # their softclip
+    return 0.5 * ((x - torch.sigmoid(logits)) / log_sigma.exp()) ** 2 + log_sigma + 0.5 * np.log(2 * np.pi)
+
+
+# log sigma before the floor, for each calibrated --sigma: the learned parameter, or (their 'optimal_sigma_vae')
+# log sqrt of the mean squared error over every pixel of every row given, not detached
+LOG_SIGMA = {
+    "learned": lambda vae, logits, x: vae.log_sigma,
+    "optimal": lambda vae, logits, x: ((x - torch.sigmoid(logits)) ** 2).mean().sqrt().log(),
+}
+
+
 class Reshape(torch.nn.Module):
     """Each example to `shape`, as numpyvae's Reshape and Flatten entries do."""
 
@@ -125,6 +140,10 @@ class TorchVAE(torch.nn.Module):
         super().__init__()
         self.likelihood, self.num_classes = model.likelihood, model.num_classes
         self.recon = RECONSTRUCTION.get(model.likelihood)
+        sigma = model.spec.sigma
+        if sigma != "fixed":        # the calibrated Gaussian: its sigma from LOG_SIGMA, floored as numpyvae floors it
+            floor = model.recon_term.MIN_LOG_SIGMA
+            self.recon = lambda logits, x: sigma_vae_nll(LOG_SIGMA[sigma](self, logits, x), logits, x, floor)
         if self.recon is None:
             raise NotImplementedError(f"no PyTorch reference for the {model.likelihood!r} likelihood: add one")
         self.prior = model.spec.prior
@@ -144,6 +163,10 @@ class TorchVAE(torch.nn.Module):
         self.features, self.encoder = sequential(model.features), sequential(model.encoder)
         self.mu, self.logvar = (sequential([head]) for head in model.heads)
         self.decoder = sequential(model.decoder)
+        if model.spec.sigma == "learned":
+            name = model.recon_term.PARAM
+            self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.asarray(params[name], np.float64).copy()))
+            self.named.append((name, self.log_sigma, False))
         for name, shape in model.prior.parameters().items():     # a VampPrior's pseudo-inputs' logits
             value = torch.from_numpy(np.asarray(params[name], np.float64).reshape(shape))
             self.pseudo_logits = torch.nn.Parameter(value)

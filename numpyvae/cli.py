@@ -327,7 +327,7 @@ def _network_options(parser):
     tell a setting asked for from a default.
     """
     from numpyvae.datafiles import CLASS_NAMES
-    from numpyvae.losses import LIKELIHOODS
+    from numpyvae.losses import LIKELIHOODS, SIGMAS
     from numpyvae.network import ARCHITECTURES
     from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, PRIORS
 
@@ -348,10 +348,13 @@ def _network_options(parser):
                         + "; ".join(f"{name}: {prior.description}" for name, prior in PRIORS.items()))
     parser.add_argument("--pseudo-inputs", type=positive_int, metavar="K",
                         help=f"the VampPrior's learned pseudo-inputs (default {DEFAULT_PSEUDO_INPUTS}; --prior vamp only)")
+    parser.add_argument("--sigma", choices=SIGMAS, help="the Gaussian decoder's sigma (--likelihood gaussian only; "
+                        "default fixed, the seed's squared error): learned, one shared log sigma trained with the "
+                        "rest; optimal, sigma^2 = each batch's mean squared error (Rybkin et al. 2021's sigma-VAE)")
 
 
 NETWORK_FLAGS = ("arch", "hidden_dims", "hidden_dim", "latent_dim", "likelihood", "num_classes", "prior",
-                 "pseudo_inputs")
+                 "pseudo_inputs", "sigma")
 
 
 def _step_options(parser):

@@ -80,6 +80,7 @@ def negative_elbo(model, data, samples=1, batch_size=EVAL_BATCH, seed=EVAL_SEED,
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, not {samples}")
+    model = model.held()          # scored with its parameters as stored (an optimal sigma: training's last)
     xp = model.xp
     rng = model.backend.rng((seed, 1))
     sums = xp.zeros(3, dtype=np.float64)          # loss, recon, KL summed over images and samples
@@ -154,6 +155,7 @@ def importance_weighted_bound(model, data, k=IW_SAMPLES, seed=EVAL_SEED, max_ele
     """
     if k < 1:
         raise ValueError(f"the number of importance samples must be at least 1, not {k}")
+    model = model.held()          # scored with its parameters as stored (an optimal sigma: training's last)
     xp, backend = model.xp, model.backend
     rng = backend.rng((seed, 2))
     images_per_chunk, samples_per_block = chunk_sizes(k, widest_row(model.spec, model.network), max_elements)

@@ -110,8 +110,7 @@ def forward(model, x, logits, z, eps, logvar, std, ws=None, visit=None):
 
 def backward_logits(model, cache, ws=None):
     """d loss / d logits (K * B, D): each sample's likelihood gradient scaled by its weight w~_kb."""
-    dlogits = model.recon_term.backward(model.xp, cache.recon_cache, ws)                # (K, B, D)
-    dlogits *= cache.weights[:, :, None]
+    dlogits = model.recon_term.backward_rows(model.xp, cache.recon_cache, cache.weights, ws)   # (K, B, D)
     K, B, D = dlogits.shape
     return dlogits.reshape(K * B, D)
 

@@ -11,6 +11,9 @@ Each likelihood knows:
     backward(xp, cache, ws)     -> dlogits          d loss / d logits, the same shape as the logits
     forward(xp, logits, x, ws)  -> (loss, cache)   the rows summed: the batch's loss (the base class)
     log_prob(xp, x, logits)     -> minus the rows: log p(x | logits) (the base class)
+    backward_rows(xp, cache, drows, ws) -> dlogits of sum_r drows_r * loss_r: each row's gradient
+                                scaled, as the IWAE bound weighs its samples (the base class: backward,
+                                scaled; a likelihood with parameters weighs their gradients too)
     mean(xp, logits)            -> E[x | logits]: what the decoder's pictures show
     normalized                  True when p(x | logits) is a density over pixels in [0, 1], so the
                                 negative ELBO is an upper bound on -log p(x) (is_density(binary)
@@ -20,15 +23,25 @@ forward/backward are a pair like the layers' (layers.py): no state, the cache is
 and buffers come from the workspace `ws` when one is given (training) or are allocated.
 Losses are summed over the batch; divide by the batch size for the per-image numbers.
 
+A likelihood may own parameters, like a layer or a prior: `parameters()` names them, `init(rng)`
+gives their first values, and the model lays them out in its flat buffer between the layers
+and the prior. A model builds its own likelihood from its settings (`make_likelihood(spec)`,
+e.g. the Gaussian's sigma), and one with parameters is `bind`-ed to the model's parameter and
+gradient views: it reads the first and writes the second (with layers.gradients_into), so its
+forward/backward keep the signatures above. The registry's entries own none and are shared.
+
 Shapes: B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import NamedTuple
 
-from numpyvae.layers import buffer, sigmoid
+import numpy as np
+
+from numpyvae.layers import buffer, gradients_into, sigmoid
 
 
 def is_cupy(xp):
@@ -52,6 +65,46 @@ class Likelihood:
     name = ""              # the key in LIKELIHOODS and the value of --likelihood
     description = ""       # one line for --help and the README
     normalized = False     # is p(x | logits) a density over pixels in [0, 1] (it integrates to 1)?
+    sigmas = ("fixed",)    # the --sigma settings it takes (only the Gaussian has a sigma to choose)
+
+    def build(self, spec):
+        """The likelihood a model with these settings (a network.ModelSpec) uses: this one, unless a
+        setting (the Gaussian's sigma) makes another."""
+        return self
+
+    def parameters(self):
+        """Name -> shape of what it learns or keeps ({} for most)."""
+        return {}
+
+    def init(self, rng):
+        """The parameters' initial values, flat, in parameters()' order (rng: the model's init draws)."""
+        return np.zeros(0)
+
+    def held_parameters(self):
+        """The names among parameters() that no gradient moves: values a step sets, kept for evaluation."""
+        return ()
+
+    def bind(self, params, grads):
+        """The likelihood reading its parameters from `params` and writing their gradients into `grads`
+        (the model's named views): a copy of this one if it owns any, this one itself otherwise."""
+        if not self.parameters():
+            return self
+        bound = copy.copy(self)
+        bound.params, bound.grads = params, grads
+        return bound
+
+    def held(self):
+        """The likelihood evaluation and generation use: every parameter read as stored, nothing solved
+        from the batch being scored (an optimal-sigma Gaussian keeps its last training batch's sigma)."""
+        return self
+
+    def backward_rows(self, xp, cache, drows=None, ws=None):
+        """d (sum_r drows_r * loss_r) / d logits, drows (...,) the upstream gradient of each row's loss
+        (the IWAE bound's normalized weights; None: every row 1, the batch sum's gradient)."""
+        dlogits = self.backward(xp, cache, ws)
+        if drows is not None:
+            dlogits *= drows[..., None]
+        return dlogits
 
     def forward_rows(self, xp, logits, x, ws=None):
         """(losses (...,), cache): -log p(x | logits) of each row, logits (..., D) against x broadcast."""
@@ -139,10 +192,16 @@ class Gaussian(Likelihood):
     This is -log N(x | p, variance 1/2) less the constant (D/2) log(pi) per image, with p = sigmoid(l):
         loss = sum (p - x)^2,   dloss/dl = 2 (p - x) * p (1 - p)   (chain rule through the sigmoid).
     Without that constant it is no normalized density, so its bounds are not on -log p(x).
+    This is sigma "fixed"; "learned" and "optimal" build the calibrated decoders below (build).
     """
     name = "gaussian"
-    description = "the seed's sum of squared errors on sigmoid outputs (no normalizing constant)"
+    description = ("a Gaussian on sigmoid outputs: with --sigma fixed (the default) the seed's sum of squared "
+                   "errors (no normalizing constant); --sigma learned or optimal calibrates it")
     normalized = False
+    sigmas = ("fixed", "learned", "optimal")
+
+    def build(self, spec):
+        return self if spec.sigma == "fixed" else CALIBRATED[spec.sigma]()
 
     def forward_rows(self, xp, logits, x, ws=None):                  # (..., D), (..., D) -> (...)
         p = sigmoid(xp, logits, out=buffer(ws, "gaussian.p", logits.shape))
@@ -172,6 +231,165 @@ def _fused_gaussian_grad(cupy):
         "T p, T error", "T dlogits",
         "dlogits = 2 * error * p * (1 - p)",
         "numpyvae_gaussian_grad")
+
+
+# -- the calibrated Gaussian decoder: sigma learned, or solved for ---------------------------------
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class CalibratedGaussianCache(NamedTuple):
+    p: object          # (..., D) sigmoid(logits)
+    error: object      # (..., D) p - x
+    squares: object    # (...,) s_r: each row's sum of squared errors
+    u: object          # (1,) log sigma before the floor
+    inv_var: object    # (1,) 1 / sigma^2
+    total: object      # () S = sum_r s_r (floored at the smallest normal float), which the optimal sigma reads
+
+
+class CalibratedGaussian(Likelihood):
+    """-log N(x; p, sigma^2) per pixel, constant included, p = sigmoid(l), one sigma for every pixel:
+    the learned sigma (--sigma learned).
+
+    Rybkin, Daniilidis & Levine 2021, "Simple and Effective VAE Training with Calibrated Decoders"
+    (the sigma-VAE; their code: orybkin/sigma-vae-pytorch). Per row r (an image, or one IWAE sample of
+    it), with e = p - x and s_r = sum_d e_rd^2 over its D pixels:
+        loss_r = s_r / (2 sigma^2) + D log sigma + (D/2) log(2 pi).
+    log sigma is kept softly above -6, as the reference code does ("learning the variance can become
+    unstable"): from u, the value before the floor,
+        log sigma = c(u) = -6 + softplus(u + 6),     c'(u) = sigmoid(u + 6),
+    which is u far above -6 (u + 0.0025 at u = 0; u + 0.025 at u = -2.3, a mean squared error of 0.01).
+
+    The gradient, of sum_r w_r loss_r (w_r = 1 for the ELBO; for the IWAE bound, the normalized
+    importance weights, backward_rows' drows):
+        d/dl_rd      = w_r e_rd / sigma^2 * p_rd (1 - p_rd)      (d loss_r/dp = e/sigma^2, then the sigmoid)
+        d/dlog sigma = G = sum_r w_r (D - s_r / sigma^2)        (d loss_r/dlog sigma: 1/sigma^2 = e^(-2 log sigma))
+    Here u is the parameter `likelihood.log_sigma`, shape (1,), and d/du = G c'(u).
+    It starts at u = 0, sigma = 1 (plus the floor's 0.25%), as the reference code does: a sigma above
+    every pixel's error, so reconstruction weighs little at first and sigma falls as the decoder learns.
+
+    A density over the reals, not over [0, 1]: part of each pixel's mass lies outside [0, 1], so it is
+    no likelihood of grey images (`normalized` False). Its bounds are still upper bounds on -log p(x)
+    of the same decoder truncated to [0, 1]^D and renormalized (dividing by a mass <= 1 only raises
+    p(x | z)), a looser bound than that model's own: numbers to compare between Gaussian runs, not
+    with the continuous Bernoulli's.
+    """
+    name = "gaussian"
+    description = "the calibrated Gaussian: -log N(x; sigmoid(logits), sigma^2) with one shared sigma"
+    normalized = False
+    PARAM = "likelihood.log_sigma"
+    MIN_LOG_SIGMA = -6.0       # the reference code's soft floor on log sigma
+
+    def parameters(self):
+        return {self.PARAM: (1,)}
+
+    def init(self, rng):
+        return np.zeros(1)
+
+    def log_sigma_before_floor(self, xp, squares, D, ws=None):
+        """(u (1,), S or None): the learned parameter (S is the optimal sigma's, below)."""
+        return self.params[self.PARAM], None
+
+    def sigma(self, xp):
+        """sigma as the model holds it now, a (1,) array: what evaluation and the figures report."""
+        return xp.exp(self._floor(xp, self.params[self.PARAM]))
+
+    def _floor(self, xp, u):
+        """c(u) = MIN + softplus(u - MIN): log sigma, softly above MIN_LOG_SIGMA."""
+        return softplus(xp, u - self.MIN_LOG_SIGMA) + self.MIN_LOG_SIGMA
+
+    def forward_rows(self, xp, logits, x, ws=None):                  # (..., D), (..., D) -> (...)
+        D = logits.shape[-1]
+        p = sigmoid(xp, logits, out=buffer(ws, "calibrated.p", logits.shape))
+        error = xp.subtract(p, x, out=buffer(ws, "calibrated.error", logits.shape))       # e = p - x
+        work = xp.multiply(error, error, out=buffer(ws, "calibrated.work", logits.shape))
+        squares = work.sum(axis=-1, out=buffer(ws, "calibrated.squares", logits.shape[:-1]))   # s_r
+        u, total = self.log_sigma_before_floor(xp, squares, D, ws)                        # (1,)
+        log_sigma = self._floor(xp, u)
+        inv_var = xp.exp(-2 * log_sigma)                                                   # 1 / sigma^2
+        rows = xp.multiply(squares, 0.5 * inv_var, out=buffer(ws, "calibrated.rows", squares.shape))
+        rows += D * (log_sigma + 0.5 * LOG_2PI)                      # s_r / (2 sigma^2) + D log sigma + D/2 log 2 pi
+        return rows, CalibratedGaussianCache(p, error, squares, u, inv_var, total)
+
+    def backward(self, xp, cache, ws=None):
+        return self.backward_rows(xp, cache, None, ws)
+
+    def backward_rows(self, xp, cache, drows=None, ws=None):
+        c = cache
+        D = c.p.shape[-1]
+        # G = sum_r w_r (D - s_r / sigma^2) = D sum_r w_r - (sum_r w_r s_r) / sigma^2
+        if drows is None:
+            G = D * c.squares.size - c.inv_var * c.squares.sum()
+            coef = buffer(ws, "calibrated.coef", c.squares.shape)
+            coef = xp.empty_like(c.squares) if coef is None else coef
+            coef[...] = c.inv_var                                                          # 1 / sigma^2
+        else:
+            G = D * drows.sum() - c.inv_var * (drows * c.squares).sum()
+            coef = xp.multiply(drows, c.inv_var, out=buffer(ws, "calibrated.coef", c.squares.shape))   # w_r / sigma^2
+        dlog_sigma_du = sigmoid(xp, c.u - self.MIN_LOG_SIGMA)                              # c'(u)
+        self._through_sigma(xp, coef, G * dlog_sigma_du, c, ws)
+        dlogits = xp.subtract(1, c.p, out=buffer(ws, "calibrated.dlogits", c.p.shape))   # 1 - p
+        dlogits *= c.p
+        dlogits *= c.error
+        dlogits *= coef[..., None]                                   # coef_r e p (1 - p)
+        return dlogits
+
+    def _through_sigma(self, xp, coef, du, cache, ws=None):
+        """Where d loss / du goes: into the parameter's gradient (the optimal sigma: into the errors)."""
+        with gradients_into(xp, self.grads, (self.PARAM,), ws) as (g,):
+            g[...] = du
+
+
+class OptimalSigmaGaussian(CalibratedGaussian):
+    """The calibrated Gaussian with sigma solved for on each batch (--sigma optimal): sigma^2 = the MSE.
+
+    For fixed decoder outputs, sum_r loss_r is smallest where its derivative in log sigma vanishes,
+    sum_r (D - s_r / sigma^2) = 0, at
+        sigma^2 = S / (N D),    S = sum_r s_r over the N rows,
+    the batch's mean squared error per pixel (over all K samples of the IWAE bound). So
+    u = log(S / (N D)) / 2, then floored as for the learned sigma. The reference code computes it so,
+    and does not detach it: the gradient flows through sigma.
+
+    The gradient. sigma now moves with every error through S. Besides each row's own term, s_r reaches
+    the loss through u: d loss/ds_r gains G * c'(u) * du/dS = G c'(u) / (2 S), and ds_r/dp_rd = 2 e_rd:
+        d/dl_rd = (w_r / sigma^2 + G c'(u) / S) e_rd p_rd (1 - p_rd).
+    ELBO (w_r = 1), without the floor (c(u) = u): G = N D - S / sigma^2 = N D - N D = 0. sigma sits
+    where the loss is flat in sigma, so sigma moving with the logits changes the loss by nothing to
+    first order (the envelope theorem): the gradient is the one with sigma held at its value. The floor
+    moves sigma a little off the optimum, leaving the small G this computes exactly.
+    IWAE (w_r the normalized weights, sum_k w_kb = 1, N = K B): G = D sum_r w_r - sum_r w_r s_r / sigma^2
+    = N D (1/K - sum_r w_r s_r / S), NOT zero: the bound weighs its rows unevenly, and the rows it weighs
+    need not have the batch's mean error. The term stays, and both objectives run this same code.
+
+    sigma is no learned parameter: `likelihood.log_sigma` holds the last training step's u, written by
+    backward (which only a training step runs), with a zero gradient, so Adam leaves it exactly as
+    written and checkpoints carry it bit for bit. Evaluation and generation read it (held()): a test
+    batch is scored with the sigma training ended with, never with one solved from itself.
+    """
+    description = "the calibrated Gaussian with sigma^2 solved per batch: the batch's mean squared error"
+
+    def held_parameters(self):
+        return (self.PARAM,)
+
+    def held(self):
+        return CalibratedGaussian().bind(self.params, self.grads)
+
+    def log_sigma_before_floor(self, xp, squares, D, ws=None):
+        """u = log(S / (N D)) / 2, with S floored at the smallest normal float: a batch decoded perfectly
+        gets the floor's sigma, not log 0."""
+        total = xp.maximum(squares.sum(), np.finfo(squares.dtype).tiny)                  # S
+        u = xp.log(total / (squares.size * D)).reshape(1)
+        u *= 0.5
+        return u, total
+
+    def _through_sigma(self, xp, coef, du, cache, ws=None):
+        coef += du / cache.total                                     # + G c'(u) / S
+        with gradients_into(xp, self.grads, (self.PARAM,), ws) as (g,):
+            g[...] = 0                                               # held, not learned
+        self.params[self.PARAM][...] = cache.u                       # the sigma evaluation will use
+
+
+CALIBRATED = {"learned": CalibratedGaussian, "optimal": OptimalSigmaGaussian}   # Gaussian.build's sigmas
 
 
 # -- the continuous Bernoulli's normalizer, log C(l), and its derivative --------------------------
@@ -338,6 +556,14 @@ def get_likelihood(name):
     if not isinstance(name, str) or name not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, not {name!r}")
     return LIKELIHOODS[name]
+
+
+SIGMAS = ("fixed", "learned", "optimal")   # --sigma: the Gaussian decoder's (Gaussian.build)
+
+
+def make_likelihood(spec):
+    """The likelihood a network.ModelSpec names, built with its settings (not yet bound to a model)."""
+    return get_likelihood(spec.likelihood).build(spec)
 
 
 # -- the KL term -----------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class ModelSpec:
     num_classes: int = 0               # K > 0: a conditional VAE reading one-hot labels
     prior: str = "normal"              # a name in priors.PRIORS: "normal" N(0, I), or "vamp" the VampPrior
     pseudo_inputs: int = priors.DEFAULT_PSEUDO_INPUTS   # the VampPrior's K components (unused by "normal")
+    sigma: str = "fixed"               # the Gaussian decoder's: "fixed", "learned" or "optimal" (losses.SIGMAS)
 
     def __post_init__(self):
         # JSON gives lists; a spec holds tuples, so specs (and configs) compare equal
@@ -77,7 +78,12 @@ class ModelSpec:
 
     def check(self):
         """Raise ValueError naming the first setting that cannot work."""
-        losses.get_likelihood(self.likelihood)
+        likelihood = losses.get_likelihood(self.likelihood)
+        if not isinstance(self.sigma, str) or self.sigma not in losses.SIGMAS:
+            raise ValueError(f"sigma must be one of {', '.join(losses.SIGMAS)}, not {self.sigma!r}")
+        if self.sigma not in likelihood.sigmas:
+            raise ValueError(f"sigma {self.sigma!r} is the Gaussian decoder's (likelihood 'gaussian', --likelihood "
+                             f"gaussian): likelihood {self.likelihood!r} has no sigma to calibrate")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, not {self.arch!r}")
         for name in ("input_shape", "hidden_dims"):
@@ -112,7 +118,8 @@ class ModelSpec:
             sizes = "-".join(map(str, ("x".join(map(str, self.input_shape)), *self.hidden_dims, self.latent_dim)))
         kind = "" if self.arch == "dense" else f"{self.arch} "
         conditional = f"conditional ({self.num_classes} classes) " if self.num_classes else ""
-        return f"{kind}{sizes} {conditional}VAE{priors.PRIORS[self.prior].describe(self)}"
+        sigma = f" ({self.sigma} sigma)" if self.sigma != "fixed" else ""
+        return f"{kind}{sizes} {conditional}VAE{priors.PRIORS[self.prior].describe(self)}{sigma}"
 
 
 SETTINGS = tuple(f.name for f in fields(ModelSpec))

@@ -59,6 +59,7 @@ class TrainConfig:
     num_classes: int = 0              # C: 0 for a plain VAE; a conditional one (--conditional) reads 10 labels
     prior: str = "normal"             # p(z): "normal", N(0, I), or "vamp", the VampPrior (priors.PRIORS)
     pseudo_inputs: int = DEFAULT_PSEUDO_INPUTS   # the VampPrior's K learned pseudo-inputs
+    sigma: str = "fixed"              # the Gaussian decoder's sigma: "fixed", "learned" or "optimal" (losses.py)
     beta: float = 1.0                 # KL weight: objective = recon + beta * KL (1 is the plain VAE)
     warmup_epochs: float = 0.0        # ramp the KL weight linearly from 0 to beta over this many epochs
     binarize: bool = False            # train on x ~ Bernoulli(pixels), drawn anew for every batch
@@ -171,7 +172,7 @@ def _short(value):
 
 # Settings added after runs were first written, with the value every older run had.
 ADDED_LATER = {"num_classes": 0, "arch": "dense", "objective": "elbo", "samples": 1, "prior": "normal",
-               "pseudo_inputs": DEFAULT_PSEUDO_INPUTS, "init_output_bias": "default"}
+               "pseudo_inputs": DEFAULT_PSEUDO_INPUTS, "init_output_bias": "default", "sigma": "fixed"}
 # Settings renamed when the network became a description (network.ModelSpec): older name -> newer.
 RENAMED = {"input_dim": "input_shape", "hidden_dim": "hidden_dims"}
 

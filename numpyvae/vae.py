@@ -28,11 +28,12 @@ wires together: the encoder, the decoder, the labels, the noise, and the paramet
 Parameters live in ONE flat buffer (`flat_params`) and gradients in another with
 the same layout (`flat_grads`); `params` and `grads` are dicts of named views into
 them, so the optimizer can update everything in a few passes over flat memory. The owners of
-parameters are the layers, then the prior (a VampPrior's pseudo-inputs). Backward accumulates
-(layers.Gradients): the first use of a parameter in a step writes its gradient, a later use
-adds, so the encoder run on the images and again on a VampPrior's pseudo-inputs gets the sum.
-The one activation that fans out, h into the two heads, has its two gradients summed where it
-forks, in encoder_backward.
+parameters are the layers, then the likelihood (a calibrated Gaussian's log sigma), then the
+prior (a VampPrior's pseudo-inputs); a model whose likelihood and prior own none has the layers'
+layout alone. Backward accumulates (layers.Gradients): the first use of a parameter in a step
+writes its gradient, a later use adds, so the encoder run on the images and again on a
+VampPrior's pseudo-inputs gets the sum. The one activation that fans out, h into the two heads,
+has its two gradients summed where it forks, in encoder_backward.
 
 A model is built from its settings, `VAE(**model.config, backend=..., dtype=..., seed=...)`,
 and `check_settings` is the one place those settings are validated.
@@ -41,13 +42,15 @@ Shapes: B = batch, D = input (pixels), F = features, H = hidden, Z = latent.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 
 from numpyvae.backend import TRAIN_DTYPE, get_backend
-from numpyvae import layers, losses
+from numpyvae import layers
 from numpyvae.layers import Gradients, Workspace, buffer, leaves, sequence_backward, sequence_forward
+from numpyvae.losses import make_likelihood
 from numpyvae.network import SETTINGS, build_network, make_spec
 from numpyvae.objectives import get_objective
 from numpyvae.priors import DEFAULT_PSEUDO_INPUTS, make_prior
@@ -61,7 +64,7 @@ MAX_PARAMETERS = 100_000_000
 def check_settings(**settings):
     """The network.ModelSpec of these settings (older names too); ValueError naming the first that cannot work."""
     spec = make_spec(**settings)
-    count = num_parameters(build_network(spec)) + num_parameters([[make_prior(spec)]])
+    count = num_parameters(build_network(spec)) + num_parameters([[make_likelihood(spec), make_prior(spec)]])
     if count > MAX_PARAMETERS:
         raise ValueError(f"a {spec.describe()} would have {count:,} parameters; numpyvae trains at most "
                          f"{MAX_PARAMETERS:,} (choose smaller hidden_dims or latent_dim)")
@@ -69,7 +72,7 @@ def check_settings(**settings):
 
 
 def parameter_shapes(owners):
-    """Name -> shape of every parameter of `owners` (layers, a prior), in flat-buffer order."""
+    """Name -> shape of every parameter of `owners` (layers, a likelihood, a prior), in flat-buffer order."""
     return {name: shape for owner in owners for name, shape in owner.parameters().items()}
 
 
@@ -97,6 +100,9 @@ class VAE:
         likelihood: a name in losses.LIKELIHOODS: "bernoulli" (binary cross-entropy from
                     logits, the default), "gaussian" (the seed's squared error) or
                     "continuous-bernoulli" (cross-entropy normalized into a density on [0, 1]).
+        sigma:      the Gaussian's: "fixed" (the default, the seed's squared error), "learned" (one
+                    shared log sigma, a parameter) or "optimal" (sigma^2 = each batch's mean squared
+                    error); the calibrated decoders of the sigma-VAE (losses.CalibratedGaussian).
         num_classes: C > 0 makes a conditional VAE whose every call takes labels y (B,)
                     in 0..C-1; 0 (the default) is the plain VAE.
         input_shape: one image's shape, (1, 28, 28) by default; the model reads each as a row of D numbers.
@@ -112,15 +118,14 @@ class VAE:
 
     def __init__(self, input_dim=None, hidden_dim=None, latent_dim=20, likelihood="bernoulli",
                  num_classes=0, backend="numpy", dtype=TRAIN_DTYPE, seed=0, *, input_shape=None, arch="dense",
-                 hidden_dims=None, prior="normal", pseudo_inputs=DEFAULT_PSEUDO_INPUTS):
+                 hidden_dims=None, prior="normal", pseudo_inputs=DEFAULT_PSEUDO_INPUTS, sigma="fixed"):
         self.spec = check_settings(input_dim=input_dim, hidden_dim=hidden_dim, input_shape=input_shape, arch=arch,
                                    hidden_dims=hidden_dims, latent_dim=latent_dim, likelihood=likelihood,
-                                   num_classes=num_classes, prior=prior, pseudo_inputs=pseudo_inputs)
+                                   num_classes=num_classes, prior=prior, pseudo_inputs=pseudo_inputs, sigma=sigma)
         self.input_shape, self.arch, self.hidden_dims = self.spec.input_shape, self.spec.arch, self.spec.hidden_dims
         self.input_dim, self.latent_dim = self.spec.input_dim, int(latent_dim)
         self.num_classes = int(num_classes)
         self.likelihood = likelihood
-        self.recon_term = losses.LIKELIHOODS[likelihood]
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
         xp = self.xp = self.backend.xp
@@ -128,13 +133,15 @@ class VAE:
         self.network = build_network(self.spec)
         self.features, self.encoder, self.heads, self.decoder = self.network
         self.layers = self.network.layers
+        term = make_likelihood(self.spec)            # the reconstruction term, built with its settings (sigma)
         self.prior = make_prior(self.spec)
-        self.shapes = parameter_shapes(self.layers + [self.prior])
+        self.shapes = parameter_shapes(self.layers + [term, self.prior])
         self.num_params = sum(math.prod(s) for s in self.shapes.values())
-        self.flat_params = self.backend.to_device(init_params(self.layers, seed, self.prior), dtype=self.dtype)
+        self.flat_params = self.backend.to_device(init_params(self.layers, seed, self.prior, term), dtype=self.dtype)
         self.flat_grads = xp.zeros(self.num_params, dtype=self.dtype)
         self.params = flat_views(self.flat_params, self.shapes)
         self.grads = Gradients(flat_views(self.flat_grads, self.shapes))
+        self.recon_term = term.bind(self.params, self.grads)   # reads and writes its parameters there
         self.rng = self.backend.rng(seed)
         self.workspace = Workspace(xp, self.dtype)   # the training step's buffers, reused every step
         self._classes = xp.arange(self.num_classes)  # (C,) for one_hot, made once
@@ -277,6 +284,16 @@ class VAE:
         """z ~ p(z), (n, Z) on the backend, from `rng` (default: the model's): the codes sample decodes."""
         return self.prior.sample(self, n, rng)
 
+    def held(self):
+        """This model as evaluation scores it, sharing its weights: every parameter read as stored, none
+        solved from the batch being scored (an optimal-sigma decoder keeps its last training batch's sigma)."""
+        term = self.recon_term.held()
+        if term is self.recon_term:
+            return self
+        twin = copy.copy(self)
+        twin.recon_term = term
+        return twin
+
     def standard_normal(self, shape, rng=None):
         """Fresh N(0, I) noise of `shape` on the backend, from `rng` (default: the model's)."""
         return self.backend.standard_normal(rng if rng is not None else self.rng,
@@ -379,13 +396,13 @@ def _check_beta(beta):
         raise ValueError(f"the KL weight beta must be a finite number >= 0, not {beta!r:.40}")
 
 
-def init_params(layer_list, seed, prior=None):
+def init_params(layer_list, seed, prior=None, likelihood=None):
     """Initial weights as PyTorch's nn.Linear draws them: W and b uniform in +-1/sqrt(fan_in).
 
     (PyTorch's kaiming_uniform_ with a = sqrt(5) works out to the same bound for W.)
-    Drawn in float64 on the host from a seeded generator, in flat-buffer order, the prior's last
-    (priors.py: after the layers, so adding a prior leaves the layers' draws as they were);
-    returns one flat array.
+    Drawn in float64 on the host from a seeded generator, in flat-buffer order: the layers, the
+    likelihood's, the prior's last (priors.py: after the layers, so adding a prior or a likelihood
+    with parameters leaves the layers' draws as they were); returns one flat array.
     """
     rng = np.random.default_rng(seed)
     pieces = []
@@ -393,6 +410,7 @@ def init_params(layer_list, seed, prior=None):
         for shape in layer.parameters().values():
             bound = 1.0 / math.sqrt(layer.fan_in)
             pieces.append(rng.uniform(-bound, bound, size=math.prod(shape)))
-    if prior is not None:
-        pieces.append(prior.init(rng))
+    for owner in (likelihood, prior):
+        if owner is not None:
+            pieces.append(owner.init(rng))
     return np.concatenate(pieces)

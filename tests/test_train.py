@@ -64,7 +64,7 @@ def test_two_epochs_write_a_complete_run_directory(tiny_config, tmp_path):
         "seed": 0,
         "backend": "numpy", "dtype": "float32", "data_dir": tiny_config().data_dir,
         "objective": "elbo", "samples": 1, "prior": "normal", "pseudo_inputs": 500,
-        "init_output_bias": "default"}
+        "init_output_bias": "default", "sigma": "fixed"}
     with open(run_dir / "metrics.csv", newline="") as file:
         rows = list(csv.reader(file))
     assert ",".join(rows[0]) == COLUMNS and [r[0] for r in rows[1:]] == ["1", "2"]
