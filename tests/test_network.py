@@ -42,15 +42,22 @@ def blas_key():
 def test_the_dense_model_is_bit_for_bit_what_it_was_before_the_network_became_data(name, settings):
     """Recorded at 9c42cae (before ModelSpec) under OpenBLAS 0.3.31, Haswell kernel, 1 and 2 threads.
 
-    Under that BLAS the losses and every bit of the parameters and gradients must match; under
-    another (whose sums round differently) the losses must still agree to float32 precision.
+    Under that BLAS every bit of the parameters and gradients must match, and the losses too, to
+    within one float32 step: since each likelihood is written once (losses.py), the batch's loss is
+    the sum of its rows' losses, which rounds differently from the sum it used to be by at most one
+    step (measured under OPENBLAS_CORETYPE=Haswell: 0 or 1 in each of the 18 recorded losses), while
+    the gradients, and so the training, are untouched. Under another BLAS (whose sums round
+    differently) the losses must still agree to float32 precision.
     """
     pytest.importorskip("threadpoolctl", reason="names the BLAS the recording was made with")
     recorded = json.loads(COMPAT.read_text())
     ours = three_adam_steps(**settings)
     key = blas_key()
     if key in recorded:
-        assert ours == recorded[key][name]
+        assert ours["sha256"] == recorded[key][name]["sha256"]
+        for a, b in zip(ours["losses"], recorded[key][name]["losses"]):
+            a, b = np.float32(float.fromhex(a)), np.float32(float.fromhex(b))
+            assert abs(a - b) <= np.spacing(max(a, b)), (a, b)
     else:
         theirs = next(iter(recorded.values()))[name]
         for a, b in zip(ours["losses"], theirs["losses"]):
