@@ -47,7 +47,8 @@ class Prior:
     """The interface every prior implements (see the module docstring)."""
     name = ""              # the key in PRIORS and the value of --prior
     description = ""       # one line for --help
-    kl_closed_form = False # its KL is exact (never negative), not an estimate at the sample
+    kl_closed_form = False  # its KL is exact (never negative), not an estimate at the sample
+    settings = ()          # the network.ModelSpec settings it reads (pseudo_inputs for the VampPrior)
 
     def parameters(self):
         return {}
@@ -63,8 +64,6 @@ class Prior:
 
     def sample(self, model, n, rng=None):
         raise NotImplementedError
-
-    settings = ()          # the network.ModelSpec settings it reads (pseudo_inputs for the VampPrior)
 
     @classmethod
     def build(cls, spec):
@@ -92,19 +91,19 @@ class Prior:
 
     def kl_backward(self, model, cache, scale=1.0, ws=None):
         """(dmu, dlogvar, dz) of scale * (log q - log p): 0, -scale/2, and -log p's gradient at z."""
-        xp = model.xp
         B, Z = cache.shape
-        dlog_p = buffer(ws, "prior.dlog_p", (B,))
-        dlog_p = xp.full((B,), -scale, dtype=model.dtype) if dlog_p is None else _fill(dlog_p, -scale)
+        dlog_p = filled(model, buffer(ws, "prior.dlog_p", (B,)), (B,), -scale)         # d loss / d log p(z_b)
         dz = self.log_prob_backward(model, dlog_p, cache.log_p_cache, ws)           # (B, Z)
-        dlogvar = buffer(ws, "prior.dlogvar", (B, Z))
-        dlogvar = xp.full((B, Z), -0.5 * scale, dtype=model.dtype) if dlogvar is None else _fill(dlogvar, -0.5 * scale)
+        dlogvar = filled(model, buffer(ws, "prior.dlogvar", (B, Z)), (B, Z), -0.5 * scale)
         return None, dlogvar, dz
 
 
-def _fill(a, value):
-    a.fill(value)
-    return a
+def filled(model, out, shape, value):
+    """`out` (a workspace buffer, or None: a fresh array of `shape`) filled with `value`."""
+    if out is None:
+        return model.xp.full(shape, value, dtype=model.dtype)
+    out.fill(value)
+    return out
 
 
 def log_q_forward(xp, logvar, eps, ws=None):
