@@ -182,8 +182,8 @@ def test_the_committed_timeout_is_reviewed_and_the_iwae_block_size_is_not_called
         assert key not in listed
 
 
-def test_the_run_mutates_the_checker_and_the_network_description():
-    assert {"gradcheck.py", "network.py"} <= set(mutation_run.FILES)
+def test_the_run_mutates_the_checker_the_network_description_and_the_registries_entries():
+    assert {"gradcheck.py", "network.py", "objectives.py", "priors.py", "output_bias.py"} <= set(mutation_run.FILES)
 
 
 # -- kills must not depend on test order ----------------------------------------------------------------

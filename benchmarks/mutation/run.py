@@ -74,7 +74,8 @@ EQUIVALENT = Path(__file__).resolve().parent / "equivalent.md"
 
 # The math, and what a wrong line of it would cost a reader; and the checker that proves it, with the
 # description every model is built from.
-FILES = ["layers.py", "conv.py", "im2col.py", "losses.py", "optim.py", "vae.py", "iwae.py", "evaluate.py", "gradcheck.py", "network.py"]
+FILES = ["layers.py", "conv.py", "im2col.py", "losses.py", "optim.py", "vae.py", "iwae.py", "evaluate.py", "gradcheck.py",
+         "network.py", "objectives.py", "priors.py", "output_bias.py"]
 MAX_WORKERS = 64          # each worker is a whole copy of the repository
 
 # A mutant's fate (results[key]["status"]); only KILLED counts as caught.
