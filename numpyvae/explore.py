@@ -41,7 +41,7 @@ from numpyvae.layers import Flatten, Linear, ReLU, Reshape
 from numpyvae.messages import shown
 from numpyvae.rundir import RunError, load_run
 
-FORMAT, VERSION = "numpyvae-explorer", 1     # model.json's "format"; every text file of a site names it
+FORMAT, VERSION = "numpyvae-explorer", 2     # model.json's "format"; every text file of a site names it (2: the prior)
 ASSETS_DIR = Path(__file__).parent / "explorer"
 ASSETS = ("index.html", "explorer.js", "forward.js", "style.css")
 MANIFEST = "model.json"
@@ -212,6 +212,15 @@ def _write(path, data):
         file.write(data)
 
 
+def describe_prior(model):
+    """p(z) as the page samples it: an equal-weight mixture of diagonal Gaussians (priors.Prior.mixture), one
+    component, N(0, I), for the standard normal; a VampPrior's are the encoder's posteriors at its pseudo-inputs."""
+    means, logvars = model.prior.mixture(model)
+    rounded = lambda a: [[float(f"{v:.7g}") for v in row] for row in a]        # noqa: E731 (float32's digits)
+    return {"name": model.spec.prior, "description": type(model.prior).description,
+            "means": rounded(means), "logvars": rounded(logvars)}
+
+
 def _hashed(kind, data):
     return f"{kind}-{hashlib.sha256(data).hexdigest()[:12]}.bin"
 
@@ -235,7 +244,7 @@ def write_site(out, model, images=None, labels=None, about=None, missing=None, p
         "input_shape": list(model.input_shape), "latent_dim": model.latent_dim, "num_classes": model.num_classes,
         # the data's classes, for the map's labels; a conditional model's labels are the same classes
         "class_names": list(CLASS_NAMES) + [f"class {c}" for c in range(len(CLASS_NAMES), model.num_classes)],
-        "likelihood": likelihood, "network": network,
+        "likelihood": likelihood, "network": network, "prior": describe_prior(model),
         "weights": {"file": _hashed("weights", weights), "dtype": "float32", "byte_order": "little",
                     "bytes": len(weights), "tensors": tensors},
     }

@@ -65,6 +65,11 @@ class Prior:
     def sample(self, model, n, rng=None):
         raise NotImplementedError
 
+    def mixture(self, model):
+        """p(z) as an equal-weight mixture of diagonal Gaussians, (means (K, Z), log-variances (K, Z)) on the
+        host: what a page that samples the prior without numpyvae (the explorer) needs."""
+        raise NotImplementedError
+
     @classmethod
     def build(cls, spec):
         """The prior for a network.ModelSpec (a prior with settings reads them from it)."""
@@ -158,6 +163,10 @@ class StandardNormal(Prior):
 
     def sample(self, model, n, rng=None):
         return model.standard_normal((n, model.latent_dim), rng)
+
+    def mixture(self, model):
+        zeros = np.zeros((1, model.latent_dim))                    # one component, N(0, I)
+        return zeros, zeros.copy()
 
 
 # -- the VampPrior ------------------------------------------------------------------------------
@@ -310,6 +319,10 @@ class VampPrior(Prior):
         pick = xp.minimum((uniform * self.K).astype(np.int64), self.K - 1)   # k uniform in 0..K-1
         eps = model.standard_normal((n, model.latent_dim), rng)
         return m[pick] + eps * xp.exp(0.5 * lv[pick])
+
+    def mixture(self, model):
+        _, m, lv, _ = self.components(model)
+        return model.backend.to_host(m).astype(np.float64), model.backend.to_host(lv).astype(np.float64)
 
 
 # Adding a prior: write its class above, then add a line here.

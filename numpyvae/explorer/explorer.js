@@ -10,7 +10,7 @@
 //     view                  what the page shows now: z(), label(), drawing(), mapPosition(i), mapPoint(i)
 //
 // Images are drawn dark on white, as numpyvae's figures are: a pixel of mean p is grey 255 (1 - p).
-import { FORMAT, loadModel } from "./forward.js";
+import { FORMAT, loadModel, samplePrior } from "./forward.js";
 
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",     // matplotlib's C0..C9,
                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];    // as numpyvae's figures colour classes
@@ -409,8 +409,9 @@ async function start() {
   await loadMap();
   $("map").addEventListener("click", clickMap);
   $("zero").addEventListener("click", () => setZ(new Float64Array(model.latentDim), "z = 0"));
-  $("sample").addEventListener("click", () => setZ(Array.from({ length: model.latentDim }, sampleNormal),
-                                                   "z drawn from the prior N(0, I)"));
+  const prior = manifest.prior;
+  $("sample").addEventListener("click", () => setZ(samplePrior(prior, sampleNormal, Math.random),
+                                                   `z drawn from the prior, ${prior.description}`));
   $("t").addEventListener("input", moveT);
   setUpDrawing();
   show();

@@ -15,7 +15,7 @@
 // Shapes: C = channels, H x W = image, k = kernel, s = stride, p = padding, D = pixels, K = classes, Z = latent.
 
 export const FORMAT = "numpyvae-explorer";
-export const VERSION = 1;
+export const VERSION = 2;          // 2: model.json describes the prior the page samples
 
 // -- the layers: each takes (layer description, its tensors, input, input shape) -> [output, output shape]
 
@@ -159,8 +159,18 @@ function readTensors(weights, buffer) {
   return tensors;
 }
 
+// One z from the prior as model.json describes it (numpyvae's priors.Prior.mixture): an equal-weight
+// mixture of diagonal Gaussians. A component k uniformly, then z_j = m_kj + eps_j exp(lv_kj / 2).
+// normal() and uniform() are the random draws (N(0, 1) and [0, 1)), passed in so a test can fix them.
+export function samplePrior(prior, normal, uniform) {
+  const K = prior.means.length;
+  const k = Math.min(K - 1, Math.floor(uniform() * K));
+  return prior.means[k].map((m, j) => m + normal() * Math.exp(prior.logvars[k][j] / 2));
+}
+
 // manifest: model.json, parsed; buffer: the weights file's ArrayBuffer.
-// Returns { decode(z, label), decodeLogits(z, label), encode(x, label), latentDim, numClasses, inputShape, pixels }.
+// Returns { decode(z, label), decodeLogits(z, label), encode(x, label), latentDim, numClasses, inputShape, pixels,
+// prior (model.json's, for samplePrior), tensor(name) (a parameter, flat, or undefined) }.
 export function loadModel(manifest, buffer) {
   if (manifest.format !== FORMAT || manifest.version !== VERSION) {
     throw new Error(`model.json is not a ${FORMAT} version ${VERSION} description`);
@@ -218,5 +228,6 @@ export function loadModel(manifest, buffer) {
     return { mu: run([mu], h, [h.length])[0], logvar: run([logvar], h, [h.length])[0] };   // (Z) each
   }
 
-  return { decode, decodeLogits, encode, latentDim: Z, numClasses: K, inputShape, pixels: D };
+  return { decode, decodeLogits, encode, latentDim: Z, numClasses: K, inputShape, pixels: D, prior: manifest.prior,
+           tensor: (name) => tensors[name] };
 }

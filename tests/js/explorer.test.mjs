@@ -10,7 +10,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { loadModel } from "../../numpyvae/explorer/forward.js";
+import { loadModel, samplePrior, sigmoid } from "../../numpyvae/explorer/forward.js";
 
 const TOLERANCE = 1e-5;     // per pixel, and per coordinate of mu and logvar
 const root = process.env.NUMPYVAE_EXPLORER_CASES;
@@ -38,6 +38,15 @@ test("the fixtures are there", () => {
   assert.ok(readdirSync(root).length > 0, `no models in ${root}`);
 });
 
+test("a prior's sample is a component's mean plus its standard deviation times the noise", () => {
+  const prior = { means: [[0, 1], [5, -5], [10, 20]], logvars: [[0, 0], [Math.log(4), 0], [0, Math.log(9)]] };
+  // uniform() picks the component: [0, 1/3) the first, [1/3, 2/3) the second, [2/3, 1) the third
+  assert.deepEqual(samplePrior(prior, () => 0, () => 0.5), [5, -5]);
+  assert.deepEqual(samplePrior(prior, () => 1, () => 0.4), [7, -4]);           // 5 + 1 * 2, -5 + 1 * 1
+  assert.deepEqual(samplePrior(prior, () => -1, () => 0.999), [9, 17]);        // 10 - 1, 20 - 3
+  assert.deepEqual(samplePrior({ means: [[0, 0, 0]], logvars: [[0, 0, 0]] }, () => 0.5, () => 0.7), [0.5, 0.5, 0.5]);
+});
+
 for (const name of root ? readdirSync(root).sort() : []) {
   test(`${name}: decode and encode equal numpyvae's`, () => {
     const { model, cases } = load(join(root, name));
@@ -53,6 +62,19 @@ for (const name of root ? readdirSync(root).sort() : []) {
       const { mu, logvar } = model.encode(x, label);
       assertClose(mu, cases.mu[row], `mu, row ${row}`);
       assertClose(logvar, cases.logvar[row], `logvar, row ${row}`);
+    });
+    // the prior the page samples: a VampPrior's components are this page's own encoder at the pseudo-inputs
+    // sigmoid(a_k) (the weights file's prior.pseudo_logits); the standard normal's one component is N(0, I)
+    const { means, logvars } = model.prior, pseudo = model.tensor("prior.pseudo_logits");
+    means.forEach((m, k) => {
+      if (!pseudo) {
+        assertClose(m.concat(logvars[k]), new Array(2 * model.latentDim).fill(0), "N(0, I)");
+        return;
+      }
+      const u = Array.from(pseudo.slice(k * model.pixels, (k + 1) * model.pixels), sigmoid);
+      const { mu, logvar } = model.encode(u);
+      assertClose(mu, m, `the prior's component ${k}: its mean`);
+      assertClose(logvar, logvars[k], `the prior's component ${k}: its log-variance`);
     });
   });
 }
