@@ -197,17 +197,22 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
                                               f"sampled entries per tensor {device}", settings, where, entries, seed,
                                               weights, data))
             continue
-        for likelihood in losses.LIKELIHOODS:
-            if small:
-                for classes in (0, 4):
-                    kind = f"conditional VAE ({classes} classes)" if classes else "VAE"
-                    sections.append(model_section(
-                        f"small 6-5-3 {kind}, {bound}{likelihood}, every entry {device}",
-                        {"input_dim": 6, "hidden_dim": 5, "latent_dim": 3, "likelihood": likelihood,
-                         "num_classes": classes}, where, seed=seed))
-            if full:
-                sections.append(model_section(f"784-400-20 VAE, {bound}{likelihood}, {entries} sampled entries per "
-                                              f"tensor {device}", {"likelihood": likelihood}, where, entries, seed))
+        # every likelihood, and each of its settings beyond the first (the Gaussian's learned and optimal sigma)
+        for likelihood, term in losses.LIKELIHOODS.items():
+            for sigma in term.sigmas:
+                name = likelihood if sigma == term.sigmas[0] else f"{likelihood} ({sigma} sigma)"
+                chosen = {"likelihood": likelihood} if sigma == term.sigmas[0] else {"likelihood": likelihood,
+                                                                                     "sigma": sigma}
+                if small:
+                    for classes in (0, 4):
+                        kind = f"conditional VAE ({classes} classes)" if classes else "VAE"
+                        sections.append(model_section(
+                            f"small 6-5-3 {kind}, {bound}{name}, every entry {device}",
+                            {"input_dim": 6, "hidden_dim": 5, "latent_dim": 3, "num_classes": classes, **chosen},
+                            where, seed=seed))
+                if full:
+                    sections.append(model_section(f"784-400-20 VAE, {bound}{name}, {entries} sampled entries per "
+                                                  f"tensor {device}", chosen, where, entries, seed))
         for prior in PRIORS:            # every other prior, on the default likelihood, dense and conv
             if prior == ModelSpec().prior:
                 continue

@@ -523,8 +523,9 @@ def test_each_section_prints_as_it_ends_and_a_crash_is_one_line_naming_its_secti
     # the ELBO sections before the crash kept their rows
     assert "small 6-5-3 VAE, bernoulli, every entry (float64, numpy)\n  gradient" in out
     crashes = [line for line in err.splitlines() if "crashed" in line]
-    # every IWAE section: each likelihood plain and conditional, and each other prior dense and conv
-    assert len(crashes) == 2 * len(losses.LIKELIHOODS) + 2 * (len(PRIORS) - 1)
+    # every IWAE section: each likelihood (and sigma) plain and conditional, and each other prior dense and conv
+    settings = sum(len(term.sigmas) for term in losses.LIKELIHOODS.values())
+    assert len(crashes) == 2 * settings + 2 * (len(PRIORS) - 1)
     assert crashes[0] == ('numpyvae gradcheck: error: the section "small 6-5-3 VAE, IWAE bound with K = 3, bernoulli, '
                           'every entry (float64, numpy)" crashed: RuntimeError: the IWAE bound broke on two lines')
     assert out.rstrip().endswith(f"gradients pass; {len(crashes)} sections crashed")
