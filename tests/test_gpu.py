@@ -260,6 +260,19 @@ def test_cupy_steps_match_numpy_steps(cupy, likelihood, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("samples", [None, 3], ids=["elbo", "iwae"])
+@pytest.mark.parametrize("sigma", ["learned", "optimal"])
+def test_cupy_calibrated_gaussian_steps_match_numpy_steps(cupy, sigma, samples):
+    """The calibrated Gaussian's step (its sigma learned, or solved from the batch) on the GPU, float32."""
+    compare_step_with_numpy("cupy", np.float32, "gaussian", samples=samples, sigma=sigma)
+
+
+@pytest.mark.parametrize("sigma", ["learned", "optimal"])
+def test_fakegpu_calibrated_gaussian_steps_match_numpy_steps(sigma):
+    compare_step_with_numpy("fakegpu", np.float32, "gaussian", steps=2, samples=3, sigma=sigma)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("samples", [None, 3], ids=["elbo", "iwae"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cupy_vampprior_steps_match_numpy_steps(cupy, samples, dtype):
     """The VampPrior's step (the encoder run twice, the mixture's matrix products) on the GPU."""
