@@ -102,6 +102,13 @@ def test_conv_bias_is_per_channel_from_the_overall_mean(small_fashion_mnist):
     assert len(changed) == 1      # the one bias, nothing else
 
 
+def test_a_pixel_off_or_on_in_every_image_is_clipped_to_lawson_et_als_bounds():
+    """A mean of 0 or 1 would need a bias of -inf or +inf: the mean is clipped to [1e-4, 1 - 1e-4] first."""
+    images = np.array([[0, 255, 51], [0, 255, 153]], np.uint8)                      # (N = 2, D = 3)
+    means = output_bias.training_means(images, (3,), (3,))
+    np.testing.assert_allclose(means, [1e-4, 1 - 1e-4, 0.4], rtol=1e-12, atol=0)
+
+
 def test_the_output_layer_must_give_the_logits():
     with pytest.raises(ValueError, match="out, is followed by out.relu"):
         output_bias.output_layer([Linear("out", 4, 3), ReLU("out.relu")])

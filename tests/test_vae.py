@@ -209,6 +209,31 @@ def test_eps_drawn_from_rng_give_the_same_step_as_the_same_eps_passed_in(objecti
     np.testing.assert_array_equal(drawn_grads, model.flat_grads)
 
 
+def test_an_objectives_check_defaults_to_the_settings_every_objective_accepts():
+    """check(beta=1, samples=1) by default: a call that names only one of them checks only that one."""
+    OBJECTIVES["elbo"].check()
+    OBJECTIVES["elbo"].check(beta=0.5)
+    OBJECTIVES["iwae"].check()
+    OBJECTIVES["iwae"].check(samples=5)
+    with pytest.raises(ValueError, match="beta must be 1"):
+        OBJECTIVES["iwae"].check(beta=0.5)
+    with pytest.raises(ValueError, match="samples=2"):
+        OBJECTIVES["elbo"].check(samples=2)
+
+
+def test_the_elbos_kl_backward_without_a_scale_is_the_kls_own_gradient():
+    """What an objective that overrides kl_forward alone (or calls the ELBO's kl_backward unscaled) gets: beta = 1."""
+    model = VAE(6, 5, 3, dtype=np.float64, seed=3)
+    x, _ = small_batch(model, 5, seed=2)
+    eps = np.random.default_rng(2).standard_normal((5, 3))
+    _, cache = OBJECTIVES["elbo"].forward(model, x, eps)
+    mu, logvar = model.encode(x)
+    dmu, dlogvar, dz = OBJECTIVES["elbo"].kl_backward(model, cache.kl)
+    np.testing.assert_allclose(dmu, mu, rtol=1e-12)                               # d KL / d mu
+    np.testing.assert_allclose(dlogvar, (np.exp(logvar) - 1) / 2, rtol=1e-12)     # d KL / d logvar
+    assert dz is None                                                             # the closed form reads no sample
+
+
 def test_kl_returned_at_beta_is_the_unweighted_kl():
     """At beta != 1 the returned KL (what metrics.csv records) is KL itself; only the total weighs it by beta."""
     model = VAE(6, 5, 3, dtype=np.float64, seed=3)

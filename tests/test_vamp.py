@@ -109,6 +109,15 @@ def test_a_parameter_used_twice_in_a_step_gets_the_sum_and_one_used_once_costs_n
     np.testing.assert_allclose(grads["l.W"], x1.T @ dy)
 
 
+def test_an_error_raised_while_writing_gradients_is_not_swallowed():
+    """The context that adds a later use's gradient in lets an exception from the backward inside it through."""
+    grads = layers.Gradients({"l.W": np.zeros((3, 2))})
+    grads.start_step()
+    with pytest.raises(ValueError, match="the backward failed"):
+        with grads.into(np, ["l.W"]):
+            raise ValueError("the backward failed")
+
+
 def test_the_standard_prior_step_adds_nothing_while_the_vamp_step_adds_the_encoders_second_use():
     plain = VAE(784, 16, 2, seed=0)
     plain.loss_and_grads(np.full((4, 784), 0.5, np.float32), eps=np.ones((4, 2), np.float32))
