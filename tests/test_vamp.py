@@ -183,7 +183,11 @@ def test_a_uniform_draw_at_the_top_of_its_range_picks_the_last_component(monkeyp
     m = np.array([[-100., 0, 0], [0, 100, 0], [0, 0, 100]])
     model = with_components(VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0),
                             m, np.full((3, 3), -20.0))
-    monkeypatch.setattr(model.backend, "uniform", lambda rng, out: (out.fill(1.0), out)[1])
+
+    def top_of_the_range(rng, out):
+        out.fill(1.0)
+        return out
+    monkeypatch.setattr(model.backend, "uniform", top_of_the_range)
     np.testing.assert_allclose(model.prior_noise(4, rng=model.backend.rng(0)), np.repeat(m[-1:], 4, axis=0), atol=1e-3)
 
 
