@@ -128,13 +128,16 @@ def test_the_standard_prior_step_adds_nothing_while_the_vamp_step_adds_the_encod
     assert again == {"enc.W.again", "enc.b.again", "mu.W.again", "mu.b.again", "logvar.W.again", "logvar.b.again"}
 
 
+@pytest.mark.parametrize("latent", [2, 4], ids=["K=B", "K=B=Z"])
 @pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 2)])
-def test_as_many_pseudo_inputs_as_images_keep_their_buffers_apart(objective, samples):
+def test_as_many_pseudo_inputs_as_images_keep_their_buffers_apart(objective, samples, latent):
     """The encoder's second pass has a workspace scope of its own: with K = B its caches would otherwise
-    overwrite the first pass's (same names, same shapes). The buffered step equals the allocating one."""
-    model = VAE(784, 16, 2, prior="vamp", pseudo_inputs=4, dtype=np.float64, seed=0)
+    overwrite the first pass's (same names, same shapes). The buffered step equals the allocating one.
+    With K = B = Z too, every (N, K), (N, Z), (K, Z) and (K,), (N,) buffer of the prior shares its shape
+    with the others, so two names that meant one buffer would meet here."""
+    model = VAE(784, 16, latent, prior="vamp", pseudo_inputs=4, dtype=np.float64, seed=0)
     x = np.random.default_rng(0).uniform(0, 1, (4, 784))
-    eps = np.random.default_rng(1).standard_normal((samples, 4, 2) if objective == "iwae" else (4, 2))
+    eps = np.random.default_rng(1).standard_normal((samples, 4, latent) if objective == "iwae" else (4, latent))
     buffered = [float(v) for v in model.loss_and_grads(x, eps=eps, objective=objective)]
     grads = model.flat_grads.copy()
     goal = __import__("numpyvae.objectives", fromlist=["OBJECTIVES"]).OBJECTIVES[objective]
@@ -154,6 +157,104 @@ def test_samples_come_from_the_mixture():
     nearest = np.argmin(((z[:, None, :] - m[None]) ** 2).sum(-1), axis=1)
     assert np.abs(z - m[nearest]).max() < 0.2
     assert np.all(np.abs(np.bincount(nearest, minlength=3) / 3000 - 1 / 3) < 0.04)
+
+
+def with_components(model, m, logvar):
+    """model, its VampPrior's components replaced by fixed ones (means m (K, Z), log-variances (K, Z))."""
+    model.prior.components = lambda model, ws=None, visit=None: (None, m, logvar, None)
+    return model
+
+
+def test_samples_spread_around_their_component_by_its_standard_deviation():
+    """z = m_k + eps * exp(lv_k / 2): components far apart with variance 4 (std 2), so each sample's offset from
+    the nearest mean has mean 0 and std 2 in every coordinate (3000 draws: the std within about +-0.05)."""
+    m = np.array([[-100., 0, 0], [0, 100, 0], [0, 0, 100]])
+    model = with_components(VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0),
+                            m, np.full((3, 3), math.log(4.0)))
+    z = model.prior_noise(3000, rng=model.backend.rng(5))
+    offset = z - m[np.argmin(((z[:, None, :] - m[None]) ** 2).sum(-1), axis=1)]
+    np.testing.assert_allclose(offset.mean(axis=0), 0, atol=0.15)
+    np.testing.assert_allclose(offset.std(axis=0), 2, rtol=0.05)
+
+
+def test_sampling_with_a_given_rng_draws_everything_from_it():
+    """Both the component picks and the noise come from `rng`: the same seed gives the same codes, whatever
+    the model's own generator has done in between."""
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0)
+    first = model.prior_noise(50, rng=model.backend.rng(5))
+    model.prior_noise(7)                                                   # moves the model's own generator on
+    np.testing.assert_array_equal(model.prior_noise(50, rng=model.backend.rng(5)), first)
+
+
+def test_a_uniform_draw_at_the_top_of_its_range_picks_the_last_component(monkeypatch):
+    """The pick is floor(u * K), clamped to K - 1: a draw that comes out as 1.0 (u * K == K) still names a
+    component, the last one, instead of indexing one past the end."""
+    m = np.array([[-100., 0, 0], [0, 100, 0], [0, 0, 100]])
+    model = with_components(VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0),
+                            m, np.full((3, 3), -20.0))
+
+    def top_of_the_range(rng, out):
+        out.fill(1.0)
+        return out
+    monkeypatch.setattr(model.backend, "uniform", top_of_the_range)
+    np.testing.assert_allclose(model.prior_noise(4, rng=model.backend.rng(0)), np.repeat(m[-1:], 4, axis=0), atol=1e-3)
+
+
+class OutlyingDraws:
+    """An rng whose normal() returns fixed pixel values: draws of N(0.05, 0.01^2) that a clip must catch."""
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=np.float64)
+
+    def normal(self, mean, std, size):
+        return np.resize(self.values, size)
+
+
+def test_pseudo_input_draws_outside_0_1_become_finite_logits_at_the_edges():
+    """The logit of a draw <= 0 or >= 1 is -inf, inf or nan: the clip into (0, 1) keeps every stored logit finite,
+    mapping such a draw to a pixel within 1e-3 of 0 or 1."""
+    prior = VampPrior((4,), pseudo_inputs=2)
+    logits = prior.init(OutlyingDraws([-0.5, 0.0, 0.05, 1.0, 2.0, 0.5, 1.5, -1.0]))
+    assert np.isfinite(logits).all()
+    u = 1 / (1 + np.exp(-logits))
+    assert (u[[0, 1, 7]] < 1e-3).all() and (u[[3, 4, 6]] > 1 - 1e-3).all() and (u < 1).all() and (u > 0).all()
+    np.testing.assert_allclose(u[[2, 5]], [0.05, 0.5], rtol=1e-12)
+
+
+def test_called_without_a_scale_the_kl_backward_is_the_kls_own_gradient():
+    """scale defaults to 1: the standard normal's dmu = mu (of KL = sum (mu^2 + e^lv - lv - 1) / 2) and the
+    VampPrior's estimate's dlogvar = -1/2 (d log q / d logvar, module docstring)."""
+    for prior in ("normal", "vamp"):
+        model = VAE(**DENSE, prior=prior, **({"pseudo_inputs": 3} if prior == "vamp" else {}), dtype=np.float64, seed=0)
+        x, eps = check_batch(model, batch=4, seed=0)[:2]
+        mu, logvar = model.encode(x)
+        z = mu + eps * np.exp(logvar / 2)
+        _, cache = model.prior.kl_forward(model, mu, logvar, z, eps)
+        model.grads.start_step()
+        dmu, dlogvar, _ = model.prior.kl_backward(model, cache)
+        if prior == "normal":
+            np.testing.assert_allclose(dmu, mu, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(dlogvar, np.full(logvar.shape, -0.5))
+
+
+def test_the_vampprior_kl_is_an_estimate_that_can_be_negative_so_it_is_not_closed_form():
+    """log q - log p at one sample can fall below 0 (here, a wide q, variance e^4, sampled at its mean, which is
+    a component's mean, where p is dense): the resume check that refuses a negative KL sum must not treat the
+    VampPrior's KL as closed form."""
+    from numpyvae.priors import PRIORS
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=3, dtype=np.float64, seed=0)
+    z = model.prior.components(model)[1][:1]                               # (1, Z) the first component's mean
+    kl, _ = model.prior.kl_forward(model, z, np.full(z.shape, 4.0), z, np.zeros(z.shape))
+    assert float(kl) < 0
+    assert PRIORS["normal"].kl_closed_form and not PRIORS["vamp"].kl_closed_form
+
+
+def test_the_standard_normal_as_a_mixture_is_one_component_at_the_origin():
+    """What the explorer page samples (explore.describe_prior): one component, N(0, I)."""
+    model = VAE(**DENSE, seed=0)
+    means, logvars = model.prior.mixture(model)
+    np.testing.assert_array_equal(means, np.zeros((1, 3)))
+    np.testing.assert_array_equal(logvars, np.zeros((1, 3)))
 
 
 @pytest.mark.parametrize("settings, message", [
