@@ -229,6 +229,26 @@ def test_the_checkers_mutation_numbers_are_its_committed_runs():
     assert "not yet explained" not in (results / "mutation-checker-survivors" / "mutation.md").read_text()
 
 
+def test_the_registries_mutation_numbers_are_their_committed_runs():
+    """README's numbers for this round's new code (objectives.py, priors.py, output_bias.py and the new functions of
+    layers.py and iwae.py) are those of the committed first run and of the reruns of the mutants it left."""
+    import json
+    results = Path(__file__).parent.parent / "benchmarks" / "results"
+    first = json.loads((results / "mutation-registries" / "mutation.json").read_text())
+    reruns = {}
+    for part in ("priors", "rest"):
+        folder = results / "mutation-registries-survivors" / part
+        reruns.update({m["key"]: m["status"] for m in json.loads((folder / "mutation.json").read_text())})
+        assert "not yet explained" not in (folder / "mutation.md").read_text()
+    killed = sum(m["status"] == "killed" for m in first)
+    left = [m["key"] for m in first if m["status"] != "killed"]
+    assert all(key in reruns for key in left)                      # every mutant left was run again
+    rekilled = sum(reruns[key] == "killed" for key in left)
+    text = " ".join(README.split())
+    assert f"killed {killed} of {len(first)} at first; of the {len(left)} left" in text
+    assert f"{rekilled} are killed by new tests and {len(left) - rekilled} reviewed as equivalent" in text
+
+
 def test_the_explorer_and_the_docs_site_go_to_different_folders():
     """Run one after the other as README shows them, the same folder would be a collision: the docs build
     empties its --site-dir (the explorer's page gone), and explore refuses a folder holding the docs."""
