@@ -27,6 +27,7 @@ Shapes: N = codes (B, or K * B for the IWAE bound), B = batch, K = pseudo-inputs
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -69,6 +70,11 @@ class Prior:
         """p(z) as an equal-weight mixture of diagonal Gaussians, (means (K, Z), log-variances (K, Z)) on the
         host: what a page that samples the prior without numpyvae (the explorer) needs."""
         raise NotImplementedError
+
+    def held(self, model):
+        """This prior as evaluation scores with it, at the model's weights as they are now (model.held):
+        itself, unless it has work that need not be done again at every batch scored."""
+        return self
 
     @classmethod
     def build(cls, spec):
@@ -224,8 +230,19 @@ class VampPrior(Prior):
         u = np.clip(rng.normal(self.INIT_MEAN, self.INIT_STD, size=self.K * math.prod(self.input_shape)), 1e-4, 1 - 1e-4)
         return np.log(u) - np.log1p(-u)                                    # logit(u)
 
+    fixed = None           # (u, m, logvar) of a held copy: evaluation's, computed once (held)
+
+    def held(self, model):
+        """A copy whose components are computed once, now: evaluation scores thousands of blocks of codes at
+        the same weights, and need not run the encoder on the pseudo-inputs again for each (no backward)."""
+        held = copy.copy(self)
+        held.fixed = self.components(model)[:3]
+        return held
+
     def components(self, model, ws=None, visit=None):
         """(u (K, D), m (K, Z), logvar (K, Z), the encoder's caches): the mixture's K Gaussians."""
+        if self.fixed is not None:
+            return (*self.fixed, None)
         xp = model.xp
         a = model.params[self.PARAM].reshape(self.K, -1)                   # (K, D)
         u = sigmoid(xp, a, out=buffer(ws, "prior.u", a.shape))

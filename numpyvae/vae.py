@@ -286,12 +286,13 @@ class VAE:
 
     def held(self):
         """This model as evaluation scores it, sharing its weights: every parameter read as stored, none
-        solved from the batch being scored (an optimal-sigma decoder keeps its last training batch's sigma)."""
-        term = self.recon_term.held()
-        if term is self.recon_term:
+        solved from the batch being scored (an optimal-sigma decoder keeps its last training batch's sigma),
+        and what depends on the weights alone computed once (a VampPrior's components)."""
+        term, prior = self.recon_term.held(), self.prior.held(self)
+        if term is self.recon_term and prior is self.prior:
             return self
         twin = copy.copy(self)
-        twin.recon_term = term
+        twin.recon_term, twin.prior = term, prior
         return twin
 
     def standard_normal(self, shape, rng=None):

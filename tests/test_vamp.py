@@ -357,3 +357,22 @@ def test_fakegpu_vamp_step_makes_no_transfers_and_matches_numpy(objective, sampl
     got = fake.loss_and_grads(x, eps=eps, objective=objective)
     assert [fake.backend.scalar(v) for v in got] == [float(v) for v in expected]
     assert np.array_equal(fake.backend.to_host(fake.flat_grads), host.flat_grads)
+
+
+def test_evaluation_runs_the_encoder_on_the_pseudo_inputs_once(monkeypatch):
+    """model.held() computes the mixture's components once: the bound scores many blocks at the same weights."""
+    from numpyvae import evaluate, priors
+    model = VAE(**DENSE, prior="vamp", pseudo_inputs=4, seed=0)
+    data = evaluate.test_dataset(np.random.default_rng(0).integers(0, 256, (12, 6), dtype=np.uint8),
+                                 model.backend, model.dtype)
+    computed = []
+    original = priors.VampPrior.components
+
+    def counting(self, model, ws=None, visit=None):
+        computed.append(self.fixed is None)
+        return original(self, model, ws, visit)
+    monkeypatch.setattr(priors.VampPrior, "components", counting)
+    bound = evaluate.importance_weighted_bound(model, data, k=10, max_elements=60)   # many small blocks
+    assert len(computed) > 4 and computed.count(True) == 1
+    monkeypatch.setattr(priors.VampPrior, "held", priors.Prior.held)                 # every block computes them
+    assert evaluate.importance_weighted_bound(model, data, k=10, max_elements=60) == pytest.approx(bound, rel=1e-6)
