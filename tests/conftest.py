@@ -164,3 +164,34 @@ def pytest_runtest_makereport(item, call):
         reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"{REQUIRE_GPU}=1, but this GPU test skipped: {reason}"
+
+
+# ---------------------------------------------------------------------------
+# Runs: train quietly, and check that an interrupted run resumes into the same run.
+# ---------------------------------------------------------------------------
+
+def train_quietly(config, run_dir, resume=False, **kwargs):
+    """Train `config` into run_dir with no progress bar; returns the lines it logged."""
+    from numpyvae import train
+    lines = []
+    train.train(config, run_dir, resume=resume, log=lines.append, progress=False, **kwargs)
+    return lines
+
+
+def assert_interrupted_run_resumes_bit_for_bit(config, straight, stopped, epoch=2, step=2):
+    """`config` trained into `straight` already; train it into `stopped`, Ctrl-C after `step` of `epoch`,
+    resume, and assert both runs end with the same parameters, Adam state and metrics rows (seconds aside)."""
+    from numpyvae import checkpoint
+    from numpyvae.rundir import read_metrics
+    from numpyvae.train import Interrupted
+
+    def interrupt(at_epoch, at_step):
+        if (at_epoch, at_step) == (epoch, step):
+            raise KeyboardInterrupt
+    with pytest.raises(Interrupted, match=f"at step {step} of 4 in epoch {epoch}; saved"):
+        train_quietly(config, stopped, on_step=interrupt)
+    train_quietly(config, stopped, resume=True)
+    a, b = (checkpoint.load(Path(run_dir) / checkpoint.FILENAME) for run_dir in (straight, stopped))
+    assert np.array_equal(a.params, b.params) and np.array_equal(a.adam["v"], b.adam["v"])
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]   # noqa: E731
+    assert strip(read_metrics(straight)) == strip(read_metrics(stopped))

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_interrupted_run_resumes_bit_for_bit, train_quietly
 
 from numpyvae import VAE, Adam, checkpoint, losses
 from numpyvae.gradcheck import check_batch, check_model, numerical_gradient, rel_error
-from numpyvae.rundir import TrainConfig, read_metrics
-from numpyvae.train import Interrupted
+from numpyvae.rundir import TrainConfig
 
 SMALL = dict(input_dim=6, hidden_dim=5, latent_dim=3, likelihood="gaussian")
 PARAM = losses.CalibratedGaussian.PARAM
@@ -227,33 +227,16 @@ def test_losses_and_every_gradient_match_autograd(sigma, objective, K, hidden):
 
 # -- runs: train, resume bit for bit, evaluate, generate ------------------------------------------------------
 
-def run(config, run_dir, resume=False, **kwargs):
-    from numpyvae import train
-    lines = []
-    train.train(config, run_dir, resume=resume, log=lines.append, progress=False, **kwargs)
-    return lines
-
-
 @pytest.mark.parametrize("sigma, objective, samples", [("learned", "elbo", 1), ("learned", "iwae", 3),
                                                        ("optimal", "elbo", 1), ("optimal", "iwae", 3)])
 def test_a_run_records_its_sigma_and_resumes_bit_for_bit(tiny_config, tmp_path, sigma, objective, samples):
     config = tiny_config(likelihood="gaussian", sigma=sigma, objective=objective, samples=samples)
-    lines = run(config, tmp_path / "straight")
+    lines = train_quietly(config, tmp_path / "straight")
     assert f"({sigma} sigma)" in lines[0]
     assert json.loads((tmp_path / "straight" / "config.json").read_text())["sigma"] == sigma
     saved = checkpoint.load(tmp_path / "straight" / checkpoint.FILENAME)
     assert saved.params[-1] != 0                              # log sigma moved (learned) or was solved (optimal)
-
-    def interrupt(epoch, step):
-        if (epoch, step) == (2, 2):
-            raise KeyboardInterrupt
-    with pytest.raises(Interrupted, match="at step 2 of 4 in epoch 2; saved"):
-        run(config, tmp_path / "stopped", on_step=interrupt)
-    run(config, tmp_path / "stopped", resume=True)
-    a, b = (checkpoint.load(tmp_path / name / checkpoint.FILENAME) for name in ("straight", "stopped"))
-    assert np.array_equal(a.params, b.params) and np.array_equal(a.adam["v"], b.adam["v"])
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]   # noqa: E731
-    assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "stopped"))
+    assert_interrupted_run_resumes_bit_for_bit(config, tmp_path / "straight", tmp_path / "stopped")
 
 
 def test_a_config_written_before_sigma_reads_as_the_fixed_gaussian():

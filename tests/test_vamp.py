@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_interrupted_run_resumes_bit_for_bit, train_quietly
 
 from numpyvae import VAE, checkpoint, layers
 from numpyvae.gradcheck import check_batch, check_model
 from numpyvae.gradcheck_plan import live_seed
 from numpyvae.priors import VampPrior
-from numpyvae.rundir import read_metrics
-from numpyvae.train import Interrupted
 
 torch = pytest.importorskip("torch")
 from benchmarks.torch_reference import TorchVAE  # noqa: E402
@@ -278,17 +277,10 @@ def test_the_command_refuses_a_conditional_vampprior_in_one_line(tmp_path):
 
 # -- training with it ----------------------------------------------------------------------------
 
-def run(config, run_dir, resume=False, **kwargs):
-    from numpyvae import train
-    lines = []
-    train.train(config, run_dir, resume=resume, log=lines.append, progress=False, **kwargs)
-    return lines
-
-
 @pytest.mark.parametrize("objective, samples", [("elbo", 1), ("iwae", 3)])
 def test_a_run_with_the_vampprior_records_it_learns_and_resumes_bit_for_bit(tiny_config, tmp_path, objective, samples):
     config = tiny_config(prior="vamp", pseudo_inputs=5, objective=objective, samples=samples)
-    lines = run(config, tmp_path / "straight")
+    lines = train_quietly(config, tmp_path / "straight")
     assert "with a VampPrior of 5 pseudo-inputs" in lines[0]
     saved = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert (saved["prior"], saved["pseudo_inputs"]) == ("vamp", 5)
@@ -296,21 +288,11 @@ def test_a_run_with_the_vampprior_records_it_learns_and_resumes_bit_for_bit(tiny
     start = VAE(**config.model_settings(), seed=config.seed)
     name = slice(start.num_params - 5 * 784, start.num_params)            # the pseudo-logits learn
     assert not np.array_equal(first.params[name], start.flat_params[name])
-
-    def interrupt(epoch, step):
-        if (epoch, step) == (2, 2):
-            raise KeyboardInterrupt
-    with pytest.raises(Interrupted, match="at step 2 of 4 in epoch 2; saved"):
-        run(config, tmp_path / "stopped", on_step=interrupt)
-    run(config, tmp_path / "stopped", resume=True)
-    a, b = (checkpoint.load(tmp_path / run_name / checkpoint.FILENAME) for run_name in ("straight", "stopped"))
-    assert np.array_equal(a.params, b.params) and np.array_equal(a.adam["v"], b.adam["v"])
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]   # noqa: E731
-    assert strip(read_metrics(tmp_path / "straight")) == strip(read_metrics(tmp_path / "stopped"))
+    assert_interrupted_run_resumes_bit_for_bit(config, tmp_path / "straight", tmp_path / "stopped")
 
 
 def test_evaluate_and_generate_use_the_mixture(tiny_config, tmp_path):
-    run(tiny_config(epochs=1, prior="vamp", pseudo_inputs=5), tmp_path / "run")
+    train_quietly(tiny_config(epochs=1, prior="vamp", pseudo_inputs=5), tmp_path / "run")
     done = subprocess.run([sys.executable, "-m", "numpyvae", "evaluate", str(tmp_path / "run"), "--iw-samples", "20",
                            "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
