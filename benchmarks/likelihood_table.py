@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import math
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -204,12 +206,16 @@ def run_passing_signals(command, env, capture=False):
 
 
 def epochs_done(run_dir):
-    """Finished epochs of a run and their mean training seconds (0, None for no run yet)."""
+    """Finished epochs of a run and their median training seconds (0, None for no run yet).
+
+    The median, not the mean: an epoch during which the run was paused (SIGSTOP, to free the cores for
+    other work) or the machine was busy elsewhere counts as one slow epoch among fifty, not as hours.
+    """
     try:
         rows = read_metrics(run_dir)
     except RunError:
         return 0, None
-    return len(rows), (sum(r["seconds"] for r in rows) / len(rows) if rows else None)
+    return len(rows), (statistics.median(r["seconds"] for r in rows) if rows else None)
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -348,13 +354,33 @@ def estimate(per_step, passes, bound, epochs, k):
 
 # -- the report -----------------------------------------------------------------------------------
 
+class Results(NamedTuple):
+    """Where the table goes, and the rows this run of the script owns there."""
+    json: Path
+    md: Path
+    rows: list
+
+
 def write(report, paths):
-    json_path, md_path = paths
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(json_path) as file:
-        file.write((json.dumps(report, indent=2) + "\n").encode())
-    with atomic_write(md_path) as file:
-        file.write(markdown(report).encode())
+    """Write the report, its own rows as they are and every other row as the file has it now.
+
+    Two copies of the script with disjoint --rows share one results file: each reads the others'
+    rows back under a lock on the results folder before writing, so neither writes over what the
+    other found since it started.
+    """
+    paths.json.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(paths.json.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)            # on the folder: no lock file is left behind
+        if paths.json.exists():
+            on_disk = json.loads(paths.json.read_text()).get("rows", {})
+            report["rows"].update({key: entry for key, entry in on_disk.items() if key not in paths.rows})
+        with atomic_write(paths.json) as file:
+            file.write((json.dumps(report, indent=2) + "\n").encode())
+        with atomic_write(paths.md) as file:
+            file.write(markdown(report).encode())
+    finally:
+        os.close(folder)
 
 
 def cell(entry, epochs, k):
@@ -392,7 +418,7 @@ def markdown(report):
              f"k = {k} (Burda et al. 2016), an upper bound on -log p(x); the negative ELBO averaged over "
              f"{evaluate.ELBO_SAMPLES} posterior samples per image; active units, latent dimensions whose posterior "
              f"mean varies over the test set by more than {evaluate.ACTIVE_THRESHOLD}.",
-             "- s / epoch: the training steps of an epoch (numpyvae's metrics.csv), mean over the epochs trained; "
+             "- s / epoch: the training steps of an epoch (numpyvae's metrics.csv), the median over the epochs trained, so that an epoch paused or slowed by other work does not count as more than one; "
              "the test pass after each epoch is not counted. Only rows trained on the same machine under a similar "
              "load compare.", "",
              "Where this differs from Lawson et al.'s code (google-research/google-research `eim/`, read for this "
@@ -510,9 +536,9 @@ def main(argv=None):
     else:
         numpyvae = Numpyvae(data_dir=args.data_dir)
     results = Path(args.results_dir)
-    paths = (results / "likelihood_table.json", results / "likelihood_table.md")
+    paths = Results(results / "likelihood_table.json", results / "likelihood_table.md", args.rows)
     # a row's cached evaluation counts only for the epochs and k it was made at (cell, run_table)
-    report = json.loads(paths[0].read_text()) if paths[0].exists() else {}
+    report = json.loads(paths.json.read_text()) if paths.json.exists() else {}
     report.update(epochs=args.epochs, k=args.k, threads=args.threads, smoke=SMOKE["images"] if args.smoke else 0,
                   cpus=os.cpu_count(), machine=platform.processor() or platform.machine())
     report.setdefault("rows", {})
@@ -525,7 +551,7 @@ def main(argv=None):
         raise SystemExit(f"likelihood_table: {error}") from None
     except Stopped as stop:                 # numpyvae, which got the signal too, has said what it saved
         raise SystemExit(128 + stop.signum) from None
-    log(f"wrote {paths[1]}")
+    log(f"wrote {paths.md}")
 
 
 if __name__ == "__main__":

@@ -119,3 +119,29 @@ def test_a_sigterm_to_the_script_reaches_numpyvae_once_and_stops_the_script(tmp_
     assert received == [signal.SIGTERM] and done.returncode == 128 + signal.SIGTERM
     assert done.stdout.strip() == f"got [{int(signal.SIGTERM)}] own session True"
     assert signal.getsignal(signal.SIGTERM) is before           # this process's handler put back
+
+
+def test_two_copies_with_disjoint_rows_keep_each_others_rows(tmp_path):
+    # Each copy of the script read the report when it started; writing it back whole would erase the
+    # rows the other copy finished since. `write` takes the others' rows from the file as it is now.
+    table = load_script()
+    paths = {rows: table.Results(tmp_path / "t.json", tmp_path / "t.md", list(rows)) for rows in [("vae",), ("vamp",)]}
+    first = {"epochs": 50, "k": 5000, "threads": "1", "smoke": 0, "cpus": 2, "machine": "x86_64", "rows": {}}
+    second = json.loads(json.dumps(first))                      # started from the same (empty) file
+    first["rows"]["vae"] = {"status": "training", "epochs": 3}
+    table.write(first, paths[("vae",)])
+    second["rows"]["vamp"] = {"status": "training", "epochs": 1}
+    table.write(second, paths[("vamp",)])
+    first["rows"]["vae"]["epochs"] = 4
+    table.write(first, paths[("vae",)])
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert rows == {"vae": {"status": "training", "epochs": 4}, "vamp": {"status": "training", "epochs": 1}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.md"]   # no lock file left behind
+
+
+def test_seconds_per_epoch_is_the_median_so_a_paused_epoch_counts_once(tmp_path):
+    table = load_script()
+    lines = ["epoch,train_loss,train_recon,train_kl,test_loss,test_recon,test_kl,seconds"]
+    lines += [f"{e},1,1,0,1,1,0,{s}" for e, s in enumerate([10.0, 9.0, 6428.6, 11.0], start=1)]
+    (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert table.epochs_done(tmp_path) == (4, 10.5)
