@@ -21,6 +21,7 @@ Shapes: K = samples per image, B = batch, D = pixels, Z = latent.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from numpyvae import iwae, layers
@@ -54,8 +55,8 @@ class Objective:
             raise ValueError(f"eps must have shape {(batch, latent_dim)}, got {tuple(eps.shape)}")
 
     def rows_per_image(self, samples):
-        """Decoder rows one image costs a step: memory and time grow with it."""
-        return 1
+        """Decoder rows one image costs a step, one per draw of eps: memory and time grow with it."""
+        return math.prod(self.noise_shape(samples, 1, 1))
 
     def title(self, samples=None):
         """A few words for banners and section titles: "ELBO", "IWAE bound with K = 5" (the noun by default)."""
@@ -154,9 +155,6 @@ class IWAE(Objective):
         if eps.ndim != 3 or eps.shape[1:] != (batch, latent_dim) or eps.shape[0] < 1:
             raise ValueError(f"eps for the IWAE objective must have shape (K, {batch}, {latent_dim}), "
                              f"got {tuple(eps.shape)}")
-
-    def rows_per_image(self, samples):
-        return samples
 
     def title(self, samples=None):
         return "IWAE bound" + ("" if samples is None else f" with K = {samples}")

@@ -133,7 +133,7 @@ class TrainConfig:
              f"init_output_bias must be one of {', '.join(output_bias.CHOICES)}, not {self.init_output_bias!r}")
         takes = " or ".join(f"--objective {name}" for name, o in OBJECTIVES.items() if o.takes_samples)
         need(goal.takes_samples or self.samples == 1,
-             f"samples {self.samples} is for the IWAE objective ({takes}); {goal.noun} takes 1")
+             f"samples {self.samples} is for {takes}; {goal.noun} takes 1 sample per image")
         need(goal.takes_kl_weight or (self.beta == 1 and self.warmup_epochs == 0),
              f"{goal.noun} has no KL weight: beta must be 1 and warmup_epochs 0")
         return self

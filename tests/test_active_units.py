@@ -62,7 +62,7 @@ def test_evaluate_reports_active_units_in_text_and_json(tiny_config, tmp_path, c
 @pytest.mark.parametrize("args, message", [
     (["--objective", "iwea"], "invalid choice: 'iwea'"),
     (["--samples", "0"], "must be at least 1"),
-    (["--samples", "4"], "samples 4 is for the IWAE objective"),
+    (["--samples", "4"], "samples 4 is for --objective iwae"),
     (["--objective", "iwae"], "--objective iwae needs --samples K"),        # not K = 1, silently
 ])
 def test_bad_objective_flags_are_one_line(tiny_config, tmp_path, capsys, args, message):

@@ -361,7 +361,7 @@ def test_resume_keeps_the_objective(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"objective": "iwea"}, "objective must be one of elbo, iwae, not 'iwea'"),
-    ({"samples": 5}, "samples 5 is for the IWAE objective"),
+    ({"samples": 5}, "samples 5 is for --objective iwae; the ELBO takes 1 sample per image"),
     ({"objective": "iwae", "samples": 0}, "samples must be at least 1"),
     ({"objective": "iwae", "samples": 2, "beta": 0.5}, "the IWAE objective has no KL weight"),
     ({"objective": "iwae", "samples": 2, "warmup_epochs": 1.0}, "the IWAE objective has no KL weight"),

@@ -196,7 +196,7 @@ def test_it_takes_trains_model_flags_from_the_same_code():
     ("missing/ref.npz", [], "no directory"),
     ("taken.npz", [], "is not a reference state"),
     ("ref.npz", ["--batch-size", "10001"], "at most 10,000 images"),
-    ("ref.npz", ["--samples", "3"], "is for the IWAE objective"),
+    ("ref.npz", ["--samples", "3"], "is for --objective iwae"),
     ("ref.npz", ["--objective", "iwae"], "--objective iwae needs --samples K"),    # as train: not K = 1, silently
     ("ref.npz", ["--batch-size", "0"], "must be at least 1"),
 ])
