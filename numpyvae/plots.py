@@ -1,8 +1,10 @@
 """Pictures of a trained VAE, written as PNG files with no display needed.
 
     reconstructions.png  test images above their reconstructions
-    samples.png          new clothes: decoded draws z ~ N(0, I) from the prior (a row per class
-                         for a conditional VAE)
+    samples.png          new clothes: decoded draws z ~ p(z) from the model's prior, the draws
+                         `numpyvae generate` makes (a row per class for a conditional VAE)
+    pseudo_inputs.png    (a VampPrior only) its learned pseudo-inputs above the decoded means of
+                         the mixture components they make
     latent_offset.png    the seed's sweep: a test image's code with one offset added to every coordinate
     traversal.png        one latent coordinate at a time swept from -3 to 3, the rest held at 0
     interpolation.png    decoded straight lines in latent space between two test images
@@ -51,6 +53,7 @@ def figure_size(name, latent_dim):
     traversed = min(latent_dim, MAX_TRAVERSED)
     return {
         "reconstructions": (8.0, 6.0),
+        "pseudo_inputs": (8.0, 6.0),
         "samples": (7.0, 7.6),
         "latent_offset": (8.0, 6.6),
         "traversal": (8.0, 1.6 + 0.75 * traversed),
@@ -173,10 +176,14 @@ def reconstructions(model, images, path, columns=8, pairs=3, labels=None, about=
 
 
 def samples(model, path, rows=8, columns=8, seed=SEED, about=None):
-    """New images: decoded z ~ N(0, I); for a conditional VAE, a row per class."""
+    """New images: decoded z ~ p(z), the model's prior; for a conditional VAE, a row per class.
+
+    The codes are model.prior_noise's from the backend's generator at `seed`: the draws
+    `numpyvae generate -n 64 --seed 0` decodes, on every prior (a VampPrior's mixture included).
+    """
     if model.conditional:
         rows = model.num_classes
-    z = np.random.default_rng(seed).standard_normal((rows * columns, model.latent_dim))
+    z = model.backend.to_host(model.prior_noise(rows * columns, model.backend.rng(seed)))   # (N, Z)
     labels = np.repeat(np.arange(rows), columns) if model.conditional else None
     grid = _decode(model, z, labels).reshape(rows, columns, *_side(model))
     figure = _figure("samples", model.latent_dim)
@@ -186,8 +193,26 @@ def samples(model, path, rows=8, columns=8, seed=SEED, about=None):
         _title(ax, model, "New clothes of every class: z ~ N(0, I) decoded with the row's class", about)
     else:
         _show_grid(ax, grid)
-        _title(ax, model, "New clothes from the prior: decoder means for z ~ N(0, I)", about)
+        _title(ax, model, f"New clothes from the prior: decoder means for z ~ {model.prior.formula}", about)
     ax.set_xlabel(f"{rows * columns} independent draws of z (seed {seed})")
+    return _save(figure, path)
+
+
+def pseudo_inputs(model, inputs, path, columns=8, pairs=3, about=None):
+    """A VampPrior's pseudo-inputs u_k (K, D) above the decoder's means at their components' means m_k,
+    the first `pairs` rows of `columns`: what each component of the learned prior stands for."""
+    total = len(inputs)
+    columns = min(columns, total)
+    inputs = np.asarray(inputs)[:min(total, columns * pairs) // columns * columns]   # whole rows only
+    mu, _ = model.encode(model.backend.to_device(inputs, dtype=model.dtype))           # (n, Z): m_k
+    shown = inputs.reshape(-1, columns, *_side(model))
+    decoded = _to_images(model, model.decode(mu)).reshape(shown.shape)
+    grid = np.stack([shown, decoded], axis=1).reshape(-1, columns, *_side(model))
+    figure = _figure("pseudo_inputs", model.latent_dim)
+    ax = figure.subplots()
+    _show_grid(ax, grid, row_labels=["pseudo-input", "decoded"] * (len(grid) // 2))
+    _title(ax, model, "The learned prior: pseudo-inputs u_k, and the decoder at their codes m_k", about)
+    ax.set_xlabel(f"components 1 to {len(inputs)} of {total}; p(z) is their mixture, (1/K) sum_k q(z | u_k)")
     return _save(figure, path)
 
 
@@ -426,6 +451,9 @@ def make_all(model, images, labels, metrics, out_dir, objective="elbo", k=1):
     ]
     if model.latent_dim == 2:
         paths.append(manifold(model, out_dir / "manifold.png", about=about))
+    inputs = model.prior.inputs(model)
+    if inputs is not None:
+        paths.append(pseudo_inputs(model, inputs, out_dir / "pseudo_inputs.png", about=about))
     paths.append(loss_curves(metrics, out_dir / "loss_curves.png", model.latent_dim, about=about,
                              samples=k if get_objective(objective).takes_samples else None))
     return paths

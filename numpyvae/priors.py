@@ -50,6 +50,7 @@ class Prior:
     description = ""       # one line for --help
     kl_closed_form = False  # its KL is exact (never negative), not an estimate at the sample
     settings = ()          # the network.ModelSpec settings it reads (pseudo_inputs for the VampPrior)
+    formula = "p(z)"       # how a figure's title writes it: "z ~ N(0, I)"
 
     def parameters(self):
         return {}
@@ -65,6 +66,10 @@ class Prior:
 
     def sample(self, model, n, rng=None):
         raise NotImplementedError
+
+    def inputs(self, model):
+        """The images the prior is built on, (K, D) pixels on the host, for a figure to show; None if none."""
+        return None
 
     def mixture(self, model):
         """p(z) as an equal-weight mixture of diagonal Gaussians, (means (K, Z), log-variances (K, Z)) on the
@@ -144,6 +149,7 @@ class StandardNormal(Prior):
     name = "normal"
     description = "the standard normal N(0, I) (the plain VAE's)"
     kl_closed_form = True
+    formula = "N(0, I)"
 
     def log_prob_forward(self, model, z, ws=None, visit=None):
         xp = model.xp
@@ -217,6 +223,7 @@ class VampPrior(Prior):
     """
     name = "vamp"
     description = "the VampPrior: a mixture of the encoder's posteriors at learned pseudo-inputs"
+    formula = "(1/K) sum_k q(z | u_k)"
     PARAM = "prior.pseudo_logits"
     INIT_MEAN, INIT_STD = 0.05, 0.01
 
@@ -336,6 +343,10 @@ class VampPrior(Prior):
         pick = xp.minimum((uniform * self.K).astype(np.int64), self.K - 1)   # k uniform in 0..K-1
         eps = model.standard_normal((n, model.latent_dim), rng)
         return m[pick] + eps * xp.exp(0.5 * lv[pick])
+
+    def inputs(self, model):
+        """The pseudo-inputs u_k = sigmoid(a_k), (K, D) on the host."""
+        return model.backend.to_host(self.components(model)[0])
 
     def mixture(self, model):
         _, m, lv, _ = self.components(model)

@@ -44,12 +44,13 @@ def images_and_labels(small_fashion_mnist):
     return small_fashion_mnist.test
 
 
-@pytest.mark.parametrize("latent_dim", [2, 5])
-def test_every_figure_is_a_png_of_the_declared_size(images_and_labels, tmp_path, latent_dim):
+@pytest.mark.parametrize("latent_dim, prior", [(2, "normal"), (5, "normal"), (5, "vamp")])
+def test_every_figure_is_a_png_of_the_declared_size(images_and_labels, tmp_path, latent_dim, prior):
     images, labels = images_and_labels
-    model = VAE(784, 32, latent_dim, seed=0)
+    model = VAE(784, 32, latent_dim, prior=prior, pseudo_inputs=20 if prior == "vamp" else 500, seed=0)
     paths = plots.make_all(model, images, labels, METRICS, tmp_path / "figures")
-    expected = FIGURES[:-1] + (["manifold"] if latent_dim == 2 else []) + ["loss_curves"]
+    expected = (FIGURES[:-1] + (["manifold"] if latent_dim == 2 else []) + (["pseudo_inputs"] if prior == "vamp" else [])
+                + ["loss_curves"])
     assert [p.name for p in paths] == [f"{name}.png" for name in expected]
     assert sorted(os.listdir(tmp_path / "figures")) == sorted(f"{name}.png" for name in expected)  # no temp files
     for name, path in zip(expected, paths):
@@ -227,3 +228,31 @@ def test_an_elbo_runs_figures_say_nothing_of_the_iwae_bound(images_and_labels, t
     for name, figure in drawn.items():
         assert "IWAE" not in " ".join(text.get_text() for text in title_texts(figure)), name
     assert [line.get_label() for line in drawn["loss_curves"].axes[0].get_lines()] == ["train", "test"]
+
+
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+def test_samples_decode_the_codes_generate_draws_from_the_models_prior(tmp_path, monkeypatch, prior):
+    """samples.png is `numpyvae generate -n 64 --seed 0`: codes from the model's own prior (a VampPrior's
+    mixture, not N(0, I)), drawn by the backend's generator at the figure's seed."""
+    model = VAE(784, 16, 3, prior=prior, pseudo_inputs=7 if prior == "vamp" else 500, seed=2)
+    decoded = []
+    real_decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda z, y=None: decoded.append(np.array(z)) or real_decode(z, y))
+    plots.samples(model, tmp_path / "samples.png")
+    drawn = model.prior_noise(64, model.backend.rng(plots.SEED))
+    np.testing.assert_array_equal(decoded[0], drawn)
+
+
+def test_the_pseudo_inputs_figure_shows_the_priors_inputs_and_their_decoded_codes(tmp_path, monkeypatch):
+    model = VAE(784, 16, 3, prior="vamp", pseudo_inputs=12, seed=2)
+    shown = {}
+    monkeypatch.setattr(plots, "_show_grid", lambda ax, grid, row_labels=None, column_labels=None:
+                        shown.update(grid=grid, rows=row_labels))
+    path = plots.pseudo_inputs(model, model.prior.inputs(model), tmp_path / "p.png")
+    assert png_size(path) == plots.pixel_size("pseudo_inputs", 3)
+    u = model.prior.inputs(model)                                             # (12, 784): a row of 8 shown
+    mu = model.encode(u.astype(model.dtype))[0]
+    assert shown["rows"] == ["pseudo-input", "decoded"]
+    np.testing.assert_array_equal(shown["grid"][0], u[:8].reshape(8, 28, 28))
+    np.testing.assert_allclose(shown["grid"][1], model.decode(mu[:8]).reshape(8, 28, 28), rtol=1e-6)
+    assert VAE(784, 16, 3).prior.inputs(VAE(784, 16, 3)) is None              # N(0, I) has no inputs to show
