@@ -111,7 +111,7 @@ def standard_normal_log_prob(vae, z):
 def vamp_log_prob(vae, z):
     """The VampPrior straight from its definition: log (1/K) sum_k N(z; m_k, exp(lv_k)), with m_k, lv_k the
     encoder's output on the pseudo-inputs sigmoid(a_k). z (N, Z) -> (N,)."""
-    a = vae.pseudo_logits
+    a = vae.prior_params["pseudo_logits"]
     m, logvar = vae.encode(torch.sigmoid(a.reshape(a.shape[0], -1)))                # (K, Z) each
     components = torch.distributions.Normal(m, torch.exp(0.5 * logvar))
     log_n = components.log_prob(z[:, None, :]).sum(-1)                             # (N, K)
@@ -167,10 +167,11 @@ class TorchVAE(torch.nn.Module):
             name = model.recon_term.PARAM
             self.log_sigma = torch.nn.Parameter(torch.from_numpy(np.asarray(params[name], np.float64).copy()))
             self.named.append((name, self.log_sigma, False))
-        for name, shape in model.prior.parameters().items():     # a VampPrior's pseudo-inputs' logits
-            value = torch.from_numpy(np.asarray(params[name], np.float64).reshape(shape))
-            self.pseudo_logits = torch.nn.Parameter(value)
-            self.named.append((name, self.pseudo_logits, False))
+        self.prior_params = torch.nn.ParameterDict()            # "pseudo_logits" for "prior.pseudo_logits"
+        for name, shape in model.prior.parameters().items():
+            value = torch.nn.Parameter(torch.from_numpy(np.asarray(params[name], np.float64).reshape(shape)))
+            self.prior_params[name.removeprefix("prior.")] = value
+            self.named.append((name, value, False))
         self.to(dtype)
 
     def with_labels(self, a, y):

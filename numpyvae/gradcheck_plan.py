@@ -216,14 +216,15 @@ def plan(settings=None, full=True, small=True, dtype=CHECK_DTYPE, backend="numpy
         for prior in PRIORS:            # every other prior, on the default likelihood, dense and conv
             if prior == ModelSpec().prior:
                 continue
+            components = {"pseudo_inputs": PRIOR_COMPONENTS} if "pseudo_inputs" in PRIORS[prior].settings else {}
             for arch_settings in ({"input_dim": 6, "hidden_dim": 5}, {"arch": "conv", "input_shape": (1, 6, 6),
                                                                        "hidden_dims": (3, 4)}):
-                small_prior = {**arch_settings, "latent_dim": 3, "prior": prior, "pseudo_inputs": PRIOR_COMPONENTS}
+                small_prior = {**arch_settings, "latent_dim": 3, "prior": prior, **components}
                 if small:
                     sections.append(model_section(f"small {make_spec(**small_prior).describe()}, {bound}bernoulli, "
                                                   f"every entry {device}", small_prior, where, seed=seed))
             if full:
-                full_prior = {"prior": prior, "pseudo_inputs": PRIOR_COMPONENTS}
+                full_prior = {"prior": prior, **components}
                 sections.append(model_section(f"{make_spec(**full_prior).describe()}, {bound}bernoulli, {entries} "
                                               f"sampled entries per tensor {device}", full_prior, where, entries, seed))
     return sections

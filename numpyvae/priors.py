@@ -95,8 +95,8 @@ class Prior:
 
     @classmethod
     def describe(cls, spec):
-        """Words a model's description ends with ("" for the standard normal)."""
-        return ""
+        """Words a model's description ends with: " with the NAME prior" ("" for the standard normal)."""
+        return f" with the {cls.name} prior"
 
     def kl_forward(self, model, mu, logvar, z, eps, ws=None, visit=None):
         """log q(z|x) - log p(z) at the sample z = mu + eps * std, summed over the batch."""
@@ -172,6 +172,10 @@ class StandardNormal(Prior):
     def kl_backward(self, model, cache, scale=1.0, ws=None):
         dmu, dlogvar = losses.gaussian_kl_backward(model.xp, cache, scale=scale, ws=ws)
         return dmu, dlogvar, None
+
+    @classmethod
+    def describe(cls, spec):
+        return ""                          # the VAE's own prior: a description names only the others
 
     def sample(self, model, n, rng=None):
         return model.standard_normal((n, model.latent_dim), rng)

@@ -138,6 +138,67 @@ def test_a_new_objective_is_one_class_and_one_line(registries, tiny_config, tmp_
     assert np.isfinite(result.model.flat_params).all()
 
 
+def test_a_new_prior_is_one_class_and_one_line(registries, tiny_config, tmp_path, monkeypatch):
+    """docs/extending.md's learned Gaussian prior: every entry against finite differences under both objectives,
+    dense and conv, in the bare gradcheck's plan; float64 parity with autograd through one LOG_PRIOR line; it trains,
+    samples and explores; and a planted wrong gradient fails."""
+    import numpy as np
+    import torch
+    from numpyvae import evaluate, explore, gradcheck, gradcheck_plan, objectives, priors, train
+    from numpyvae.vae import VAE
+    namespace = {}
+    exec(compile(example_after("extend-prior"), "docs/extending.md prior example", "exec"), namespace)
+    assert "learned-gaussian" in priors.PRIORS
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import torch_reference
+    monkeypatch.setattr(torch_reference, "LOG_PRIOR", dict(torch_reference.LOG_PRIOR))
+    exec(compile(example_after("extend-prior-reference"), "docs/extending.md prior reference", "exec"), {})
+    model = VAE(6, 5, 3, prior="learned-gaussian", dtype=np.float64, seed=1)
+    assert list(model.params)[-2:] == ["prior.mean", "prior.logvar"]
+    model.params["prior.mean"][:] = [0.3, -0.2, 0.1]           # away from N(0, I), where some terms vanish
+    model.params["prior.logvar"][:] = [0.4, -0.3, 0.2]
+    for objective, samples in (("elbo", {}), ("iwae", {"samples": 4})):
+        x, eps = gradcheck.check_batch(model, batch=5, seed=1, **samples)[:2]
+        rows = gradcheck.check_model(model, x, eps, objective=objective)
+        assert all(row.passed for row in rows), [(row.name, row.reason) for row in rows if not row.passed]
+        assert {"prior.mean", "prior.logvar"} <= {row.name.split()[0] for row in rows}
+        ours = model.loss_and_grads(x, eps=eps, objective=objective)
+        reference = torch_reference.TorchVAE(model)
+        loss = reference.loss(torch.from_numpy(x), torch.from_numpy(eps), objective=objective)
+        loss.backward()
+        assert abs(float(ours[0]) - loss.item()) <= 1e-9 * abs(loss.item())
+        for name, grad in reference.grads().items():
+            assert np.abs(model.grads[name] - grad).max() <= 1e-9 * max(np.abs(grad).max(), 1e-300), name
+    sections = [section for section in gradcheck_plan.plan(full=False) if "with the learned-gaussian prior" in section.title]
+    assert len(sections) == 2 * len(objectives.OBJECTIVES)       # dense and conv, under every objective
+    for section in sections:
+        assert all(row.passed for row in section.run()), section.title
+    LearnedGaussian = namespace["LearnedGaussian"]
+    right = LearnedGaussian.log_prob_backward
+    def wrong(self, model, dlog_p, cache, ws=None):              # the 1/2 of d/ds forgotten
+        dz = right(self, model, dlog_p, cache, ws)
+        model.grads["prior.logvar"] *= 2
+        return dz
+    monkeypatch.setattr(LearnedGaussian, "log_prob_backward", wrong)
+    x, eps = gradcheck.check_batch(model, batch=5, seed=1)[:2]
+    failed = [row.name for row in gradcheck.check_model(model, x, eps) if not row.passed]
+    assert failed and all(name.startswith("prior.logvar") for name in failed)
+    monkeypatch.setattr(LearnedGaussian, "log_prob_backward", right)
+    result = train.train(tiny_config(epochs=1, prior="learned-gaussian"), tmp_path / "run", log=lambda line: None,
+                         progress=False)
+    assert np.isfinite(result.model.flat_params).all()
+    assert np.abs(result.model.params["prior.mean"]).max() > 0  # it learned
+    assert result.model.sample(4).shape == (4, 784)
+    images = np.random.default_rng(0).integers(0, 256, (6, 784), dtype=np.uint8)
+    data = evaluate.test_dataset(images, result.model.backend, result.model.dtype)
+    bound = -evaluate.importance_weighted_bound(result.model, data, k=50)     # the log-likelihood estimate, negated
+    elbo = evaluate.negative_elbo(result.model, data, samples=10)["loss"]
+    assert 0 < elbo - bound < 0.1 * elbo                      # the tighter bound, at the prior's log p(z)
+    described = explore.describe_prior(result.model)                # the explorer samples it as one component
+    np.testing.assert_allclose(described["means"][0], result.model.params["prior.mean"], rtol=1e-6)
+    assert described["name"] == "learned-gaussian"
+
+
 def test_a_new_layer_is_a_class_and_an_entry_in_the_list(registries, tiny_config, tmp_path, capsys):
     """README's layer example: checked alone and in the model by the bare `gradcheck --arch leaky`, and by
     check_layer; it trains under both objectives; and a wrong backward fails."""
