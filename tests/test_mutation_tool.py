@@ -327,3 +327,21 @@ def test_a_whole_run_on_a_toy_checkout_writes_its_report_and_never_the_checkout(
     assert f"kills **{killed} of {len(results)}**" in (repo / "results" / "mutation.md").read_text()
     assert code == (0 if killed == len(results) else 1)
     capsys.readouterr()
+
+
+def test_every_test_that_reads_committed_results_is_left_out_of_the_run():
+    """The run's copy holds no benchmarks/results/ (make_copy), so a test that reads a committed report fails there
+    before any mutant, and the whole run stops: each such test must be deselected (or its file excluded)."""
+    import ast
+    tests = Path(__file__).parent
+    deselected = {arg for arg in mutation_run.PYTEST_ARGS if "::" in arg}
+    readers = []
+    for path in sorted(tests.glob("test_*.py")):
+        if path.name in mutation_run.EXCLUDED_TESTS:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                source = ast.get_source_segment(path.read_text(), node)
+                if '"results"' in source and "benchmarks" in source:
+                    readers.append(f"tests/{path.name}::{node.name}")
+    assert readers and set(readers) <= deselected, set(readers) - deselected
