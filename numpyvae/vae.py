@@ -64,10 +64,14 @@ MAX_PARAMETERS = 100_000_000
 def check_settings(**settings):
     """The network.ModelSpec of these settings (older names too); ValueError naming the first that cannot work."""
     spec = make_spec(**settings)
-    count = num_parameters(build_network(spec)) + num_parameters([[make_likelihood(spec), make_prior(spec)]])
+    prior = make_prior(spec)
+    in_prior = num_parameters([[prior]])
+    count = num_parameters(build_network(spec)) + num_parameters([[make_likelihood(spec)]]) + in_prior
     if count > MAX_PARAMETERS:
+        shrink = (f"the prior holds {in_prior:,} of them: choose a smaller {' or '.join(prior.settings)}"
+                  if 2 * in_prior > count and prior.settings else "choose smaller hidden_dims or latent_dim")
         raise ValueError(f"a {spec.describe()} would have {count:,} parameters; numpyvae trains at most "
-                         f"{MAX_PARAMETERS:,} (choose smaller hidden_dims or latent_dim)")
+                         f"{MAX_PARAMETERS:,} ({shrink})")
     return spec
 
 

@@ -535,7 +535,8 @@ def test_metrics_csv_that_is_not_utf8_is_refused_in_one_line(tiny_config, tmp_pa
 @pytest.mark.parametrize("changes, message", [
     ({"seed": 2 ** 63}, "seed must be at most 2\\*\\*63-1"),
     ({"hidden_dim": 99999999999}, "784-99999999999-20 VAE would have 162,999,999,999,194 parameters"),
-    ({"latent_dim": 10 ** 9}, "parameters; numpyvae trains at most"),
+    ({"latent_dim": 10 ** 9}, "parameters; numpyvae trains at most.*choose smaller hidden_dims or latent_dim"),
+    ({"prior": "vamp", "pseudo_inputs": 10 ** 6}, "the prior holds 784,000,000 of them: choose a smaller pseudo_inputs"),
 ])
 def test_settings_too_large_to_work_are_refused(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
