@@ -248,7 +248,7 @@ def run_table(args, numpyvae, report, paths):
                 record_progress(entry, run_dir)
                 write(report, paths)
                 continue
-        record_progress(entry, run_dir)
+        record_progress(entry, run_dir, trained=done < args.epochs)
         if entry["epochs"] < args.epochs:
             entry["status"] = "training stopped early"
             write(report, paths)
@@ -259,7 +259,9 @@ def run_table(args, numpyvae, report, paths):
             entry["status"] = "evaluating"
             write(report, paths)
             try:
-                entry["evaluation"] = numpyvae.evaluate(run_dir, args.k, args.threads)
+                scored = numpyvae.evaluate(run_dir, args.k, args.threads)
+                scored.pop("run_dir", None)             # this machine's path: the row's key names the run
+                entry["evaluation"] = scored
             except Stopped as stop:
                 entry["status"] = f"evaluation stopped by {stop}; run the script again to evaluate"
                 write(report, paths)
@@ -271,9 +273,12 @@ def run_table(args, numpyvae, report, paths):
             f"{entry['evaluation']['test_loss']:.2f}, {entry['evaluation']['active_units']} active units")
 
 
-def record_progress(entry, run_dir):
+def record_progress(entry, run_dir, trained=True):
+    """The row's epochs and seconds per epoch, from its metrics; the load average now if it trained just now
+    (a row finished in an earlier run keeps the load it stopped at)."""
     entry["epochs"], entry["seconds_per_epoch"] = epochs_done(run_dir)
-    entry["load"] = load_average()
+    if trained or "load" not in entry:
+        entry["load"] = load_average()
 
 
 # -- the plan: timing each row on a short run -----------------------------------------------------
