@@ -166,13 +166,9 @@ def reconstructions(model, images, path, columns=8, pairs=3, labels=None, about=
     labels = None if labels is None else np.asarray(labels)[:n]
     shown = to_pixels(images).reshape(-1, columns, *_side(model))                # (pairs, C, side, side)
     rebuilt = _decode(model, _encode_means(model, images, labels), labels)
-    grid = np.stack([shown, rebuilt.reshape(shown.shape)], axis=1).reshape(-1, columns, *_side(model))
-    figure = _figure("reconstructions", model.latent_dim)
-    ax = figure.subplots()
-    _show_grid(ax, grid, row_labels=["test image", "reconstruction"] * (len(grid) // 2))
-    _title(ax, model, "Test images and their reconstructions (decoded from the posterior mean)", about)
-    ax.set_xlabel(f"{n} test images, in dataset order")
-    return _save(figure, path)
+    return _above_their_decodings(model, "reconstructions", shown, rebuilt, ("test image", "reconstruction"),
+                                  "Test images and their reconstructions (decoded from the posterior mean)",
+                                  f"{n} test images, in dataset order", path, about)
 
 
 def samples(model, path, rows=8, columns=8, seed=SEED, about=None):
@@ -204,15 +200,24 @@ def pseudo_inputs(model, inputs, path, columns=8, pairs=3, about=None):
     total = len(inputs)
     columns = min(columns, total)
     inputs = np.asarray(inputs)[:min(total, columns * pairs) // columns * columns]   # whole rows only
-    mu, _ = model.encode(model.backend.to_device(inputs, dtype=model.dtype))           # (n, Z): m_k
-    shown = inputs.reshape(-1, columns, *_side(model))
-    decoded = _to_images(model, model.decode(mu)).reshape(shown.shape)
-    grid = np.stack([shown, decoded], axis=1).reshape(-1, columns, *_side(model))
-    figure = _figure("pseudo_inputs", model.latent_dim)
+    shown = inputs.reshape(-1, columns, *_side(model))                         # (rows, C, side, side)
+    m, _ = model.encode(model.backend.to_device(inputs, dtype=model.dtype))            # (n, Z): m_k
+    decoded = _decode(model, model.backend.to_host(m))                         # the decoder at each m_k
+    return _above_their_decodings(model, "pseudo_inputs", shown, decoded, ("pseudo-input", "decoded"),
+                                  "The learned prior: pseudo-inputs u_k, and the decoder at their codes m_k",
+                                  f"components 1 to {len(inputs)} of {total}; p(z) is their mixture, "
+                                  f"(1/K) sum_k q(z | u_k)", path, about)
+
+
+def _above_their_decodings(model, name, shown, decoded, names, title, xlabel, path, about=None):
+    """Figure `name`: each row of images `shown` (R, C, side, side) above the row of their `decoded` images
+    (R * C, side, side), the two kinds of row named `names`."""
+    grid = np.stack([shown, decoded.reshape(shown.shape)], axis=1).reshape(-1, *shown.shape[1:])   # (2R, C, ...)
+    figure = _figure(name, model.latent_dim)
     ax = figure.subplots()
-    _show_grid(ax, grid, row_labels=["pseudo-input", "decoded"] * (len(grid) // 2))
-    _title(ax, model, "The learned prior: pseudo-inputs u_k, and the decoder at their codes m_k", about)
-    ax.set_xlabel(f"components 1 to {len(inputs)} of {total}; p(z) is their mixture, (1/K) sum_k q(z | u_k)")
+    _show_grid(ax, grid, row_labels=list(names) * len(shown))
+    _title(ax, model, title, about)
+    ax.set_xlabel(xlabel)
     return _save(figure, path)
 
 

@@ -244,15 +244,35 @@ def test_samples_decode_the_codes_generate_draws_from_the_models_prior(tmp_path,
 
 
 def test_the_pseudo_inputs_figure_shows_the_priors_inputs_and_their_decoded_codes(tmp_path, monkeypatch):
-    model = VAE(784, 16, 3, prior="vamp", pseudo_inputs=12, seed=2)
+    model = VAE(784, 16, 3, prior="vamp", pseudo_inputs=30, seed=2)
+    shown, drawn = {}, {}
+    monkeypatch.setattr(plots, "_show_grid", lambda ax, grid, row_labels=None, column_labels=None:
+                        shown.update(grid=grid, rows=row_labels))
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.update(
+        title=figure.axes[0].get_title(), xlabel=figure.axes[0].get_xlabel()) or real_save(figure, path))
+    path = plots.pseudo_inputs(model, model.prior.inputs(model), tmp_path / "p.png")
+    assert png_size(path) == plots.pixel_size("pseudo_inputs", 3)
+    u = model.prior.inputs(model)                                             # (30, 784): 3 rows of 8 shown
+    mu = model.encode(u.astype(model.dtype))[0]
+    assert shown["rows"] == ["pseudo-input", "decoded"] * 3
+    assert shown["grid"].shape == (6, 8, 28, 28)
+    np.testing.assert_array_equal(shown["grid"][0::2].reshape(24, 28, 28), u[:24].reshape(24, 28, 28))
+    np.testing.assert_allclose(shown["grid"][1::2].reshape(24, 28, 28), model.decode(mu[:24]).reshape(24, 28, 28),
+                               rtol=1e-6)
+    assert "pseudo-inputs u_k" in drawn["title"] and "VampPrior of 30 pseudo-inputs" in drawn["title"]
+    assert drawn["xlabel"].startswith("components 1 to 24 of 30")
+    few = VAE(784, 16, 3, prior="vamp", pseudo_inputs=5, seed=2)              # fewer than a row: one row of 5
+    plots.pseudo_inputs(few, few.prior.inputs(few), tmp_path / "few.png")
+    assert shown["grid"].shape == (2, 5, 28, 28) and drawn["xlabel"].startswith("components 1 to 5 of 5")
+    assert VAE(784, 16, 3).prior.inputs(VAE(784, 16, 3)) is None              # N(0, I) has no inputs to show
+
+
+def test_a_conditional_models_samples_are_a_row_per_class(tmp_path, monkeypatch):
+    model = VAE(784, 16, 3, num_classes=10, seed=2)
     shown = {}
     monkeypatch.setattr(plots, "_show_grid", lambda ax, grid, row_labels=None, column_labels=None:
                         shown.update(grid=grid, rows=row_labels))
-    path = plots.pseudo_inputs(model, model.prior.inputs(model), tmp_path / "p.png")
-    assert png_size(path) == plots.pixel_size("pseudo_inputs", 3)
-    u = model.prior.inputs(model)                                             # (12, 784): a row of 8 shown
-    mu = model.encode(u.astype(model.dtype))[0]
-    assert shown["rows"] == ["pseudo-input", "decoded"]
-    np.testing.assert_array_equal(shown["grid"][0], u[:8].reshape(8, 28, 28))
-    np.testing.assert_allclose(shown["grid"][1], model.decode(mu[:8]).reshape(8, 28, 28), rtol=1e-6)
-    assert VAE(784, 16, 3).prior.inputs(VAE(784, 16, 3)) is None              # N(0, I) has no inputs to show
+    plots.samples(model, tmp_path / "s.png")
+    assert shown["grid"].shape == (10, 8, 28, 28)
+    assert shown["rows"] == [plots.class_name(c) for c in range(10)]
