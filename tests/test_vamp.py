@@ -358,3 +358,21 @@ def test_evaluation_runs_the_encoder_on_the_pseudo_inputs_once(monkeypatch):
     assert len(computed) > 4 and computed.count(True) == 1
     monkeypatch.setattr(priors.VampPrior, "held", priors.Prior.held)                 # every block computes them
     assert evaluate.importance_weighted_bound(model, data, k=10, max_elements=60) == pytest.approx(bound, rel=1e-6)
+
+
+def test_the_chapters_pseudo_inputs_script_draws_and_measures_a_vampprior_run(tiny_config, tmp_path, capsys):
+    """benchmarks/vamp_pseudo_inputs.py, which made chapter 11's figures and numbers, on a small run; a run with
+    another prior is refused in one line."""
+    from benchmarks import vamp_pseudo_inputs
+    train_quietly(tiny_config(epochs=1, prior="vamp", pseudo_inputs=10), tmp_path / "vamp")
+    vamp_pseudo_inputs.main([str(tmp_path / "vamp"), "--figures", str(tmp_path / "fig"), "--out", str(tmp_path)])
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["vamp_pseudo_inputs.png", "vamp_samples.png"]
+    stats = json.loads((tmp_path / "vamp_pseudo_inputs.json").read_text())
+    assert stats["pseudo_inputs"] == 10 and stats["steps"] == 4 and stats["adam_reach"] == pytest.approx(4e-3)
+    # measured from the logits training started at: 4 steps of Adam move each by about lr a step at most
+    assert 0 < stats["logit_moved_mean"] < stats["logit_moved_max"] <= 1.5 * stats["adam_reach"]
+    assert "| how far each logit moved from its first value: mean, max |" in (tmp_path / "vamp_pseudo_inputs.md").read_text()
+    train_quietly(tiny_config(epochs=1), tmp_path / "normal")
+    with pytest.raises(SystemExit, match="trained with prior 'normal', not the VampPrior"):
+        vamp_pseudo_inputs.main([str(tmp_path / "normal"), "--figures", str(tmp_path / "f2"), "--out", str(tmp_path)])
+    assert not (tmp_path / "f2").exists()
