@@ -145,3 +145,19 @@ def test_seconds_per_epoch_is_the_median_so_a_paused_epoch_counts_once(tmp_path)
     lines += [f"{e},1,1,0,1,1,0,{s}" for e, s in enumerate([10.0, 9.0, 6428.6, 11.0], start=1)]
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
     assert table.epochs_done(tmp_path) == (4, 10.5)
+
+
+def test_readme_and_chapter_7_state_the_committed_tables_numbers():
+    """The bounds, ELBOs and active units README and docs/iwae.md quote are those of the committed results."""
+    root = SCRIPT.parents[1]
+    report = json.loads((root / "benchmarks" / "results" / "likelihood_table.json").read_text())
+    rows = {key: entry["evaluation"] for key, entry in report["rows"].items()}
+    assert set(rows) == {"vae", "iwae5", "iwae50", "vamp", "vamp-iwae50"} and report["epochs"] == 50
+    chapter = (root / "docs" / "iwae.md").read_text()
+    for evaluation in rows.values():
+        numbers = [f"{evaluation['iwae_nll']:.2f}", f"{evaluation['test_loss']:.2f}", f"{evaluation['active_units']}"]
+        assert all(number in chapter for number in numbers), numbers
+    readme = " ".join((root / "README.md").read_text().split())
+    for key in ("vae", "iwae50", "vamp", "vamp-iwae50"):
+        assert f"{rows[key]['iwae_nll']:.2f}" in readme, key
+    assert f"{rows['iwae50']['active_units']} active units of 50 against the VAE's {rows['vae']['active_units']}" in readme
