@@ -100,10 +100,11 @@ EXCLUDED_TESTS = ["test_notebook.py", "test_packaging.py", "test_gpu_check.py", 
                   "test_mutation_tool.py", "test_docs.py"]
 PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-m", "not slow and not gpu", "--hypothesis-seed=0",
                "-o", "addopts=",
-               # they check README against committed reports (this run rewrites one; the copy holds none)
+               # they check README and the docs against committed reports (the copy holds none)
                "--deselect", "tests/test_readme.py::test_the_mutation_score_is_the_committed_runs",
                "--deselect", "tests/test_readme.py::test_the_checkers_mutation_numbers_are_its_committed_runs",
-               "--deselect", "tests/test_readme.py::test_the_registries_mutation_numbers_are_their_committed_runs"]
+               "--deselect", "tests/test_readme.py::test_the_registries_mutation_numbers_are_their_committed_runs",
+               "--deselect", "tests/test_likelihood_table.py::test_readme_and_chapter_7_state_the_committed_tables_numbers"]
 
 
 def pretend_to_be_a_test_process():
