@@ -37,7 +37,7 @@ def statistics(model, config, train_images):
     u = model.prior.inputs(model)                                                   # (K, D)
     a = model.backend.to_host(model.params[VampPrior.PARAM]).reshape(len(u), -1)    # (K, D) logits
     start = build_model(config, "numpy").params[VampPrior.PARAM].reshape(a.shape)   # as training drew them at step 0
-    m, logvar = (model.backend.to_host(v) for v in model.encode(model.backend.to_device(u, dtype=model.dtype)))
+    m, logvar = model.prior.mixture(model)                                         # (K, Z) each: the components
     steps = config.epochs * math.ceil(train_images / config.batch_size)
     return {
         "pseudo_inputs": len(u), "epochs": config.epochs, "steps": steps, "lr": config.lr,

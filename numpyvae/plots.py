@@ -186,7 +186,8 @@ def samples(model, path, rows=8, columns=8, seed=SEED, about=None):
     ax = figure.subplots()
     if model.conditional:
         _show_grid(ax, grid, row_labels=[class_name(c) for c in range(rows)])
-        _title(ax, model, "New clothes of every class: z ~ N(0, I) decoded with the row's class", about)
+        _title(ax, model, f"New clothes of every class: z ~ {model.prior.formula} decoded with the row's class",
+               about)
     else:
         _show_grid(ax, grid)
         _title(ax, model, f"New clothes from the prior: decoder means for z ~ {model.prior.formula}", about)
@@ -201,8 +202,8 @@ def pseudo_inputs(model, inputs, path, columns=8, pairs=3, about=None):
     columns = min(columns, total)
     inputs = np.asarray(inputs)[:min(total, columns * pairs) // columns * columns]   # whole rows only
     shown = inputs.reshape(-1, columns, *_side(model))                         # (rows, C, side, side)
-    m, _ = model.encode(model.backend.to_device(inputs, dtype=model.dtype))            # (n, Z): m_k
-    decoded = _decode(model, model.backend.to_host(m))                         # the decoder at each m_k
+    means = model.prior.mixture(model)[0][:len(inputs)]                        # (n, Z): m_k, host
+    decoded = _decode(model, means)                                            # the decoder at each m_k
     return _above_their_decodings(model, "pseudo_inputs", shown, decoded, ("pseudo-input", "decoded"),
                                   "The learned prior: pseudo-inputs u_k, and the decoder at their codes m_k",
                                   f"components 1 to {len(inputs)} of {total}; p(z) is their mixture, "
