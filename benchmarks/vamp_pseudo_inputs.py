@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))          # numpyvae itself, when run from a checkout
 
 from numpyvae import load_run, plots                      # noqa: E402
+from numpyvae.checkpoint import CheckpointError           # noqa: E402
+from numpyvae.datafiles import DataError                  # noqa: E402
 from numpyvae.atomicfile import atomic_write              # noqa: E402
 from numpyvae.priors import VampPrior                     # noqa: E402
 from numpyvae.rundir import RunError, build_model         # noqa: E402
@@ -77,7 +79,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         run = load_run(args.run_dir)
-    except RunError as error:                  # a missing or damaged run: say which, in one line
+        train_images = len(run.data("train")[0])
+    except (RunError, CheckpointError, DataError) as error:   # a missing or damaged run, or no data: one line
         raise SystemExit(f"vamp_pseudo_inputs: {error}") from None
     model = run.model
     if not isinstance(model.prior, VampPrior):
@@ -86,7 +89,7 @@ def main(argv=None):
     about = plots.describe(model, run.config.objective, run.config.samples)
     plots.pseudo_inputs(model, model.prior.inputs(model), args.figures / "vamp_pseudo_inputs.png", about=about)
     plots.samples(model, args.figures / "vamp_samples.png", about=about)
-    stats = statistics(model, run.config, len(run.data("train")[0]))
+    stats = statistics(model, run.config, train_images)
     shown = args.run_dir.resolve()
     shown = shown.relative_to(HERE.parent) if shown.is_relative_to(HERE.parent) else shown
     args.out.mkdir(parents=True, exist_ok=True)

@@ -376,3 +376,7 @@ def test_the_chapters_pseudo_inputs_script_draws_and_measures_a_vampprior_run(ti
     with pytest.raises(SystemExit, match="trained with prior 'normal', not the VampPrior"):
         vamp_pseudo_inputs.main([str(tmp_path / "normal"), "--figures", str(tmp_path / "f2"), "--out", str(tmp_path)])
     assert not (tmp_path / "f2").exists()
+    damaged = tmp_path / "vamp" / "checkpoint.npz"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="vamp_pseudo_inputs: .*checkpoint.npz is corrupt"):
+        vamp_pseudo_inputs.main([str(tmp_path / "vamp"), "--figures", str(tmp_path / "f3"), "--out", str(tmp_path)])
